@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { Prng, sample, shuffle } from '../node/core/random.ts';
+
+describe('Prng', () => {
+  it('is deterministic for a seed and differs across seeds', () => {
+    const a = new Prng(42);
+    const b = new Prng(42);
+    const c = new Prng(43);
+    const sa = Array.from({ length: 8 }, () => a.nextU32());
+    const sb = Array.from({ length: 8 }, () => b.nextU32());
+    const sc = Array.from({ length: 8 }, () => c.nextU32());
+    expect(sa).toEqual(sb);
+    expect(sa).not.toEqual(sc);
+  });
+  it('stays in range and is roughly uniform', () => {
+    const r = new Prng('uniform');
+    const buckets = new Array(10).fill(0);
+    for (let i = 0; i < 100_000; i++) buckets[r.int(10)]++;
+    for (const n of buckets) expect(Math.abs(n - 10_000)).toBeLessThan(600);
+    expect(() => r.int(0)).toThrow(/maxExclusive/);
+  });
+  it('shuffle and sample are permutations/subsets', () => {
+    const r = new Prng(1);
+    const xs = [1, 2, 3, 4, 5, 6];
+    expect(shuffle(r, xs.slice()).sort()).toEqual(xs);
+    const s = sample(r, xs, 3);
+    expect(new Set(s).size).toBe(3);
+    for (const v of s) expect(xs).toContain(v);
+  });
+});
