@@ -7,7 +7,11 @@
  * - `send` and `publish` are best effort: a message may be lost, delayed or reordered, never
  *   duplicated by the transport itself, never corrupted (corruption = loss), never echoed to self.
  * - `request` resolves with the peer's answer, or rejects with a TransportError (timeout,
- *   unreachable, peer error). It never hangs past its timeout.
+ *   unreachable, peer error). It never hangs past its timeout while this node runs (a crashed
+ *   node's own pending requests simply never settle, as in a dead process).
+ * - A peer is reachable once this node dialed it, learned its addresses (`addPeer`) or heard from it.
+ * - Oversize payloads (> MAX_MESSAGE_BYTES): `request` rejects with 'too-large'; `send` and
+ *   `publish` drop them (counted), never throw.
  * - Handlers are called asynchronously (never re-entrantly from inside send/publish/request).
  * - Peer ids are opaque strings (a libp2p PeerId in base58 for the real transport).
  */
@@ -16,7 +20,10 @@ export type PeerId = string;
 export interface TransportHandlers {
   /** A direct one-way message (`send`) from `from`. */
   onMessage(from: PeerId, data: Uint8Array): void;
-  /** A message published on a subscribed topic. `from` is the peer that delivered it. */
+  /**
+   * A message published on a subscribed topic. `from` is the peer that delivered it (a relay in
+   * a gossip mesh), not necessarily the author: authorship must come from the payload.
+   */
   onTopic(topic: string, from: PeerId, data: Uint8Array): void;
   /** A request (`request`) from `from`; the returned bytes are the response. A throw rejects the caller. */
   onRequest(from: PeerId, data: Uint8Array): Uint8Array | Promise<Uint8Array>;

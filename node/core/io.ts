@@ -13,7 +13,10 @@ export interface Timer {
 export interface Clock {
   /** Milliseconds since the Unix epoch (virtual in the simulator; skew may apply per agent). */
   now(): number;
-  /** Run `fn` once after `delayMs` (>= 0). Timers with equal deadlines fire in creation order. */
+  /**
+   * Run `fn` once after `delayMs`. Timers with equal deadlines fire in creation order. A negative
+   * delay is treated as 0; NaN or an infinite delay throws RangeError.
+   */
   setTimer(delayMs: number, fn: () => void): Timer;
 }
 
@@ -29,6 +32,8 @@ export interface Random {
  * `write` is atomic (a reader sees the old or the new value, never a torn one) and durable when
  * it returns. A value that fails its integrity check makes `read` throw StoreCorruptError —
  * the value is kept aside, never silently dropped. Disk errors (ENOSPC, EIO) throw StoreError.
+ * Keys satisfy isStoreKey (letters, digits, `._-`, not starting with a dot); any other key throws
+ * StoreError. `keys()` returns keys sorted.
  */
 export interface Store {
   read(key: string): Uint8Array | undefined;
@@ -78,3 +83,23 @@ export const nullLogger: Logger = {
     return nullLogger;
   },
 };
+
+/**
+ * Store keys: 1–128 characters from [A-Za-z0-9._-], not starting with '.', and not containing
+ * '.corrupt-' (reserved for values kept aside). So a key is always a plain file name: no path
+ * separators, no '..', no hidden or temporary files. Shared by every Store implementation.
+ */
+const KEY_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
+
+export function isStoreKey(key: string): boolean {
+  return KEY_RE.test(key) && !key.includes('.corrupt-');
+}
+
+export function assertStoreKey(key: string): void {
+  if (typeof key !== 'string' || !isStoreKey(key))
+    throw new StoreError(
+      String(key),
+      `invalid store key ${JSON.stringify(key)}: keys are 1-128 characters of [A-Za-z0-9._-], ` +
+        `not starting with '.', without '.corrupt-' (no paths)`,
+    );
+}

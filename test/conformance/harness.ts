@@ -6,7 +6,7 @@ import type { Transport } from '../../gossip/transport.ts';
  * advances virtual time.
  */
 export interface TransportHarness {
-  /** Create `n` started-but-unconnected transports (handlers are attached by the suite via start()). */
+  /** Create `n` not-yet-started, unconnected transports (the suite calls start() with its handlers). */
   create(n: number): Promise<Transport[]>;
   /** Make `a` able to reach `b` (dial b's address, or whatever the implementation needs). */
   connect(a: Transport, b: Transport): Promise<void>;

@@ -1,0 +1,370 @@
+/**
+ * Deploy intents: a hand-written state-based CRDT (multi-writer), chosen over Automerge after
+ * measuring (docs/state.md: an Automerge doc costs ~61 KB RSS even for one small deploy).
+ *
+ * Each deploy is a set of last-writer-wins registers keyed `name`, `replicas`, `strategy` and
+ * `spec.<top-level key>`, stamped with a hybrid logical clock [wall, counter, actor]:
+ *  - concurrent edits of different registers (e.g. replicas vs spec.image) both survive;
+ *  - concurrent edits of the same register: the larger stamp wins (later wall time, then
+ *    counter, then actor id) — the same winner on every agent; an edit made after seeing another
+ *    always has a larger stamp (the HLC observes every merged stamp);
+ *  - delete wins: a deleted deploy id stays deleted; edits concurrent with or later than the
+ *    delete are ignored (a deploy is re-created under a fresh id; `name` can be reused).
+ * State size is bounded by (deploys × registers), independent of the number of edits: there is
+ * no history. Deleted deploys and removed spec keys are dropped by `gc(before)` after a horizon.
+ */
+
+import type { IntentDigestEntry } from './codec.ts';
+import { StateMessageError, validateId, validateIntentFieldValue } from './codec.ts';
+import { canonicalJson, sha256, tag32, XorSet } from './hash.ts';
+import type {
+  DeployIntent,
+  IntentFields,
+  IntentWire,
+  Json,
+  JsonObject,
+  RegisterWire,
+  Stamp,
+} from './types.ts';
+
+/** Live spec keys accepted from a local write (the wire allows more: concurrent additions). */
+export const MAX_SPEC_KEYS = 128;
+/** Canonical JSON size of a spec accepted from a local write. */
+export const MAX_SPEC_BYTES = 256 * 1024;
+
+export function compareStamps(a: Stamp, b: Stamp): number {
+  return a[0] - b[0] || a[1] - b[1] || (a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : 0);
+}
+
+/** Hybrid logical clock of one agent. `now` always comes from the caller (no clock inside). */
+export class Hlc {
+  private wall = 0;
+  private counter = 0;
+
+  constructor(readonly actor: string) {}
+
+  tick(now: number): Stamp {
+    if (now > this.wall) {
+      this.wall = Math.floor(now);
+      this.counter = 0;
+    } else if (this.counter >= 0xffffffff) {
+      this.wall++;
+      this.counter = 0;
+    } else {
+      this.counter++;
+    }
+    return [this.wall, this.counter, this.actor];
+  }
+
+  /** Make every later tick larger than `s`. */
+  observe(s: Stamp): void {
+    if (s[0] > this.wall) {
+      this.wall = s[0];
+      this.counter = s[1];
+    } else if (s[0] === this.wall && s[1] > this.counter) {
+      this.counter = s[1];
+    }
+  }
+
+  last(): Stamp {
+    return [this.wall, this.counter, this.actor];
+  }
+}
+
+interface Register {
+  stamp: Stamp;
+  /** undefined = spec key removed. */
+  value: Json | undefined;
+  /** Canonical JSON of value, for equality and tie-breaks ('' when removed). */
+  canon: string;
+}
+
+interface Entry {
+  id: string;
+  regs: Map<string, Register>;
+  deleted: Stamp | null;
+  hash?: Buffer;
+  view?: DeployIntent | null;
+}
+
+export class IntentTable {
+  private readonly entries = new Map<string, Entry>();
+  /** Ids changed since the last hash(), with their hash at that time (null = absent then). */
+  private readonly dirty = new Map<string, Buffer | null>();
+  private readonly acc = new XorSet();
+  readonly clock: Hlc;
+
+  constructor(readonly actor: string) {
+    this.clock = new Hlc(actor);
+  }
+
+  // --- local writes (validated; errors are StateMessageError with peer 'local') -------------
+
+  /**
+   * Create the deploy or replace all its fields. Writes only registers whose value differs
+   * (so a concurrent edit of another field survives) and removes spec keys not in `fields.spec`.
+   * Returns the delta to gossip (possibly with no fields), or undefined if the id was deleted.
+   */
+  put(id: string, fields: IntentFields, now: number): IntentWire | undefined {
+    return this.write(id, fields, true, now);
+  }
+
+  /** Change some fields of an existing, complete deploy (`spec` replaces the whole spec, diffed). */
+  update(id: string, patch: Partial<IntentFields>, now: number): IntentWire | undefined {
+    if (!this.get(id)) return undefined;
+    return this.write(id, patch, false, now);
+  }
+
+  /** Delete (final for this id). Returns the tombstone delta to gossip. */
+  remove(id: string, now: number): IntentWire {
+    validateId(id, 'id');
+    const w: IntentWire = { id, fields: [], deleted: this.clock.tick(now) };
+    this.merge(w);
+    return w;
+  }
+
+  private write(id: string, f: Partial<IntentFields>, full: boolean, now: number): IntentWire | undefined {
+    validateId(id, 'id');
+    const sets: [string, Json][] = [];
+    for (const k of ['name', 'replicas', 'strategy'] as const) {
+      if (f[k] === undefined) {
+        if (full) throw new StateMessageError('local', k, 'missing');
+        continue;
+      }
+      sets.push([k, validateIntentFieldValue(k, f[k], k)]);
+    }
+    const specKeys: string[] = [];
+    if (f.spec !== undefined || full) {
+      const spec = f.spec;
+      if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
+        throw new StateMessageError('local', 'spec', 'expected an object');
+      for (const k of Object.keys(spec)) {
+        specKeys.push(k);
+        sets.push([
+          'spec.' + k,
+          validateIntentFieldValue('spec.' + k, spec[k], `spec[${JSON.stringify(k)}]`),
+        ]);
+      }
+      if (specKeys.length > MAX_SPEC_KEYS)
+        throw new StateMessageError('local', 'spec', `more than ${MAX_SPEC_KEYS} keys`);
+      if (canonicalJson(spec).length > MAX_SPEC_BYTES)
+        throw new StateMessageError('local', 'spec', `larger than ${MAX_SPEC_BYTES} bytes`);
+    }
+    const e = this.entries.get(id);
+    if (e?.deleted) return undefined;
+    const fields: RegisterWire[] = [];
+    for (const [k, v] of sets) {
+      const cur = e?.regs.get(k);
+      if (cur && cur.value !== undefined && cur.canon === canonicalJson(v)) continue;
+      fields.push([k, this.clock.tick(now), v]);
+    }
+    if (f.spec !== undefined && e) {
+      const keep = new Set(specKeys);
+      for (const [k, r] of e.regs) {
+        if (k.startsWith('spec.') && r.value !== undefined && !keep.has(k.slice(5)))
+          fields.push([k, this.clock.tick(now)]);
+      }
+    }
+    const w: IntentWire = { id, fields, deleted: null };
+    this.merge(w);
+    return w;
+  }
+
+  // --- merge ----------------------------------------------------------------------------------
+
+  /** Join a (validated) full entry or delta. Returns true if local state changed. */
+  merge(w: IntentWire): boolean {
+    if (w.deleted) this.clock.observe(w.deleted);
+    for (const r of w.fields) this.clock.observe(r[1]);
+    const e = this.entries.get(w.id);
+    if (w.deleted) {
+      if (e?.deleted && compareStamps(w.deleted, e.deleted) <= 0) return false;
+      this.touch(w.id, e);
+      if (e) {
+        e.deleted = w.deleted;
+        e.regs.clear();
+      } else {
+        this.entries.set(w.id, { id: w.id, regs: new Map(), deleted: w.deleted });
+      }
+      return true;
+    }
+    if (e?.deleted) return false;
+    const wins = new Map<string, Register>();
+    for (const r of w.fields) {
+      const value = r.length === 3 ? r[2] : undefined;
+      const canon = value === undefined ? '' : canonicalJson(value);
+      const cur = wins.get(r[0]) ?? e?.regs.get(r[0]);
+      if (cur) {
+        const c = compareStamps(r[1], cur.stamp);
+        if (c < 0 || (c === 0 && canon <= cur.canon)) continue;
+      }
+      wins.set(r[0], { stamp: r[1], value, canon });
+    }
+    if (!wins.size) return false;
+    this.touch(w.id, e);
+    if (e) for (const [k, r] of wins) e.regs.set(k, r);
+    else this.entries.set(w.id, { id: w.id, regs: wins, deleted: null });
+    return true;
+  }
+
+  /** Registers the entry would hold after merging `w` (used to bound a peer's delta first). */
+  registerCountAfter(w: IntentWire): number {
+    const e = this.entries.get(w.id);
+    if (w.deleted || e?.deleted) return 0;
+    let n = e ? e.regs.size : 0;
+    for (const r of w.fields) if (!e?.regs.has(r[0])) n++;
+    return n;
+  }
+
+  // --- reads ----------------------------------------------------------------------------------
+
+  /** The materialised intent; undefined if unknown, deleted or not yet complete. */
+  get(id: string): DeployIntent | undefined {
+    const e = this.entries.get(id);
+    if (!e) return undefined;
+    if (e.view === undefined) e.view = materialise(e);
+    return e.view ?? undefined;
+  }
+
+  isDeleted(id: string): boolean {
+    return !!this.entries.get(id)?.deleted;
+  }
+
+  /** Complete, live intents sorted by id. */
+  all(): DeployIntent[] {
+    const out: DeployIntent[] = [];
+    for (const id of this.ids()) {
+      const v = this.get(id);
+      if (v) out.push(v);
+    }
+    return out;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  ids(): string[] {
+    return [...this.entries.keys()].sort();
+  }
+
+  /** Full state of one entry (registers sorted by key). */
+  wire(id: string): IntentWire | undefined {
+    const e = this.entries.get(id);
+    return e ? toWire(e) : undefined;
+  }
+
+  allWire(): IntentWire[] {
+    return this.ids().map((id) => toWire(this.entries.get(id)!));
+  }
+
+  // --- anti-entropy ---------------------------------------------------------------------------
+
+  digest(): IntentDigestEntry[] {
+    return this.ids().map((id) => ({ id, tag: tag32(this.entryHash(this.entries.get(id)!)) }));
+  }
+
+  /** Full entries the digest's owner lacks or holds with different content. */
+  newerThan(digest: readonly IntentDigestEntry[]): IntentWire[] {
+    const theirs = new Map(digest.map((d) => [d.id, d.tag]));
+    const out: IntentWire[] = [];
+    for (const id of this.ids()) {
+      const e = this.entries.get(id)!;
+      if (theirs.get(id) !== tag32(this.entryHash(e))) out.push(toWire(e));
+    }
+    return out;
+  }
+
+  /** Ids to request from the digest's owner (unknown here, or different content). */
+  missingFrom(digest: readonly IntentDigestEntry[]): string[] {
+    const out: string[] = [];
+    for (const d of digest) {
+      const e = this.entries.get(d.id);
+      if (!e || tag32(this.entryHash(e)) !== d.tag) out.push(d.id);
+    }
+    return out.sort();
+  }
+
+  hash(): string {
+    for (const [id, old] of this.dirty) {
+      if (old) this.acc.toggle(old);
+      const e = this.entries.get(id);
+      if (e) this.acc.toggle(this.entryHash(e));
+    }
+    this.dirty.clear();
+    return sha256(`intents\0${this.entries.size}\0${this.acc.hex()}`).toString('hex');
+  }
+
+  /**
+   * Drop deleted deploys and removed spec keys whose stamp wall time is `< before`. Same horizon
+   * rule as hosts: longer than any partition/offline time tolerated.
+   */
+  gc(before: number): number {
+    let n = 0;
+    for (const [id, e] of this.entries) {
+      if (e.deleted) {
+        if (e.deleted[0] < before) {
+          this.touch(id, e);
+          this.entries.delete(id);
+          n++;
+        }
+        continue;
+      }
+      for (const [k, r] of e.regs) {
+        if (r.value === undefined && r.stamp[0] < before) {
+          this.touch(id, e);
+          e.regs.delete(k);
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
+  private entryHash(e: Entry): Buffer {
+    if (!e.hash) e.hash = sha256('intent\0' + canonicalJson(toWire(e)));
+    return e.hash;
+  }
+
+  /** Call BEFORE changing `e` (undefined = creating `id`): record its old hash, drop caches. */
+  private touch(id: string, e: Entry | undefined): void {
+    if (!this.dirty.has(id)) this.dirty.set(id, e ? this.entryHash(e) : null);
+    if (e) {
+      e.hash = undefined;
+      e.view = undefined;
+    }
+  }
+}
+
+function toWire(e: Entry): IntentWire {
+  const keys = [...e.regs.keys()].sort();
+  const fields: RegisterWire[] = keys.map((k) => {
+    const r = e.regs.get(k)!;
+    return r.value === undefined ? [k, r.stamp] : [k, r.stamp, r.value];
+  });
+  return { id: e.id, fields, deleted: e.deleted };
+}
+
+function materialise(e: Entry): DeployIntent | null {
+  if (e.deleted) return null;
+  const name = e.regs.get('name');
+  const replicas = e.regs.get('replicas');
+  const strategy = e.regs.get('strategy');
+  if (!name || !replicas || !strategy) return null;
+  let revision: Stamp = name.stamp;
+  const specEntries: [string, Json][] = [];
+  for (const [k, r] of e.regs) {
+    if (compareStamps(r.stamp, revision) > 0) revision = r.stamp;
+    if (k.startsWith('spec.') && r.value !== undefined) specEntries.push([k.slice(5), r.value]);
+  }
+  specEntries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const spec = Object.fromEntries(specEntries) as JsonObject;
+  return {
+    id: e.id,
+    name: name.value as string,
+    spec,
+    replicas: replicas.value as number,
+    strategy: strategy.value as string,
+    revision,
+  };
+}

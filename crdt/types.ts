@@ -1,0 +1,146 @@
+/**
+ * Plain-data types of the cluster state. Everything here is JSON-serialisable (no classes, no
+ * Maps, no undefined-valued required fields) so that `allocator/` and the HTTP API can consume
+ * it directly. Records are treated as immutable once handed to a table.
+ */
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type JsonObject = { [key: string]: Json };
+
+/** One GPU device of a host. */
+export interface Gpu {
+  /** Device index on the host (0-based, unique per host). */
+  index: number;
+  model: string;
+  /** Device memory in bytes. */
+  memory: number;
+}
+
+/** Oversell ratio per dimension (>= 1; 1 = no oversell). Bound cores are never oversold. */
+export interface Oversell {
+  cpu: number;
+  memory: number;
+  disk: number;
+  gpu: number;
+}
+
+/** What a host offers. */
+export interface Capacity {
+  /** Total CPU in millicores (cores × 1000 unless restricted). */
+  cpuMilli: number;
+  /** Number of cores (indices 0..cores-1 may be bound). */
+  cores: number;
+  /** Bytes. */
+  memory: number;
+  /** Bytes. */
+  disk: number;
+  gpus: Gpu[];
+  /** Host labels, including `zone`. The host's labels live here only (HostRecord has no copy). */
+  labels: Record<string, string>;
+  oversell: Oversell;
+}
+
+/** Share of one GPU device, in milli of the device (1000 = whole device). */
+export interface GpuShare {
+  index: number;
+  milli: number;
+}
+
+/** A usage vector (what a workload uses, or what a host has allocated in total). */
+export interface Resources {
+  cpuMilli: number;
+  /** Whole cores bound exclusively (indices, ascending, unique). */
+  cores: number[];
+  memory: number;
+  disk: number;
+  /** Per-device shares (ascending index, unique). */
+  gpus: GpuShare[];
+}
+
+export type WorkloadStatus = 'pending' | 'starting' | 'running' | 'stopping' | 'exited' | 'failed';
+export const WORKLOAD_STATUSES: readonly WorkloadStatus[] = [
+  'pending',
+  'starting',
+  'running',
+  'stopping',
+  'exited',
+  'failed',
+];
+
+export type EngineKind = 'docker' | 'process' | 'sim';
+export const ENGINE_KINDS: readonly EngineKind[] = ['docker', 'process', 'sim'];
+
+/** One replica of a deploy, as its host reports it. */
+export interface WorkloadRecord {
+  id: string;
+  deployId: string;
+  /** Replica index within the deploy (0-based). */
+  replica: number;
+  resources: Resources;
+  status: WorkloadStatus;
+  engine: EngineKind;
+  /** Host clock, ms since the epoch; null until started. Informational. */
+  startedAt: number | null;
+  exitCode: number | null;
+}
+
+/**
+ * A host's own record. Single writer (the host): merged by max `version`.
+ * `updatedAt` is the writer's clock (informational only; never used to order records).
+ */
+export interface HostRecord {
+  id: string;
+  version: number;
+  deleted: false;
+  addrs: string[];
+  capacity: Capacity;
+  allocated: Resources;
+  workloads: WorkloadRecord[];
+  draining: boolean;
+  updatedAt: number;
+}
+
+/** Removal of a long-dead host, written by any agent at a version above the last record. */
+export interface HostTombstone {
+  id: string;
+  version: number;
+  deleted: true;
+  /** Clock of the agent that removed the host; the GC horizon is measured against it. */
+  updatedAt: number;
+}
+
+export type HostEntry = HostRecord | HostTombstone;
+
+/** Hybrid logical clock stamp: [wall ms, counter, actor]. Totally ordered, unique per write. */
+export type Stamp = readonly [wall: number, counter: number, actor: string];
+
+/** The user-editable fields of a deploy intent. */
+export interface IntentFields {
+  name: string;
+  /** Opaque JSON object; its top-level keys are separately mergeable. */
+  spec: JsonObject;
+  replicas: number;
+  strategy: string;
+}
+
+/** A deploy intent as materialised from its registers. */
+export interface DeployIntent extends IntentFields {
+  id: string;
+  /** Largest stamp of any register: grows with every edit, identical on converged agents. */
+  revision: Stamp;
+}
+
+/**
+ * One last-writer-wins register on the wire: `[key, stamp]` = key removed (spec keys only),
+ * `[key, stamp, value]` = key set. Keys: `name`, `replicas`, `strategy`, `spec.<top-level key>`.
+ */
+export type RegisterWire =
+  | readonly [key: string, stamp: Stamp]
+  | readonly [key: string, stamp: Stamp, value: Json];
+
+/** A deploy's registers (full state or a delta); `deleted` set = removed (delete wins). */
+export interface IntentWire {
+  id: string;
+  fields: RegisterWire[];
+  deleted: Stamp | null;
+}

@@ -1,0 +1,326 @@
+import type { Transport, TransportHandlers } from '../../gossip/transport.ts';
+import type { HostFacts } from '../host.ts';
+import type { Clock, Logger, Random, Store, Timer } from './io.ts';
+import { StoreCorruptError } from './io.ts';
+import {
+  type Member,
+  type MemberState,
+  type MemberStatus,
+  Membership,
+  type MembershipConfig,
+  type PushPull,
+} from './membership.ts';
+import {
+  decodeMembership,
+  decodePushPull,
+  encodeMembership,
+  encodePushPull,
+  TAG_APP,
+  TAG_MEMBERSHIP,
+  TAG_PUSH_PULL,
+  TAG_STATE,
+  tagOf,
+  WireError,
+} from './wire.ts';
+
+/**
+ * The agent core: a sans-IO composition of membership, cluster-state sync and (later) bidding and
+ * reconciliation. It is driven only by transport callbacks and Clock timers and touches the world
+ * only through its deps — so the simulator runs exactly this class for thousands of agents.
+ */
+
+export interface AgentDeps {
+  transport: Transport;
+  clock: Clock;
+  random: Random;
+  store: Store;
+  log: Logger;
+}
+
+export interface AgentConfig {
+  /** Join addresses (multiaddrs for libp2p, sim://id in the simulator). */
+  seeds: string[];
+  host: HostFacts;
+  membership?: Partial<MembershipConfig>;
+  /** Persist dirty state at most this often. */
+  persistIntervalMs?: number;
+}
+
+export interface NodeView {
+  id: string;
+  status: MemberStatus;
+  incarnation: number;
+  addrs: string[];
+  /** Local clock time the status last changed. */
+  since: number;
+  self: boolean;
+}
+
+/** Keys in the agent's Store. */
+export const STORE_KEYS = { agent: 'agent.json', members: 'members.json' } as const;
+
+/**
+ * A sub-protocol the agent routes messages to (state sync, bidding, …). Each owns a tag and
+ * handles its own decoding (and validation) of untrusted bytes.
+ */
+export interface SubProtocol {
+  readonly tag: number;
+  onMessage?(from: string, data: Uint8Array): void;
+  onTopic?(topic: string, from: string, data: Uint8Array): void;
+  onRequest?(from: string, data: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  start?(): void | Promise<void>;
+  stop?(): void | Promise<void>;
+  /** Persist durable state; called on the persist interval and at stop. */
+  persist?(): void;
+}
+
+export class Agent {
+  readonly membership: Membership;
+  private readonly protocols = new Map<number, SubProtocol>();
+  private persistTimer: Timer | undefined;
+  private membersDirty = true;
+  private started = false;
+  private stopped = false;
+  /** Counters for metrics and tests. */
+  readonly counters = { badMessages: 0, persistErrors: 0 };
+  private readonly previousIncarnation: number;
+
+  constructor(
+    readonly deps: AgentDeps,
+    readonly cfg: AgentConfig,
+  ) {
+    const { transport, clock, random, log } = deps;
+    this.previousIncarnation = this.loadIncarnation();
+    this.membership = new Membership(
+      { id: transport.id, addrs: () => transport.addrs(), incarnation: this.previousIncarnation + 1 },
+      clock,
+      random,
+      {
+        send: (to, msg) => transport.send(to, encodeMembership(msg)),
+        pushPull: async (to, msg, timeoutMs) =>
+          decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
+        dial: (addr) => transport.dial(addr),
+        learn: (id, addrs) => transport.addPeer(id, addrs),
+      },
+      log.child({ mod: 'membership' }),
+      cfg.membership,
+    );
+    this.membership.onChange(() => {
+      this.membersDirty = true;
+    });
+  }
+
+  get id(): string {
+    return this.deps.transport.id;
+  }
+
+  get log(): Logger {
+    return this.deps.log;
+  }
+
+  /** Register a sub-protocol before start(). */
+  use(p: SubProtocol): void {
+    if (this.protocols.has(p.tag)) throw new Error(`protocol tag ${p.tag} registered twice`);
+    this.protocols.set(p.tag, p);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) throw new Error('agent already started');
+    this.started = true;
+    const { transport, log } = this.deps;
+    await transport.start(this.handlers());
+    // Addresses are known only once listening: announce them with our new incarnation.
+    this.membership.refreshSelf();
+    this.saveIncarnation();
+    for (const p of this.protocols.values()) await p.start?.();
+    this.membership.start(this.cfg.seeds, this.loadMembers());
+    this.schedulePersist();
+    log.info(
+      {
+        id: this.id,
+        addrs: transport.addrs(),
+        incarnation: this.membership.incarnation,
+        seeds: this.cfg.seeds,
+      },
+      'agent started',
+    );
+  }
+
+  /** Stop. With `leave`, tell the cluster first (status `left`) instead of letting it detect death. */
+  async stop(opts: { leave?: boolean; leaveGraceMs?: number } = {}): Promise<void> {
+    if (this.stopped || !this.started) return;
+    this.stopped = true;
+    if (opts.leave) {
+      this.membership.leave();
+      await new Promise<void>((resolve) => this.deps.clock.setTimer(opts.leaveGraceMs ?? 200, resolve));
+    }
+    this.membership.stop();
+    this.persistTimer?.cancel();
+    for (const p of this.protocols.values()) await p.stop?.();
+    this.persistNow();
+    await this.deps.transport.stop();
+    this.deps.log.info({ id: this.id, left: !!opts.leave }, 'agent stopped');
+  }
+
+  nodes(): NodeView[] {
+    return this.membership.list().map((m: Member) => ({
+      id: m.id,
+      status: m.status,
+      incarnation: m.incarnation,
+      addrs: m.addrs,
+      since: m.changedAt,
+      self: m.id === this.id,
+    }));
+  }
+
+  // ───────────────────────────── transport plumbing ─────────────────────────────
+
+  private handlers(): TransportHandlers {
+    return {
+      onMessage: (from, data) => this.guard(from, () => this.onMessage(from, data)),
+      onTopic: (topic, from, data) =>
+        this.guard(from, () => {
+          const p = this.protocols.get(tagOf(from, data));
+          if (!p?.onTopic) throw new WireError(from, '', `unexpected frame tag ${data[0]} on topic ${topic}`);
+          p.onTopic(topic, from, data);
+        }),
+      onRequest: (from, data) => this.onRequest(from, data),
+      onPeerDisconnected: (peer) => this.membership.hintDisconnected(peer),
+    };
+  }
+
+  private onMessage(from: string, data: Uint8Array): void {
+    const tag = tagOf(from, data);
+    if (tag === TAG_MEMBERSHIP) {
+      this.membership.handleMessage(from, decodeMembership(from, data));
+      return;
+    }
+    const p = this.protocols.get(tag);
+    if (!p?.onMessage) throw new WireError(from, '', `unknown frame tag ${tag}`);
+    p.onMessage(from, data);
+  }
+
+  private onRequest(from: string, data: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    try {
+      const tag = tagOf(from, data);
+      if (tag === TAG_PUSH_PULL) {
+        const reply: PushPull = this.membership.handlePushPull(from, decodePushPull(from, data));
+        return encodePushPull(reply);
+      }
+      const p = this.protocols.get(tag);
+      if (!p?.onRequest) throw new WireError(from, '', `unknown request tag ${tag}`);
+      return p.onRequest(from, data);
+    } catch (err) {
+      this.noteBad(from, err);
+      throw err;
+    }
+  }
+
+  /** Run a handler; a malformed message is logged with the peer and dropped — never fatal. */
+  private guard(from: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.noteBad(from, err);
+    }
+  }
+
+  private noteBad(from: string, err: unknown): void {
+    if (err instanceof WireError) {
+      this.counters.badMessages++;
+      this.deps.log.warn({ peer: from, field: err.path, problem: err.problem }, 'rejected message');
+    } else {
+      this.deps.log.error({ peer: from, err: String((err as Error)?.stack ?? err) }, 'handler failed');
+    }
+  }
+
+  // ───────────────────────────── persistence ─────────────────────────────
+
+  private loadIncarnation(): number {
+    const raw = this.readJson(STORE_KEYS.agent);
+    const inc = (raw as { incarnation?: unknown } | undefined)?.incarnation;
+    return typeof inc === 'number' && Number.isSafeInteger(inc) && inc >= 0 ? inc : 0;
+  }
+
+  private saveIncarnation(): void {
+    this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation });
+  }
+
+  private loadMembers(): MemberState[] {
+    const raw = this.readJson(STORE_KEYS.members);
+    if (!Array.isArray(raw)) return [];
+    const out: MemberState[] = [];
+    for (const m of raw) {
+      if (
+        m &&
+        typeof m.id === 'string' &&
+        Array.isArray(m.addrs) &&
+        m.addrs.every((a: unknown) => typeof a === 'string') &&
+        m.id !== this.id
+      ) {
+        out.push({ id: m.id, addrs: m.addrs, incarnation: 0, status: 'dead' });
+      }
+    }
+    return out;
+  }
+
+  private schedulePersist(): void {
+    this.persistTimer = this.deps.clock.setTimer(this.cfg.persistIntervalMs ?? 1000, () => {
+      if (this.stopped) return;
+      this.persistNow();
+      this.schedulePersist();
+    });
+  }
+
+  /** Write what changed. A failing disk is logged and retried next time — never fatal, nothing dropped. */
+  persistNow(): void {
+    if (this.membersDirty) {
+      const ok =
+        this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }) &&
+        this.writeJson(
+          STORE_KEYS.members,
+          this.membership
+            .list()
+            .filter((m) => m.id !== this.id && m.status !== 'left')
+            .map((m) => ({ id: m.id, addrs: m.addrs })),
+        );
+      if (ok) this.membersDirty = false;
+    }
+    for (const p of this.protocols.values()) {
+      try {
+        p.persist?.();
+      } catch (err) {
+        this.counters.persistErrors++;
+        this.deps.log.error({ err: String(err) }, 'persist failed; will retry');
+      }
+    }
+  }
+
+  private readJson(key: string): unknown {
+    try {
+      const bytes = this.deps.store.read(key);
+      if (!bytes) return undefined;
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      const where = err instanceof StoreCorruptError && err.keptAt ? ` (kept at ${err.keptAt})` : '';
+      this.deps.log.error(
+        { key, err: String(err) },
+        `stored ${key} is unreadable${where}; starting without it`,
+      );
+      return undefined;
+    }
+  }
+
+  private writeJson(key: string, value: unknown): boolean {
+    try {
+      this.deps.store.write(key, new TextEncoder().encode(JSON.stringify(value)));
+      return true;
+    } catch (err) {
+      this.counters.persistErrors++;
+      this.deps.log.error({ key, err: String(err) }, 'could not persist; will retry');
+      return false;
+    }
+  }
+}
+
+export { TAG_APP, TAG_STATE };

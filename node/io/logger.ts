@@ -1,0 +1,35 @@
+import { type DestinationStream, type LevelWithSilent, pino } from 'pino';
+import pretty from 'pino-pretty';
+import type { Logger } from '../core/io.ts';
+
+export interface LoggerOptions {
+  /** Minimum level. Default 'info'. */
+  level?: LevelWithSilent;
+  /** Human-readable output. Default: when stdout is a TTY. */
+  pretty?: boolean;
+  /** Where to write (tests). Default stdout. */
+  destination?: DestinationStream;
+  /** Bindings on every line (e.g. { node: id }). */
+  base?: Record<string, unknown>;
+}
+
+const LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * A pino logger (JSON lines; pino-pretty in-process, no worker thread, when `pretty`) that
+ * satisfies the core's Logger interface.
+ */
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const level = opts.level ?? 'info';
+  if (!LEVELS.includes(level))
+    throw new Error(`invalid log level ${JSON.stringify(level)}: expected one of ${LEVELS.join(', ')}`);
+  const usePretty = opts.pretty ?? process.stdout.isTTY === true;
+  const dest: DestinationStream | undefined =
+    opts.destination ??
+    (usePretty
+      ? pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l' })
+      : undefined);
+  const options = { level, base: opts.base ?? null };
+  const logger: Logger = dest === undefined ? pino(options) : pino(options, dest);
+  return logger;
+}

@@ -1,0 +1,127 @@
+import '../gossip/polyfill.ts';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadOrCreateIdentity } from '../gossip/identity.ts';
+import { Libp2pTransport } from '../gossip/libp2p.ts';
+import { loadSwarmKey } from '../gossip/swarm-key.ts';
+import { startApi } from './api.ts';
+import { agentBackend } from './backend.ts';
+import { Agent } from './core/agent.ts';
+import { Prng } from './core/random.ts';
+import { StateSync } from './core/state-sync.ts';
+import { detectHost } from './host.ts';
+import { DiskStore } from './io/disk-store.ts';
+import { createLogger } from './io/logger.ts';
+import { RealClock } from './io/real-clock.ts';
+
+/** Options of `shoal agent` (see node/cli.ts; every flag has a SHOAL_* twin). */
+export interface AgentOptions {
+  dataDir: string;
+  listen: string[];
+  api: string;
+  join: string[];
+  clusterKey?: string;
+  engine?: string;
+  dockerSocket?: string;
+  cpu?: string;
+  memory?: string;
+  disk?: string;
+  gpu?: string;
+  label: string[];
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+}
+
+export interface RunningAgent {
+  agent: Agent;
+  sync: StateSync;
+  apiUrl: string;
+  stop(opts?: { leave?: boolean }): Promise<void>;
+}
+
+/** Wire the sans-IO core to the real world (libp2p, wall clock, disk) and serve the API. */
+export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+  const dataDir = resolve(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  const log = createLogger({ level: opts.logLevel });
+  const identity = await loadOrCreateIdentity(dataDir);
+  const swarmKey = opts.clusterKey ? loadSwarmKey(opts.clusterKey) : undefined;
+  const host = detectHost(dataDir, {
+    cpu: opts.cpu,
+    memory: opts.memory,
+    disk: opts.disk,
+    gpu: opts.gpu,
+    labels: opts.label,
+  });
+  const transport = await Libp2pTransport.create({
+    privateKey: identity.privateKey,
+    listen: opts.listen,
+    swarmKey,
+    logger: log.child({ mod: 'libp2p' }),
+  });
+  const clock = new RealClock();
+  // The real agent's randomness is a PRNG seeded from the OS; the seed is logged so a run can be replayed.
+  const seed = randomBytes(4).readUInt32LE(0);
+  const random = new Prng(seed);
+  const store = new DiskStore(join(dataDir, 'state'));
+  const agentLog = log.child({ node: identity.peerId.slice(-8) });
+  const agent = new Agent({ transport, clock, random, store, log: agentLog }, { seeds: opts.join, host });
+  const sync = new StateSync(
+    { transport, clock, random, store, log: agentLog.child({ mod: 'state' }), membership: agent.membership },
+    host,
+  );
+  agent.use(sync);
+  await agent.start();
+  const api = await startApi(agentBackend(agent, sync, clock, clock.now()), opts.api);
+  log.info(
+    {
+      id: agent.id,
+      addrs: transport.addrs(),
+      api: api.url,
+      dataDir,
+      private: !!swarmKey,
+      seed,
+      capacity: {
+        cores: host.cores,
+        cpuMilli: host.cpuMilli,
+        memory: host.memoryBytes,
+        gpus: host.gpus.length,
+      },
+      labels: host.labels,
+    },
+    'shoal agent ready',
+  );
+  let stopping: Promise<void> | undefined;
+  return {
+    agent,
+    sync,
+    apiUrl: api.url,
+    stop: (o = {}) => {
+      stopping ??= (async () => {
+        await api.close();
+        await agent.stop({ leave: o.leave });
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** `shoal agent`: run until SIGINT/SIGTERM, then leave the cluster gracefully. */
+export async function runAgent(opts: AgentOptions): Promise<void> {
+  const running = await startAgent(opts);
+  let signals = 0;
+  const onSignal = (sig: string) => {
+    signals++;
+    if (signals > 1) process.exit(130);
+    running.agent.log.info({ signal: sig }, 'leaving the cluster');
+    void running.stop({ leave: true }).then(() => process.exit(0));
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('unhandledRejection', (err) => {
+    running.agent.log.error(
+      { err: String((err as Error)?.stack ?? err) },
+      'unhandled rejection (continuing)',
+    );
+  });
+}

@@ -1,0 +1,416 @@
+import type { Clock, Timer } from '../node/core/io.ts';
+
+/**
+ * Discrete-event scheduler and virtual clocks for the simulator.
+ *
+ * Ordering guarantee: events fire in ascending (time, sequence) order, where the sequence number
+ * is assigned at `schedule` time from one counter per loop. So events with equal deadlines fire in
+ * the order they were scheduled, whoever scheduled them. Nothing else (no wall clock, no
+ * Math.random, no container iteration order) influences the order: same inputs → same run.
+ *
+ * Time is a plain number of milliseconds since the loop started (fractional values allowed;
+ * IEEE-754 arithmetic is deterministic). Events are never re-entrant: a callback that schedules
+ * an event for "now" gets a larger sequence number, so it fires after the current callback
+ * returns and after every event already queued for the same instant.
+ *
+ * Cancellation is lazy: a cancelled event stays in the heap, marked dead, and is skipped when
+ * popped; the heap is compacted when dead entries outnumber live ones. `TimerGroup.cancelAll()`
+ * kills every pending event of a group in O(1) (an epoch bump), which is how a crashed agent's
+ * timers and a crashed node's in-flight inbound messages disappear.
+ */
+
+/** A set of events that can be dropped together (one agent's clock, one node's inbox). */
+export class TimerGroup {
+  /** Bumped by cancelAll(); events remember the epoch they were scheduled in. */
+  epoch = 0;
+  /** Live (scheduled, not fired, not cancelled) events of this group. */
+  live = 0;
+
+  constructor(readonly loop: EventLoop) {}
+
+  /** Number of live events in this group. */
+  get pending(): number {
+    return this.live;
+  }
+
+  /** Drop every pending event of this group in O(1). The group stays usable for new events. */
+  cancelAll(): void {
+    this.loop.live -= this.live;
+    this.live = 0;
+    this.epoch++;
+  }
+}
+
+/** One scheduled callback. It is its own Timer handle (no extra allocation per timer). */
+class LoopEvent implements Timer {
+  constructor(
+    readonly t: number,
+    readonly seq: number,
+    public fn: (() => void) | null,
+    readonly group: TimerGroup,
+    readonly epoch: number,
+  ) {}
+
+  get alive(): boolean {
+    return this.fn !== null && this.group.epoch === this.epoch;
+  }
+
+  cancel(): void {
+    if (this.fn === null || this.group.epoch !== this.epoch) return;
+    this.fn = null;
+    this.group.live--;
+    this.group.loop.live--;
+  }
+}
+
+const INERT_TIMER: Timer = { cancel() {} };
+
+export class EventLoop {
+  // 4-ary min-heap on (time, seq). Keys live in typed arrays for cache locality; events alongside.
+  private ts = new Float64Array(1024);
+  private ss = new Float64Array(1024);
+  private evs: (LoopEvent | undefined)[] = [];
+  private size = 0;
+  private seq = 0;
+  private time = 0;
+  private running = false;
+  /** Live events (maintained by LoopEvent.cancel and TimerGroup.cancelAll). */
+  live = 0;
+  /** Events fired since the loop was created. */
+  fired = 0;
+  /** The group events go to when no group is given. */
+  readonly defaultGroup: TimerGroup = new TimerGroup(this);
+
+  /** Current virtual time, ms since the loop started. */
+  get now(): number {
+    return this.time;
+  }
+
+  /** Live events waiting to fire. */
+  get pending(): number {
+    return this.live;
+  }
+
+  /** Heap slots including dead (cancelled) entries not yet collected; for diagnostics. */
+  get heapSize(): number {
+    return this.size;
+  }
+
+  /** A new group of events that can be cancelled together. */
+  group(): TimerGroup {
+    return new TimerGroup(this);
+  }
+
+  /**
+   * Run `fn` at virtual time `atMs`. A time in the past is clamped to now (it fires after the
+   * events already queued for now). Returns a handle whose cancel() is O(1).
+   */
+  schedule(atMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
+    if (Number.isNaN(atMs)) throw new RangeError('EventLoop.schedule: time is NaN');
+    if (atMs === Number.POSITIVE_INFINITY) throw new RangeError('EventLoop.schedule: time is Infinity');
+    if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
+    const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch);
+    group.live++;
+    this.live++;
+    if (this.size > 1024 && this.size > 3 * this.live) this.compact();
+    this.push(ev);
+    return ev;
+  }
+
+  /** Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). */
+  after(delayMs: number, fn: () => void, group?: TimerGroup): Timer {
+    return this.schedule(this.time + Math.max(delayMs, 0), fn, group);
+  }
+
+  /** Time of the next live event, or undefined if none. Drops dead entries from the top. */
+  peekTime(): number | undefined {
+    const ev = this.peekLive();
+    return ev === undefined ? undefined : ev.t;
+  }
+
+  /** Fire the next live event (advancing time to it). Returns false if there was none. */
+  step(): boolean {
+    const ev = this.peekLive();
+    if (ev === undefined) return false;
+    this.enter();
+    try {
+      this.fire(this.pop());
+    } finally {
+      this.running = false;
+    }
+    return true;
+  }
+
+  /**
+   * Fire every event with time <= `ms`, in order, then set the time to `ms` (if later).
+   * Returns the number of events fired. An exception from a callback propagates (the event is
+   * already consumed; the loop stays consistent and can be run again).
+   */
+  runUntil(ms: number): number {
+    this.enter();
+    const start = this.fired;
+    try {
+      for (;;) {
+        const ev = this.peekLive();
+        if (ev === undefined || ev.t > ms) break;
+        this.fire(this.pop());
+      }
+      if (ms > this.time) this.time = ms;
+    } finally {
+      this.running = false;
+    }
+    return this.fired - start;
+  }
+
+  /** runUntil(now + ms). */
+  runFor(ms: number): number {
+    return this.runUntil(this.time + ms);
+  }
+
+  /** Fire events until none are left (or `maxEvents` fired). Returns the number fired. */
+  runUntilIdle(maxEvents = Number.POSITIVE_INFINITY): number {
+    this.enter();
+    const start = this.fired;
+    try {
+      while (this.fired - start < maxEvents) {
+        const ev = this.peekLive();
+        if (ev === undefined) break;
+        this.fire(this.pop());
+      }
+    } finally {
+      this.running = false;
+    }
+    return this.fired - start;
+  }
+
+  /**
+   * Like runUntil, for agent code that uses promises (engine calls, async request handlers).
+   *
+   * Guarantee: after each event callback returns, every microtask it enqueued — promise
+   * reactions, queueMicrotask and process.nextTick callbacks, and any further microtasks those
+   * enqueue, transitively — runs to completion before the next event fires, with the virtual
+   * time still equal to that event's time. This holds because the loop yields through
+   * setImmediate after every event, and Node drains the nextTick and microtask queues completely
+   * before any macrotask. So async continuations interleave with events exactly as if they were
+   * part of the event that triggered them, and the run is deterministic.
+   *
+   * Not covered: work that waits on real I/O or real timers (fs, sockets, setTimeout) — that
+   * would make a run depend on the machine; sim code must not do it. Cost: one setImmediate per
+   * event (see docs/simulator.md for figures); use runUntil when no promise is involved.
+   */
+  async runUntilAsync(ms: number): Promise<number> {
+    this.enter();
+    const start = this.fired;
+    try {
+      await drain();
+      for (;;) {
+        const ev = this.peekLive();
+        if (ev === undefined || ev.t > ms) break;
+        this.fire(this.pop());
+        await drain();
+      }
+      if (ms > this.time) this.time = ms;
+    } finally {
+      this.running = false;
+    }
+    return this.fired - start;
+  }
+
+  /** runUntilAsync(now + ms). */
+  runForAsync(ms: number): Promise<number> {
+    return this.runUntilAsync(this.time + ms);
+  }
+
+  private enter(): void {
+    if (this.running) throw new Error('EventLoop: run/step called re-entrantly from inside an event');
+    this.running = true;
+  }
+
+  private fire(ev: LoopEvent): void {
+    const fn = ev.fn!;
+    ev.fn = null;
+    ev.group.live--;
+    this.live--;
+    this.time = ev.t;
+    this.fired++;
+    fn();
+  }
+
+  /** The heap top after discarding dead entries, or undefined. */
+  private peekLive(): LoopEvent | undefined {
+    while (this.size > 0) {
+      const top = this.evs[0]!;
+      if (top.fn !== null && top.group.epoch === top.epoch) return top;
+      this.pop();
+    }
+    return undefined;
+  }
+
+  private pop(): LoopEvent {
+    const evs = this.evs;
+    const top = evs[0]!;
+    const n = --this.size;
+    if (n > 0) {
+      const last = evs[n]!;
+      const t = this.ts[n]!;
+      const s = this.ss[n]!;
+      evs[n] = undefined;
+      this.siftDown(0, last, t, s);
+    } else {
+      evs[0] = undefined;
+    }
+    return top;
+  }
+
+  private push(ev: LoopEvent): void {
+    if (this.size === this.ts.length) this.grow();
+    const i = this.size++;
+    this.siftUp(i, ev, ev.t, ev.seq);
+  }
+
+  private grow(): void {
+    const cap = this.ts.length * 2;
+    const ts = new Float64Array(cap);
+    const ss = new Float64Array(cap);
+    ts.set(this.ts);
+    ss.set(this.ss);
+    this.ts = ts;
+    this.ss = ss;
+  }
+
+  /** Place (ev, t, s) at or above slot i. */
+  private siftUp(i: number, ev: LoopEvent, t: number, s: number): void {
+    const { ts, ss, evs } = this;
+    while (i > 0) {
+      const p = (i - 1) >> 2;
+      const pt = ts[p]!;
+      if (pt < t || (pt === t && ss[p]! < s)) break;
+      ts[i] = pt;
+      ss[i] = ss[p]!;
+      evs[i] = evs[p];
+      i = p;
+    }
+    ts[i] = t;
+    ss[i] = s;
+    evs[i] = ev;
+  }
+
+  /** Place (ev, t, s) at or below slot i (4-ary heap: shallower, and keys sit in typed arrays). */
+  private siftDown(i: number, ev: LoopEvent, t: number, s: number): void {
+    const { ts, ss, evs } = this;
+    const n = this.size;
+    for (;;) {
+      const first = 4 * i + 1;
+      if (first >= n) break;
+      let c = first;
+      let ct = ts[c]!;
+      let cs = ss[c]!;
+      const end = Math.min(first + 4, n);
+      for (let k = first + 1; k < end; k++) {
+        const kt = ts[k]!;
+        if (kt < ct || (kt === ct && ss[k]! < cs)) {
+          c = k;
+          ct = kt;
+          cs = ss[k]!;
+        }
+      }
+      if (t < ct || (t === ct && s < cs)) break;
+      ts[i] = ct;
+      ss[i] = cs;
+      evs[i] = evs[c];
+      i = c;
+    }
+    ts[i] = t;
+    ss[i] = s;
+    evs[i] = ev;
+  }
+
+  /** Drop dead entries and rebuild the heap. (time, seq) is a total order, so this cannot change the run. */
+  private compact(): void {
+    const live: LoopEvent[] = [];
+    for (let i = 0; i < this.size; i++) {
+      const ev = this.evs[i]!;
+      if (ev.fn !== null && ev.group.epoch === ev.epoch) live.push(ev);
+    }
+    this.evs = [];
+    this.size = 0;
+    for (const ev of live) this.push(ev);
+  }
+}
+
+function drain(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** 2026-01-01T00:00:00Z: virtual clocks report real-looking timestamps. */
+export const SIM_EPOCH_MS = Date.UTC(2026, 0, 1);
+
+export interface VirtualClockOptions {
+  /** Offset of this agent's clock from true (loop) time, ms. May be negative. Default 0. */
+  skewMs?: number;
+  /** What loop time 0 reads as. Default SIM_EPOCH_MS. */
+  epochMs?: number;
+}
+
+/**
+ * An agent's clock on an EventLoop. `now()` = floor(epoch + loop time + skew): an integer like
+ * Date.now(). Timers run on the loop's true time (skew shifts what the agent reads, not how long
+ * a delay lasts). All timers belong to one TimerGroup, so a crash drops them at once.
+ */
+export class VirtualClock implements Clock {
+  readonly timers: TimerGroup;
+  private skew: number;
+  private readonly epoch: number;
+  private dead = false;
+
+  constructor(
+    readonly loop: EventLoop,
+    opts: VirtualClockOptions = {},
+  ) {
+    this.timers = loop.group();
+    this.skew = opts.skewMs ?? 0;
+    this.epoch = opts.epochMs ?? SIM_EPOCH_MS;
+  }
+
+  now(): number {
+    return Math.floor(this.epoch + this.loop.now + this.skew);
+  }
+
+  get skewMs(): number {
+    return this.skew;
+  }
+
+  /** Change the skew (a clock jump; may make now() go backwards, as NTP steps can). */
+  setSkew(ms: number): void {
+    this.skew = ms;
+  }
+
+  setTimer(delayMs: number, fn: () => void): Timer {
+    if (!Number.isFinite(delayMs)) throw new RangeError(`setTimer: delayMs must be finite, got ${delayMs}`);
+    if (this.dead) return INERT_TIMER;
+    return this.loop.schedule(this.loop.now + Math.max(delayMs, 0), fn, this.timers);
+  }
+
+  /** Pending timers of this clock. */
+  get pending(): number {
+    return this.timers.live;
+  }
+
+  /** Drop every pending timer; the clock stays usable. */
+  cancelAll(): void {
+    this.timers.cancelAll();
+  }
+
+  /**
+   * The agent crashed: drop every pending timer, and make later setTimer calls (from promise
+   * continuations of the dead agent) inert. A restarted agent gets a new VirtualClock.
+   */
+  kill(): void {
+    this.dead = true;
+    this.timers.cancelAll();
+  }
+
+  get killed(): boolean {
+    return this.dead;
+  }
+}

@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto';
+import { Agent } from '../node/core/agent.ts';
+import type { Logger } from '../node/core/io.ts';
+import type { MembershipConfig } from '../node/core/membership.ts';
+import { Prng } from '../node/core/random.ts';
+import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
+import type { HostFacts } from '../node/host.ts';
+import { EventLoop, VirtualClock } from './clock.ts';
+import { type LinkModel, SimNetwork, type SimNetworkOptions } from './network.ts';
+import { MemoryStore } from './store.ts';
+
+/**
+ * Many real agents (node/core Agent + StateSync — the same classes `shoal agent` runs) in one
+ * process on a simulated network and a virtual clock. Deterministic: everything random is drawn
+ * from Prngs forked from the seed, and all scheduling goes through one EventLoop.
+ */
+
+export interface SimClusterOptions {
+  seed: number;
+  size: number;
+  /** Default link model. */
+  link?: Partial<LinkModel>;
+  network?: Omit<SimNetworkOptions, 'link' | 'trace'>;
+  membership?: Partial<MembershipConfig>;
+  sync?: Partial<StateSyncConfig>;
+  /** Host facts for agent i (default: 8 cores, 32 GiB, zone a/b/c round robin). */
+  host?: (i: number) => HostFacts;
+  /** Record a trace of every log line and network event (for determinism checks). */
+  trace?: boolean;
+  /** Index of the seed agent the others join through (default 0). */
+  seedIndex?: number;
+}
+
+export interface SimAgent {
+  id: string;
+  index: number;
+  agent: Agent;
+  sync: StateSync;
+  clock: VirtualClock;
+  store: MemoryStore;
+  up: boolean;
+}
+
+export function defaultHost(i: number): HostFacts {
+  return {
+    cores: 8,
+    cpuMilli: 8000,
+    memoryBytes: 32 * 2 ** 30,
+    diskBytes: 500 * 2 ** 30,
+    gpus: [],
+    labels: { zone: ['a', 'b', 'c'][i % 3]! },
+  };
+}
+
+/** A Logger that appends deterministic lines to a trace (virtual time, agent, level, message, fields). */
+export class TraceLogger implements Logger {
+  constructor(
+    private readonly sink: string[] | undefined,
+    private readonly now: () => number,
+    private readonly bindings: Record<string, unknown> = {},
+  ) {}
+  private line(level: string, obj: object, msg?: string): void {
+    if (!this.sink) return;
+    this.sink.push(`${this.now()} ${level} ${msg ?? ''} ${JSON.stringify({ ...this.bindings, ...obj })}`);
+  }
+  debug(obj: object, msg?: string): void {
+    this.line('debug', obj, msg);
+  }
+  info(obj: object, msg?: string): void {
+    this.line('info', obj, msg);
+  }
+  warn(obj: object, msg?: string): void {
+    this.line('warn', obj, msg);
+  }
+  error(obj: object, msg?: string): void {
+    this.line('error', obj, msg);
+  }
+  child(bindings: Record<string, unknown>): Logger {
+    return new TraceLogger(this.sink, this.now, { ...this.bindings, ...bindings });
+  }
+}
+
+export class SimCluster {
+  readonly loop = new EventLoop();
+  readonly net: SimNetwork;
+  readonly agents: SimAgent[] = [];
+  readonly trace: string[] | undefined;
+  private readonly rng: Prng;
+
+  constructor(readonly opts: SimClusterOptions) {
+    this.rng = new Prng(opts.seed);
+    this.trace = opts.trace ? [] : undefined;
+    const trace = this.trace;
+    this.net = new SimNetwork(this.loop, this.rng.fork('network'), {
+      ...opts.network,
+      link: opts.link,
+      trace: trace
+        ? (ev) => {
+            trace.push(`${this.loop.now} net ${JSON.stringify(ev)}`);
+          }
+        : undefined,
+    });
+  }
+
+  static idOf(i: number): string {
+    return `n${String(i).padStart(5, '0')}`;
+  }
+
+  /** Create and start every agent; all join through the seed agent. */
+  async start(): Promise<void> {
+    for (let i = 0; i < this.opts.size; i++) {
+      this.agents.push(this.makeAgent(i, new MemoryStore()));
+    }
+    for (const a of this.agents) await a.agent.start();
+  }
+
+  private makeAgent(i: number, store: MemoryStore): SimAgent {
+    const id = SimCluster.idOf(i);
+    const seedId = SimCluster.idOf(this.opts.seedIndex ?? 0);
+    const transport = this.net.createTransport(id, { zone: (this.opts.host ?? defaultHost)(i).labels.zone });
+    const clock = new VirtualClock(this.loop);
+    const random = this.rng.fork(`agent-${id}-${this.loop.now}`);
+    const log = new TraceLogger(this.trace, () => this.loop.now, { agent: id });
+    const host = (this.opts.host ?? defaultHost)(i);
+    const agent = new Agent(
+      { transport, clock, random, store, log },
+      { seeds: id === seedId ? [] : [`sim://${seedId}`], host, membership: this.opts.membership },
+    );
+    const sync = new StateSync(
+      { transport, clock, random, store, log: log.child({ mod: 'state' }), membership: agent.membership },
+      host,
+      this.opts.sync,
+    );
+    agent.use(sync);
+    return { id, index: i, agent, sync, clock, store, up: true };
+  }
+
+  get(i: number): SimAgent {
+    return this.agents[i]!;
+  }
+
+  /** Advance virtual time by `ms`, letting promise continuations run between events. */
+  async run(ms: number): Promise<void> {
+    await this.loop.runForAsync(ms);
+  }
+
+  /** Run until `pred` holds (checked every `stepMs`) or `maxMs` passes; returns elapsed virtual ms or -1. */
+  async runUntil(pred: () => boolean, maxMs: number, stepMs = 50): Promise<number> {
+    const start = this.loop.now;
+    while (this.loop.now - start <= maxMs) {
+      if (pred()) return this.loop.now - start;
+      await this.run(stepMs);
+    }
+    return pred() ? this.loop.now - start : -1;
+  }
+
+  /** Crash agent i (kill -9): no goodbye, timers and in-flight messages vanish; its store survives. */
+  crash(i: number): void {
+    const a = this.get(i);
+    a.clock.kill();
+    this.net.crash(a.id);
+    a.up = false;
+  }
+
+  /** Restart a crashed agent from its surviving store (same id). */
+  async restart(i: number): Promise<SimAgent> {
+    const old = this.get(i);
+    this.net.restart(old.id);
+    const fresh = this.makeAgent(i, old.store);
+    this.agents[i] = fresh;
+    await fresh.agent.start();
+    return fresh;
+  }
+
+  upAgents(): SimAgent[] {
+    return this.agents.filter((a) => a.up);
+  }
+
+  /** Distinct state hashes among live agents. */
+  hashes(): Set<string> {
+    return new Set(this.upAgents().map((a) => a.sync.state.hash()));
+  }
+
+  converged(): boolean {
+    return this.hashes().size === 1;
+  }
+
+  /** How agent `observer` sees agent `target`. */
+  statusOf(observer: number, target: number): string | undefined {
+    return this.get(observer).agent.membership.get(this.get(target).id)?.status;
+  }
+
+  /** Every live agent sees every live agent alive, and each crashed one as `status`. */
+  membershipSettled(downStatus: 'dead' | 'left' = 'dead'): boolean {
+    for (const a of this.upAgents()) {
+      for (const b of this.agents) {
+        if (a === b) continue;
+        const s = a.agent.membership.get(b.id)?.status;
+        if (b.up ? s !== 'alive' : s !== downStatus) return false;
+      }
+    }
+    return true;
+  }
+
+  traceHash(): string {
+    return createHash('sha256')
+      .update((this.trace ?? []).join('\n'))
+      .digest('hex');
+  }
+
+  async stop(): Promise<void> {
+    for (const a of this.upAgents()) await a.agent.stop();
+  }
+}

@@ -1,0 +1,809 @@
+import {
+  MAX_MESSAGE_BYTES,
+  type PeerId,
+  type Transport,
+  TransportError,
+  type TransportHandlers,
+} from '../gossip/transport.ts';
+import type { Prng } from '../node/core/random.ts';
+import type { EventLoop, TimerGroup } from './clock.ts';
+
+/**
+ * A simulated network on one EventLoop: every SimTransport created by a SimNetwork talks to the
+ * others through loop events, deterministically for a given Prng and sequence of calls.
+ *
+ * Model (see docs/simulator.md):
+ * - One message = one loop event at the receiver, at send time + a latency drawn per message:
+ *   `baseMs + jitterMs * u`, u uniform in [0, 1) from the network's Prng. The link model is the
+ *   per-link override if set, else the zone-pair entry (nodes may have a zone), else the default.
+ *   Messages on one link may be reordered by jitter unless `fifo` is set.
+ * - Loss: each message is dropped independently with the link's probability (drawn at send).
+ * - Partitions: a message is delivered only if its link is open both when it is sent and when it
+ *   arrives. Partitions may be one-way.
+ * - Crash: the node stops receiving; every message in flight towards it is dropped (its inbox
+ *   timer group is cancelled); its pending requests never settle (the process is gone); the old
+ *   transport object becomes inert. `restart(id)` lets a new transport with that id be created.
+ * - Request = two legs (request, response), each subject to latency, loss and partitions; the
+ *   caller's timeout runs on virtual time. A request to a node that does not exist, has crashed or
+ *   has not started fails with 'unreachable' after one leg's latency (a refused connection); a
+ *   lost or partitioned request fails with 'timeout'.
+ * - Publish (gossipsub, simplified): each subscriber of the topic other than the publisher that
+ *   exists, is alive and is not partitioned from the publisher receives the message once, after
+ *   two latency draws of the publisher→subscriber link (≈ two mesh hops), subject to one loss
+ *   draw of that link. `from` is the publisher. Subscriptions take effect immediately. A faithful
+ *   mesh model (D-regular mesh, relays through third nodes, IHAVE/IWANT, duplicate traffic) is
+ *   future work; counters report topic traffic separately so reports can scale it.
+ * - Reachability: like libp2p, a node can address a peer only after dial(), addPeer(), or an
+ *   inbound message from that peer; sends to other peers are dropped and requests fail
+ *   'unreachable' at once. `routeById: true` lifts this (any live node is addressable) for very
+ *   large runs. Publish ignores it (the mesh is assumed connected).
+ * - Oversize messages (> maxMessageBytes) are dropped by send/publish (never thrown) and rejected
+ *   'too-large' by request; an oversize answer rejects the caller with 'too-large'.
+ * - Delivery handlers run as loop events (never re-entrantly); an exception thrown by onMessage or
+ *   onTopic propagates out of the loop's run call (a bug in the agent fails the simulation loudly),
+ *   while one thrown by onRequest becomes a 'remote' error for the caller. Bytes are copied on
+ *   send, and each receiver gets its own copy, so senders and receivers may mutate their buffers.
+ * - Determinism: all random draws come from the network's Prng in call order; subscribers are
+ *   visited in subscription order (Set insertion order); nothing reads the wall clock.
+ */
+
+export interface LinkModel {
+  /** Fixed one-way latency, ms. */
+  baseMs: number;
+  /** Extra latency uniform in [0, jitterMs), ms. */
+  jitterMs: number;
+  /** Probability in [0, 1] that one message on this link is lost. */
+  loss: number;
+}
+
+export interface SimNetworkOptions {
+  /** Default link model. Default { baseMs: 1, jitterMs: 1, loss: 0 }. */
+  link?: Partial<LinkModel>;
+  /** Link models between zones: zoneLatency[a][b] (looked up both ways). Fields not given fall back to `link`. */
+  zoneLinks?: Record<string, Record<string, Partial<LinkModel>>>;
+  /** Keep per-link FIFO order (a message never overtakes an earlier one on the same link). Default false. */
+  fifo?: boolean;
+  /** Largest message carried. Default MAX_MESSAGE_BYTES. */
+  maxMessageBytes?: number;
+  /** How long a dial towards a partitioned node waits before failing, ms. Default 5000. */
+  dialTimeoutMs?: number;
+  /** Observe every delivery and drop (for traces and determinism checks). */
+  trace?: (ev: TraceEvent) => void;
+  /**
+   * Let any transport reach any live node by id, without having dialed it or learned it via
+   * addPeer. Default false: like libp2p, a node reaches a peer only after dial(), addPeer(), or an
+   * inbound message from it (which opens the connection both ways). true saves the per-node
+   * known-peer sets (O(peers) memory each) in very large runs.
+   */
+  routeById?: boolean;
+}
+
+export type TraceKind = 'send' | 'topic' | 'req' | 'res';
+export type DropReason = 'loss' | 'partition' | 'down' | 'stopped' | 'unknown' | 'too-large';
+
+export interface TraceEvent {
+  /** Loop time of the delivery or drop. */
+  t: number;
+  kind: TraceKind;
+  from: PeerId;
+  to: PeerId;
+  bytes: number;
+  /** Set when the message was dropped. */
+  drop?: DropReason;
+  topic?: string;
+}
+
+/** Per-node counters. Direct = send + request + response legs. Topic traffic is counted apart. */
+export interface NodeStats {
+  sent: number;
+  sentBytes: number;
+  recv: number;
+  recvBytes: number;
+  /** Publishes by this node (counted once each, whatever the number of subscribers). */
+  published: number;
+  publishedBytes: number;
+  /** Topic messages delivered to this node. */
+  topicRecv: number;
+  topicRecvBytes: number;
+  /** Messages towards this node that were dropped (loss, partition, crash). */
+  dropped: number;
+}
+
+function newStats(): NodeStats {
+  return {
+    sent: 0,
+    sentBytes: 0,
+    recv: 0,
+    recvBytes: 0,
+    published: 0,
+    publishedBytes: 0,
+    topicRecv: 0,
+    topicRecvBytes: 0,
+    dropped: 0,
+  };
+}
+
+interface Partition {
+  a: Set<PeerId>;
+  /** null = everyone not in `a`. */
+  b: Set<PeerId> | null;
+  oneWay: boolean;
+}
+
+interface SimNode {
+  readonly id: PeerId;
+  zone: string | undefined;
+  crashed: boolean;
+  /** Current transport instance (null before the first create and after a crash). */
+  transport: SimTransport | null;
+  /** Inbound messages in flight and this node's request timeouts; cancelled on crash. */
+  inbox: TimerGroup;
+  stats: NodeStats;
+}
+
+const ADDR_PREFIX = 'sim://';
+const SLAB_BYTES = 64 * 1024;
+const SLAB_MAX_COPY = 4 * 1024;
+
+export class SimNetwork {
+  private readonly nodes = new Map<PeerId, SimNode>();
+  /** topic → subscribers, in subscription order (Set iteration order is insertion order: deterministic). */
+  private readonly topics = new Map<string, Set<PeerId>>();
+  private readonly links = new Map<string, LinkModel>();
+  private readonly zoneLinks = new Map<string, LinkModel>();
+  private readonly fifoLast = new Map<string, number>();
+  private partitions: Partition[] = [];
+  private readonly defaultLink: LinkModel;
+  readonly maxMessageBytes: number;
+  readonly dialTimeoutMs: number;
+  private readonly fifo: boolean;
+  /** See SimNetworkOptions.routeById. */
+  readonly routeById: boolean;
+  private readonly trace: ((ev: TraceEvent) => void) | undefined;
+  private slab = new Uint8Array(SLAB_BYTES);
+  private slabOff = 0;
+  /** Network-wide totals. */
+  readonly totals = { delivered: 0, dropped: 0, bytes: 0 };
+
+  constructor(
+    readonly loop: EventLoop,
+    private readonly rng: Prng,
+    opts: SimNetworkOptions = {},
+  ) {
+    this.defaultLink = checkLink({ baseMs: 1, jitterMs: 1, loss: 0, ...opts.link });
+    for (const [za, row] of Object.entries(opts.zoneLinks ?? {})) {
+      for (const [zb, m] of Object.entries(row)) {
+        const model = checkLink({ ...this.defaultLink, ...m });
+        this.zoneLinks.set(za + '\n' + zb, model);
+        if (!this.zoneLinks.has(zb + '\n' + za)) this.zoneLinks.set(zb + '\n' + za, model);
+      }
+    }
+    this.fifo = opts.fifo ?? false;
+    this.maxMessageBytes = opts.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+    this.dialTimeoutMs = opts.dialTimeoutMs ?? 5000;
+    this.trace = opts.trace;
+    this.routeById = opts.routeById ?? false;
+  }
+
+  /**
+   * A transport for node `id` (created on first use; optionally in `zone`). Throws if `id` has a
+   * live transport already, or has crashed and not been restarted.
+   */
+  createTransport(id: PeerId, opts: { zone?: string } = {}): Transport {
+    return this.createSimTransport(id, opts);
+  }
+
+  createSimTransport(id: PeerId, opts: { zone?: string } = {}): SimTransport {
+    if (id.length === 0 || id.includes('\n'))
+      throw new Error(`SimNetwork: invalid node id ${JSON.stringify(id)}`);
+    let node = this.nodes.get(id);
+    if (node === undefined) {
+      node = {
+        id,
+        zone: opts.zone,
+        crashed: false,
+        transport: null,
+        inbox: this.loop.group(),
+        stats: newStats(),
+      };
+      this.nodes.set(id, node);
+    } else {
+      if (node.crashed) throw new Error(`SimNetwork: node ${id} has crashed; call restart(${id}) first`);
+      if (node.transport !== null && !node.transport.stopped)
+        throw new Error(`SimNetwork: node ${id} already has a live transport`);
+      if (opts.zone !== undefined) node.zone = opts.zone;
+    }
+    const t = new SimTransport(this, node);
+    node.transport = t;
+    return t;
+  }
+
+  /** Ids of every node ever created, in creation order. */
+  ids(): PeerId[] {
+    return [...this.nodes.keys()];
+  }
+
+  setZone(id: PeerId, zone: string): void {
+    this.node(id).zone = zone;
+  }
+
+  /** Override the link model from `a` to `b` (and from `b` to `a` unless `oneWay`). */
+  setLink(a: PeerId, b: PeerId, model: Partial<LinkModel>, oneWay = false): void {
+    const m = checkLink({ ...this.linkModel(a, b), ...model });
+    this.links.set(a + '\n' + b, m);
+    if (!oneWay) this.links.set(b + '\n' + a, checkLink({ ...this.linkModel(b, a), ...model }));
+  }
+
+  /** Remove per-link overrides. */
+  clearLinks(): void {
+    this.links.clear();
+  }
+
+  /** Change the default loss probability. */
+  setLoss(loss: number): void {
+    this.defaultLink.loss = loss;
+    checkLink(this.defaultLink);
+  }
+
+  /**
+   * Drop traffic between every node of `groupA` and every node of `groupB` (both ways, or only
+   * A→B if `oneWay`). Without `groupB`: between `groupA` and everyone else. Partitions add up;
+   * the returned function heals this one; heal() heals all.
+   */
+  partition(groupA: Iterable<PeerId>, groupB?: Iterable<PeerId>, oneWay = false): () => void {
+    const p: Partition = { a: new Set(groupA), b: groupB === undefined ? null : new Set(groupB), oneWay };
+    this.partitions.push(p);
+    return () => {
+      this.partitions = this.partitions.filter((q) => q !== p);
+    };
+  }
+
+  heal(): void {
+    this.partitions = [];
+  }
+
+  /** Whether a message from `a` to `b` would pass the partitions right now. */
+  linkOpen(a: PeerId, b: PeerId): boolean {
+    for (const p of this.partitions) {
+      if (p.a.has(a) && (p.b === null ? !p.a.has(b) : p.b.has(b))) return false;
+      if (!p.oneWay && p.a.has(b) && (p.b === null ? !p.a.has(a) : p.b.has(a))) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The node crashes: it stops receiving, messages in flight towards it are dropped, its pending
+   * requests never settle, and its transport object becomes inert.
+   */
+  crash(id: PeerId): void {
+    const node = this.node(id);
+    if (node.crashed) return;
+    node.crashed = true;
+    node.inbox.cancelAll();
+    node.transport?.kill();
+    node.transport = null;
+  }
+
+  /** Allow a new transport with this id to be created after a crash. */
+  restart(id: PeerId): void {
+    this.node(id).crashed = false;
+  }
+
+  isUp(id: PeerId): boolean {
+    const n = this.nodes.get(id);
+    return n !== undefined && !n.crashed && n.transport?.receiving === true;
+  }
+
+  stats(id: PeerId): NodeStats {
+    return { ...this.node(id).stats };
+  }
+
+  /** Sum of every node's counters. */
+  totalStats(): NodeStats {
+    const s = newStats();
+    for (const n of this.nodes.values()) {
+      const x = n.stats;
+      s.sent += x.sent;
+      s.sentBytes += x.sentBytes;
+      s.recv += x.recv;
+      s.recvBytes += x.recvBytes;
+      s.published += x.published;
+      s.publishedBytes += x.publishedBytes;
+      s.topicRecv += x.topicRecv;
+      s.topicRecvBytes += x.topicRecvBytes;
+      s.dropped += x.dropped;
+    }
+    return s;
+  }
+
+  resetStats(): void {
+    for (const n of this.nodes.values()) n.stats = newStats();
+  }
+
+  // ---- internals used by SimTransport ----
+
+  /** @internal */
+  node(id: PeerId): SimNode {
+    const n = this.nodes.get(id);
+    if (n === undefined) throw new Error(`SimNetwork: unknown node ${id}`);
+    return n;
+  }
+
+  /** @internal */
+  lookup(id: PeerId): SimNode | undefined {
+    return this.nodes.get(id);
+  }
+
+  /** @internal */
+  subscribe(topic: string, id: PeerId): void {
+    let subs = this.topics.get(topic);
+    if (subs === undefined) {
+      subs = new Set();
+      this.topics.set(topic, subs);
+    }
+    subs.add(id);
+  }
+
+  /** @internal */
+  unsubscribeAll(id: PeerId, topics: Iterable<string>): void {
+    for (const t of topics) this.topics.get(t)?.delete(id);
+  }
+
+  private linkModel(a: PeerId, b: PeerId): LinkModel {
+    if (this.links.size > 0) {
+      const m = this.links.get(a + '\n' + b);
+      if (m !== undefined) return m;
+    }
+    if (this.zoneLinks.size > 0) {
+      const za = this.nodes.get(a)?.zone;
+      const zb = this.nodes.get(b)?.zone;
+      if (za !== undefined && zb !== undefined) {
+        const m = this.zoneLinks.get(za + '\n' + zb);
+        if (m !== undefined) return m;
+      }
+    }
+    return this.defaultLink;
+  }
+
+  /** One latency draw on the link a→b. */
+  latency(a: PeerId, b: PeerId): number {
+    const m = this.linkModel(a, b);
+    return m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
+  }
+
+  private lost(m: LinkModel): boolean {
+    return m.loss > 0 && this.rng.next() < m.loss;
+  }
+
+  /** @internal */
+  record(kind: TraceKind, from: PeerId, to: PeerId, bytes: number, drop?: DropReason, topic?: string): void {
+    if (drop !== undefined) {
+      this.totals.dropped++;
+      const n = this.nodes.get(to);
+      if (n !== undefined) n.stats.dropped++;
+    }
+    if (this.trace === undefined) return;
+    const ev: TraceEvent = { t: this.loop.now, kind, from, to, bytes };
+    if (drop !== undefined) ev.drop = drop;
+    if (topic !== undefined) ev.topic = topic;
+    this.trace(ev);
+  }
+
+  /**
+   * @internal Carry one message from → to. Draws loss and latency, checks partitions at send and at
+   * arrival, and calls `deliver(target)` as a loop event in the receiver's inbox if it arrives.
+   * Returns false if the message was dropped at send time.
+   */
+  transmit(
+    kind: TraceKind,
+    from: PeerId,
+    to: PeerId,
+    bytes: number,
+    deliver: (target: SimTransport) => void,
+    hops = 1,
+    topic?: string,
+  ): boolean {
+    const target = this.nodes.get(to);
+    if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
+      this.record(kind, from, to, bytes, 'down', topic);
+      return false;
+    }
+    const m = this.linkModel(from, to);
+    if (this.lost(m)) {
+      this.record(kind, from, to, bytes, 'loss', topic);
+      return false;
+    }
+    if (this.partitions.length > 0 && !this.linkOpen(from, to)) {
+      this.record(kind, from, to, bytes, 'partition', topic);
+      return false;
+    }
+    let delay = 0;
+    for (let h = 0; h < hops; h++)
+      delay += m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
+    let at = this.loop.now + delay;
+    if (this.fifo) {
+      const key = from + '\n' + to;
+      const last = this.fifoLast.get(key);
+      if (last !== undefined && last > at) at = last;
+      this.fifoLast.set(key, at);
+    }
+    const transport = target.transport;
+    this.loop.schedule(
+      at,
+      () => {
+        if (transport !== target.transport || !transport.receiving) {
+          this.record(kind, from, to, bytes, 'stopped', topic);
+          return;
+        }
+        if (this.partitions.length > 0 && !this.linkOpen(from, to)) {
+          this.record(kind, from, to, bytes, 'partition', topic);
+          return;
+        }
+        this.totals.delivered++;
+        this.totals.bytes += bytes;
+        const s = target.stats;
+        if (kind === 'topic') {
+          s.topicRecv++;
+          s.topicRecvBytes += bytes;
+        } else {
+          s.recv++;
+          s.recvBytes += bytes;
+        }
+        this.record(kind, from, to, bytes, undefined, topic);
+        deliver(transport);
+      },
+      target.inbox,
+    );
+    return true;
+  }
+
+  /**
+   * @internal Copy message bytes. Small messages are carved out of 64 KiB slabs (like Node's Buffer
+   * pool): one Uint8Array view per message instead of one ArrayBuffer, which keeps the GC quiet at
+   * hundreds of thousands of messages per second. Each copy has its own bytes, so mutating one
+   * never affects another; but `copy.buffer` is the shared slab, so code must honour byteOffset
+   * and byteLength (as it must for any Node Buffer).
+   */
+  copy(src: Uint8Array): Uint8Array {
+    const n = src.length;
+    if (n > SLAB_MAX_COPY) return src.slice();
+    if (this.slabOff + n > SLAB_BYTES) {
+      this.slab = new Uint8Array(SLAB_BYTES);
+      this.slabOff = 0;
+    }
+    const out = this.slab.subarray(this.slabOff, this.slabOff + n);
+    out.set(src);
+    this.slabOff += (n + 7) & ~7;
+    return out;
+  }
+
+  /** @internal Subscribers of a topic (live Set; callers must not mutate it). */
+  subscribers(topic: string): Set<PeerId> | undefined {
+    return this.topics.get(topic);
+  }
+}
+
+function checkLink(m: LinkModel): LinkModel {
+  if (!(m.baseMs >= 0) || !(m.jitterMs >= 0) || !Number.isFinite(m.baseMs + m.jitterMs))
+    throw new RangeError(`SimNetwork: bad latency ${m.baseMs}+${m.jitterMs}ms`);
+  if (!(m.loss >= 0 && m.loss <= 1))
+    throw new RangeError(`SimNetwork: loss must be in [0, 1], got ${m.loss}`);
+  return m;
+}
+
+interface PendingRequest {
+  peer: PeerId;
+  resolve: (data: Uint8Array) => void;
+  reject: (err: TransportError) => void;
+  cancelTimeout: () => void;
+}
+
+export class SimTransport implements Transport {
+  readonly id: PeerId;
+  private handlers: TransportHandlers | null = null;
+  private state: 'new' | 'started' | 'stopped' | 'dead' = 'new';
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextReq = 0;
+  private readonly subscribed = new Set<string>();
+  /** Peers taught via addPeer/dial (bookkeeping only: the sim routes by id). */
+  readonly knownPeers = new Set<PeerId>();
+
+  constructor(
+    /** @internal */
+    readonly net: SimNetwork,
+    private readonly node: SimNode,
+  ) {
+    this.id = node.id;
+  }
+
+  /** Started, not stopped, not crashed. */
+  get receiving(): boolean {
+    return this.state === 'started';
+  }
+
+  get stopped(): boolean {
+    return this.state === 'stopped' || this.state === 'dead';
+  }
+
+  async start(handlers: TransportHandlers): Promise<void> {
+    if (this.state !== 'new')
+      throw new TransportError(
+        'stopped',
+        undefined,
+        `transport ${this.id} cannot start in state ${this.state}`,
+      );
+    this.handlers = handlers;
+    this.state = 'started';
+  }
+
+  async stop(): Promise<void> {
+    if (this.state !== 'started' && this.state !== 'new') return;
+    this.state = 'stopped';
+    this.net.unsubscribeAll(this.id, this.subscribed);
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) {
+      p.cancelTimeout();
+      p.reject(new TransportError('stopped', undefined, `transport ${this.id} stopped`));
+    }
+  }
+
+  /** @internal Crash: no more traffic in or out, pending requests never settle. */
+  kill(): void {
+    if (this.state === 'started' || this.state === 'new') this.net.unsubscribeAll(this.id, this.subscribed);
+    this.state = 'dead';
+    this.pending.clear();
+  }
+
+  addrs(): string[] {
+    return [ADDR_PREFIX + this.id];
+  }
+
+  send(to: PeerId, data: Uint8Array): void {
+    if (this.state !== 'started' || to === this.id) return;
+    const net = this.net;
+    if (data.length > net.maxMessageBytes) {
+      net.record('send', this.id, to, data.length, 'too-large');
+      return;
+    }
+    if (!this.knows(to)) {
+      net.record('send', this.id, to, data.length, 'unknown');
+      return;
+    }
+    const copy = this.net.copy(data);
+    this.countSent(copy.length);
+    const from = this.id;
+    net.transmit('send', from, to, copy.length, (t) => {
+      t.learn(from);
+      t.handlers!.onMessage(from, copy);
+    });
+  }
+
+  /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */
+  knows(peer: PeerId): boolean {
+    return this.net.routeById || this.knownPeers.has(peer);
+  }
+
+  /** @internal An inbound connection from `peer`: it can be answered from now on. */
+  learn(peer: PeerId): void {
+    if (!this.net.routeById) this.knownPeers.add(peer);
+  }
+
+  request(to: PeerId, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    if (this.state === 'dead') return new Promise<Uint8Array>(() => {});
+    if (this.state !== 'started')
+      return Promise.reject(new TransportError('stopped', to, `transport ${this.id} is not started`));
+    if (data.length > this.net.maxMessageBytes)
+      return Promise.reject(
+        new TransportError(
+          'too-large',
+          to,
+          `request of ${data.length} bytes exceeds ${this.net.maxMessageBytes}`,
+        ),
+      );
+    if (to === this.id) return Promise.reject(new TransportError('unreachable', to, 'request to self'));
+    const copy = this.net.copy(data);
+    const reqId = this.nextReq++;
+    const from = this.id;
+    const net = this.net;
+    const loop = net.loop;
+    const inbox = this.node.inbox;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const timer = loop.after(
+        timeoutMs,
+        () => {
+          if (this.pending.delete(reqId))
+            reject(new TransportError('timeout', to, `request to ${to} timed out after ${timeoutMs} ms`));
+        },
+        inbox,
+      );
+      this.pending.set(reqId, { peer: to, resolve, reject, cancelTimeout: () => timer.cancel() });
+      if (!this.knows(to)) {
+        // No address known for the peer: fails at once (still asynchronously, as a loop event).
+        net.record('req', from, to, copy.length, 'unknown');
+        loop.after(
+          0,
+          () => this.settle(reqId, undefined, 'unreachable', `no known address for peer ${to}`),
+          inbox,
+        );
+        return;
+      }
+      this.countSent(copy.length);
+      const dest = net.lookup(to);
+      if (dest === undefined || dest.crashed || dest.transport === null || !dest.transport.receiving) {
+        // Connection refused: fails after about one leg's latency.
+        const delay = dest === undefined ? net.latency(from, from) : net.latency(from, to);
+        loop.after(
+          delay,
+          () => this.settle(reqId, undefined, 'unreachable', `peer ${to} is unreachable`),
+          inbox,
+        );
+        net.record('req', from, to, copy.length, 'down');
+        return;
+      }
+      net.transmit('req', from, to, copy.length, (target) => {
+        target.learn(from);
+        target.serve(this, reqId, copy);
+      });
+    });
+  }
+
+  /**
+   * @internal Run onRequest for an arrived request and send the answer back to the very transport
+   * instance that asked (a restarted caller with the same id never gets an answer meant for its
+   * previous incarnation).
+   */
+  serve(caller: SimTransport, reqId: number, data: Uint8Array): void {
+    const from = caller.id;
+    const reply = (res: Uint8Array | undefined, err: string | undefined) => {
+      if (this.state !== 'started') return;
+      let code: 'remote' | 'too-large' | undefined;
+      let bytes = 0;
+      let payload: Uint8Array | undefined;
+      if (err !== undefined) {
+        code = 'remote';
+        bytes = err.length;
+      } else if (!(res instanceof Uint8Array)) {
+        code = 'remote';
+        err = 'handler returned a non-Uint8Array response';
+        bytes = err.length;
+      } else if (res.length > this.net.maxMessageBytes) {
+        code = 'too-large';
+        err = `response of ${res.length} bytes exceeds ${this.net.maxMessageBytes}`;
+        bytes = err.length;
+      } else {
+        payload = this.net.copy(res);
+        bytes = payload.length;
+      }
+      this.countSent(bytes);
+      const me = this.id;
+      this.net.transmit('res', me, from, bytes, (t) => {
+        if (t === caller) caller.settle(reqId, payload, code, err);
+      });
+    };
+    let result: Uint8Array | Promise<Uint8Array>;
+    try {
+      result = this.handlers!.onRequest(from, data);
+    } catch (e) {
+      reply(undefined, errorMessage(e));
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (res) => reply(res, undefined),
+        (e: unknown) => reply(undefined, errorMessage(e)),
+      );
+    } else {
+      reply(result, undefined);
+    }
+  }
+
+  /** @internal Settle a pending request (response arrived, or connection refused). */
+  settle(
+    reqId: number,
+    data: Uint8Array | undefined,
+    code: 'remote' | 'too-large' | 'unreachable' | undefined,
+    err: string | undefined,
+  ): void {
+    const p = this.pending.get(reqId);
+    if (p === undefined) return;
+    this.pending.delete(reqId);
+    p.cancelTimeout();
+    if (code !== undefined) p.reject(new TransportError(code, p.peer, err ?? code));
+    else p.resolve(data!);
+  }
+
+  subscribe(topic: string): void {
+    if (this.state === 'dead' || this.state === 'stopped') return;
+    this.subscribed.add(topic);
+    this.net.subscribe(topic, this.id);
+  }
+
+  publish(topic: string, data: Uint8Array): void {
+    if (this.state !== 'started') return;
+    if (data.length > this.net.maxMessageBytes) {
+      this.net.record('topic', this.id, this.id, data.length, 'too-large', topic);
+      return;
+    }
+    const subs = this.net.subscribers(topic);
+    const s = this.node.stats;
+    s.published++;
+    s.publishedBytes += data.length;
+    if (subs === undefined || subs.size === 0) return;
+    const snapshot = this.net.copy(data);
+    const from = this.id;
+    // Set iteration = subscription order: deterministic.
+    for (const to of subs) {
+      if (to === from) continue;
+      this.net.transmit(
+        'topic',
+        from,
+        to,
+        snapshot.length,
+        (t) => {
+          if (t.subscribed.has(topic)) t.handlers!.onTopic(topic, from, t.net.copy(snapshot));
+        },
+        2,
+        topic,
+      );
+    }
+  }
+
+  /** Bookkeeping only: the sim routes by id; this makes `peer` addressable from this node. */
+  addPeer(peer: PeerId, _addrs: string[]): void {
+    if (peer !== this.id) this.learn(peer);
+  }
+
+  dial(addr: string): Promise<PeerId> {
+    if (this.state === 'dead') return new Promise<PeerId>(() => {});
+    if (this.state !== 'started')
+      return Promise.reject(new TransportError('stopped', undefined, `transport ${this.id} is not started`));
+    if (!addr.startsWith(ADDR_PREFIX) || addr.length === ADDR_PREFIX.length)
+      return Promise.reject(new TransportError('unreachable', undefined, `not a sim address: ${addr}`));
+    const to = addr.slice(ADDR_PREFIX.length);
+    const net = this.net;
+    const inbox = this.node.inbox;
+    return new Promise<PeerId>((resolve, reject) => {
+      const dest = net.lookup(to);
+      const up = dest !== undefined && !dest.crashed && dest.transport?.receiving;
+      if (!up || to === this.id) {
+        const rtt = dest === undefined ? 2 * net.latency(this.id, this.id) : 2 * net.latency(this.id, to);
+        net.loop.after(
+          rtt,
+          () => reject(new TransportError('unreachable', to, `cannot dial ${addr}`)),
+          inbox,
+        );
+        return;
+      }
+      if (!net.linkOpen(this.id, to) || !net.linkOpen(to, this.id)) {
+        net.loop.after(
+          net.dialTimeoutMs,
+          () => reject(new TransportError('timeout', to, `dial ${addr} timed out`)),
+          inbox,
+        );
+        return;
+      }
+      const rtt = net.latency(this.id, to) + net.latency(to, this.id);
+      net.loop.after(
+        rtt,
+        () => {
+          this.learn(to);
+          const remote = net.lookup(to)?.transport;
+          if (remote?.receiving) remote.learn(this.id);
+          resolve(to);
+        },
+        inbox,
+      );
+    });
+  }
+
+  private countSent(bytes: number): void {
+    const s = this.node.stats;
+    s.sent++;
+    s.sentBytes += bytes;
+  }
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

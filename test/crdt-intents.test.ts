@@ -1,0 +1,261 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { StateMessageError } from '../crdt/codec.ts';
+import { IntentTable } from '../crdt/intents.ts';
+import type { IntentFields, IntentWire, Json } from '../crdt/types.ts';
+
+const base: IntentFields = {
+  name: 'web',
+  spec: { image: 'nginx:1', env: { A: '1' } },
+  replicas: 3,
+  strategy: 'spread',
+};
+const copy = (w: IntentWire): IntentWire => JSON.parse(JSON.stringify(w));
+
+type Op =
+  | { k: 'put'; r: number; id: string; f: IntentFields; dt: number }
+  | { k: 'update'; r: number; id: string; p: Partial<IntentFields>; dt: number }
+  | { k: 'remove'; r: number; id: string; dt: number };
+
+const R = 3;
+const idArb = fc.constantFrom('d1', 'd2', 'd3');
+const jsonArb: fc.Arbitrary<Json> = fc.oneof(
+  fc.integer(),
+  fc.string({ maxLength: 4 }),
+  fc.constant(null),
+  fc.array(fc.integer(), { maxLength: 3 }),
+);
+const specArb = fc.dictionary(fc.constantFrom('image', 'cmd', 'env', 'ports'), jsonArb, { maxKeys: 4 });
+const fieldsArb: fc.Arbitrary<IntentFields> = fc.record({
+  name: fc.constantFrom('web', 'api'),
+  spec: specArb,
+  replicas: fc.integer({ min: 0, max: 5 }),
+  strategy: fc.constantFrom('spread', 'binpack'),
+});
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    k: fc.constant('put' as const),
+    r: fc.nat(R - 1),
+    id: idArb,
+    f: fieldsArb,
+    dt: fc.integer({ min: -5, max: 5 }),
+  }),
+  fc.record({
+    k: fc.constant('update' as const),
+    r: fc.nat(R - 1),
+    id: idArb,
+    p: fc.record({ replicas: fc.integer({ min: 0, max: 9 }), spec: specArb }, { requiredKeys: [] }),
+    dt: fc.integer({ min: -5, max: 5 }),
+  }),
+  {
+    arbitrary: fc.record({
+      k: fc.constant('remove' as const),
+      r: fc.nat(R - 1),
+      id: idArb,
+      dt: fc.integer({ min: -5, max: 5 }),
+    }),
+    weight: 1,
+  },
+);
+
+/**
+ * Run ops on R replicas with skewed clocks, delivering each delta to a random subset of replicas
+ * immediately (concurrency); then deliver every delta to everyone in a permuted order with
+ * duplicates. All replicas must end with the same hash and content.
+ */
+function run(ops: Op[], perm: number[]): IntentTable[] {
+  const reps = Array.from({ length: R }, (_, i) => new IntentTable(`agent-${i}`));
+  const log: IntentWire[] = [];
+  let now = 1000;
+  ops.forEach((op, i) => {
+    now += 1;
+    const t = reps[op.r]!;
+    const at = now + op.dt; // clock skew per op
+    const w =
+      op.k === 'put'
+        ? t.put(op.id, op.f, at)
+        : op.k === 'update'
+          ? t.update(op.id, op.p, at)
+          : t.remove(op.id, at);
+    if (!w) return;
+    log.push(w);
+    // Partial immediate delivery to one other replica (some edits are concurrent, some not).
+    const to = reps[(op.r + 1 + (i % 2)) % R]!;
+    if (perm[i % perm.length]! % 2 === 0) to.merge(copy(w));
+  });
+  // Fisher–Yates with a tiny LCG seeded from the property input.
+  const order = [...log];
+  let seed = (perm[0] ?? 0) + 1;
+  for (let i = order.length - 1; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    const j = seed % (i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  for (const t of reps) {
+    for (const w of [...order].reverse()) t.merge(copy(w));
+    for (const w of order) t.merge(copy(w));
+  }
+  return reps;
+}
+
+describe('IntentTable convergence', () => {
+  it('replicas converge under concurrent edits, random order and duplication', () => {
+    fc.assert(
+      fc.property(
+        fc.array(opArb, { maxLength: 30 }),
+        fc.array(fc.nat(100), { minLength: 1, maxLength: 8 }),
+        (ops, perm) => {
+          const reps = run(ops, perm);
+          const h = reps[0]!.hash();
+          for (const t of reps) {
+            expect(t.hash()).toBe(h);
+            expect(t.all()).toEqual(reps[0]!.all());
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('merge of full states is commutative, associative and idempotent', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 20 }), (ops) => {
+        // Three independent replicas (no delivery during the run): fully concurrent histories.
+        const reps = Array.from({ length: 3 }, (_, i) => new IntentTable(`a${i}`));
+        ops.forEach((op, i) => {
+          const t = reps[op.r]!;
+          if (op.k === 'put') t.put(op.id, op.f, 100 + i + op.dt);
+          else if (op.k === 'update') t.update(op.id, op.p, 100 + i + op.dt);
+          else t.remove(op.id, 100 + i + op.dt);
+        });
+        const [a, b, c] = reps.map((t) => t.allWire());
+        const join = (...parts: IntentWire[][]) => {
+          const t = new IntentTable('x');
+          for (const p of parts) for (const w of p) t.merge(copy(w));
+          return t;
+        };
+        const abc = join(a!, b!, c!);
+        expect(join(c!, b!, a!).hash()).toBe(abc.hash()); // commutative
+        expect(join(join(a!, b!).allWire(), c!).hash()).toBe(abc.hash()); // associative
+        expect(join(a!, b!, c!, a!, b!, c!).hash()).toBe(abc.hash()); // idempotent
+        const fresh = join(abc.allWire());
+        expect(fresh.hash()).toBe(abc.hash()); // hash is a function of content only
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('anti-entropy: one digest exchange reconciles two replicas', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 25 }), (ops) => {
+        const a = new IntentTable('a');
+        const b = new IntentTable('b');
+        ops.forEach((op, i) => {
+          const t = op.r % 2 ? a : b;
+          if (op.k === 'put') t.put(op.id, op.f, 10 + i);
+          else if (op.k === 'update') t.update(op.id, op.p, 10 + i);
+          else t.remove(op.id, 10 + i);
+        });
+        const da = a.digest();
+        const push = b.newerThan(da);
+        const want = b.missingFrom(da);
+        for (const w of push) a.merge(copy(w));
+        for (const id of want) b.merge(copy(a.wire(id)!));
+        expect(a.hash()).toBe(b.hash());
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('IntentTable semantics', () => {
+  it('concurrent edits of different fields both survive; same field: larger stamp wins everywhere', () => {
+    const a = new IntentTable('a');
+    const b = new IntentTable('b');
+    b.merge(a.put('d', base, 1000)!);
+    const wa = a.update('d', { replicas: 5, spec: { ...base.spec, image: 'nginx:2' } }, 2000)!;
+    const wb = b.update('d', { strategy: 'binpack', spec: { ...base.spec, env: { A: '2' } } }, 1999)!;
+    // wa changes only replicas + spec.image; wb only strategy + spec.env.
+    expect(wa.fields.map((f) => f[0]).sort()).toEqual(['replicas', 'spec.image']);
+    a.merge(wb);
+    b.merge(wa);
+    const expected = { replicas: 5, strategy: 'binpack', spec: { env: { A: '2' }, image: 'nginx:2' } };
+    expect(a.get('d')).toMatchObject(expected);
+    expect(b.get('d')).toEqual(a.get('d'));
+    // Same field, concurrently: larger wall time wins (then counter, then actor id).
+    const x = a.update('d', { replicas: 7 }, 3000)!;
+    const y = b.update('d', { replicas: 8 }, 3000)!;
+    a.merge(y);
+    b.merge(x);
+    expect(a.get('d')?.replicas).toBe(8); // equal wall/counter → actor 'b' > 'a'
+    expect(b.hash()).toBe(a.hash());
+  });
+
+  it('delete wins over concurrent and later edits; the id stays deleted', () => {
+    const a = new IntentTable('a');
+    const b = new IntentTable('b');
+    b.merge(a.put('d', base, 1000)!);
+    const del = a.remove('d', 1001);
+    const edit = b.update('d', { replicas: 9 }, 5000)!; // later wall time, concurrent
+    a.merge(edit);
+    b.merge(del);
+    expect(a.get('d')).toBeUndefined();
+    expect(b.get('d')).toBeUndefined();
+    expect(a.put('d', base, 6000)).toBeUndefined();
+    expect(a.hash()).toBe(b.hash());
+    expect(a.gc(1001)).toBe(0);
+    expect(a.gc(1002)).toBe(1);
+    expect(a.size).toBe(0);
+  });
+
+  it('an edit made after seeing another wins even with a slower clock (HLC)', () => {
+    const a = new IntentTable('a');
+    const b = new IntentTable('b');
+    const w1 = a.put('d', base, 10_000)!; // a's clock is ahead
+    b.merge(w1);
+    const w2 = b.update('d', { replicas: 1 }, 5)!; // b's clock is behind, but b saw w1
+    a.merge(w2);
+    expect(a.get('d')?.replicas).toBe(1);
+  });
+
+  it('removed spec keys are removed everywhere and GCed after the horizon', () => {
+    const a = new IntentTable('a');
+    a.put('d', base, 100);
+    a.put('d', { ...base, spec: { image: 'nginx:1' } }, 200);
+    expect(a.get('d')?.spec).toEqual({ image: 'nginx:1' });
+    expect(a.wire('d')!.fields.length).toBe(5);
+    expect(a.gc(201)).toBe(1);
+    expect(a.wire('d')!.fields.length).toBe(4);
+  });
+
+  it('rejects invalid local writes with field paths and leaves state unchanged', () => {
+    const a = new IntentTable('a');
+    a.put('d', base, 1);
+    const h = a.hash();
+    const bad: [Partial<IntentFields>, string][] = [
+      [{ replicas: -1 }, 'replicas'],
+      [{ name: '' }, 'name'],
+      [{ spec: { ['__proto__']: 1 } as never }, 'spec["__proto__"]'],
+      [{ spec: { x: { constructor: 1 } } }, 'spec["x"].constructor'],
+      [{ spec: { x: Number.NaN } }, 'spec["x"]'],
+    ];
+    for (const [patch, path] of bad) {
+      const err = (() => {
+        try {
+          a.update('d', patch, 2);
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err).toBeInstanceOf(StateMessageError);
+      expect((err as StateMessageError).path).toBe(path);
+      expect((err as StateMessageError).peer).toBe('local');
+    }
+    // JSON.parse makes an own __proto__ key: must be rejected too.
+    expect(() => a.update('d', { spec: JSON.parse('{"__proto__": {"polluted": true}}') }, 2)).toThrow(
+      StateMessageError,
+    );
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(a.hash()).toBe(h);
+  });
+});
