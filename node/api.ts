@@ -18,9 +18,20 @@ export interface NodeInfo {
   self: boolean;
 }
 
+/** A change to this host's advertised facts (labels replace; absent fields stay). */
+export interface SelfPatch {
+  labels?: Record<string, string>;
+  cpu?: string;
+  memory?: string;
+  disk?: string;
+  gpu?: string;
+}
+
 export interface ApiBackend {
   id(): string;
   nodes(): NodeInfo[];
+  /** Apply a change to this host; throws HostConfigError (→ 400) naming the field on bad input. */
+  patchSelf(patch: SelfPatch): NodeInfo;
   state(): Record<string, unknown> & { hash: string };
   health(): Record<string, unknown>;
 }
@@ -50,6 +61,49 @@ export function buildApi(backend: ApiBackend): FastifyInstance {
     return n;
   });
   app.get('/v1/state', async () => backend.state());
+  app.patch<{ Body: unknown }>('/v1/node', async (req, reply) => {
+    const b = req.body;
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) {
+      return reply.code(400).send({ error: 'bad-request', message: 'body: expected a JSON object' });
+    }
+    const o = b as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (!['labels', 'cpu', 'memory', 'disk', 'gpu'].includes(k)) {
+        return reply
+          .code(400)
+          .send({ error: 'bad-request', message: `${k}: unknown field (labels, cpu, memory, disk, gpu)` });
+      }
+    }
+    const patch: SelfPatch = {};
+    if (o.labels !== undefined) {
+      if (typeof o.labels !== 'object' || o.labels === null || Array.isArray(o.labels)) {
+        return reply
+          .code(400)
+          .send({ error: 'bad-request', message: 'labels: expected an object of strings' });
+      }
+      for (const [k, v] of Object.entries(o.labels)) {
+        if (typeof v !== 'string') {
+          return reply.code(400).send({ error: 'bad-request', message: `labels.${k}: expected a string` });
+        }
+      }
+      patch.labels = o.labels as Record<string, string>;
+    }
+    for (const k of ['cpu', 'memory', 'disk', 'gpu'] as const) {
+      const v = o[k];
+      if (v === undefined) continue;
+      if (typeof v !== 'string' && typeof v !== 'number') {
+        return reply
+          .code(400)
+          .send({ error: 'bad-request', message: `${k}: expected a string like "4" or "8GiB"` });
+      }
+      patch[k] = String(v);
+    }
+    try {
+      return backend.patchSelf(patch);
+    } catch (err) {
+      return reply.code(400).send({ error: 'bad-request', message: (err as Error).message });
+    }
+  });
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url}` });
   });

@@ -1,28 +1,54 @@
-import type { ApiBackend, NodeInfo } from './api.ts';
+import type { ApiBackend, NodeInfo, SelfPatch } from './api.ts';
 import type { Agent } from './core/agent.ts';
 import type { Clock } from './core/io.ts';
 import type { StateSync } from './core/state-sync.ts';
+import { type HostFacts, parseBytes, parseGpus, parseLabels } from './host.ts';
+
+/** Apply an API patch to host facts (validated with the same parsers as the flags). */
+export function patchHost(h: HostFacts, p: SelfPatch): HostFacts {
+  const next: HostFacts = { ...h, labels: { ...h.labels }, gpus: h.gpus.slice() };
+  if (p.labels)
+    next.labels = parseLabels(
+      Object.entries(p.labels).map(([k, v]) => `${k}=${v}`),
+      'labels',
+    );
+  if (p.cpu !== undefined) {
+    const c = Number(p.cpu);
+    if (!Number.isFinite(c) || c <= 0 || c > 4096) throw new Error(`cpu: "${p.cpu}" is not a core count`);
+    next.cpuMilli = Math.round(c * 1000);
+    next.cores = Math.floor(c);
+  }
+  if (p.memory !== undefined) next.memoryBytes = parseBytes(p.memory, 'memory');
+  if (p.disk !== undefined) next.diskBytes = parseBytes(p.disk, 'disk');
+  if (p.gpu !== undefined) next.gpus = parseGpus(p.gpu, 'gpu');
+  return next;
+}
 
 /** The API's view of an agent: membership (who is alive) joined with host records (what they offer). */
 export function agentBackend(agent: Agent, sync: StateSync, clock: Clock, startedAt: number): ApiBackend {
+  const nodes = (): NodeInfo[] => {
+    const now = clock.now();
+    return agent.nodes().map((m) => {
+      const rec = sync.state.hosts.live(m.id);
+      return {
+        id: m.id,
+        status: m.status,
+        incarnation: m.incarnation,
+        addrs: m.addrs.length > 0 ? m.addrs : (rec?.addrs ?? []),
+        capacity: rec?.capacity ?? null,
+        allocated: rec?.allocated ?? null,
+        labels: rec?.capacity.labels ?? {},
+        statusAgeMs: Math.max(0, now - m.since),
+        self: m.self,
+      };
+    });
+  };
   return {
     id: () => agent.id,
-    nodes: (): NodeInfo[] => {
-      const now = clock.now();
-      return agent.nodes().map((m) => {
-        const rec = sync.state.hosts.live(m.id);
-        return {
-          id: m.id,
-          status: m.status,
-          incarnation: m.incarnation,
-          addrs: m.addrs.length > 0 ? m.addrs : (rec?.addrs ?? []),
-          capacity: rec?.capacity ?? null,
-          allocated: rec?.allocated ?? null,
-          labels: rec?.capacity.labels ?? {},
-          statusAgeMs: Math.max(0, now - m.since),
-          self: m.self,
-        };
-      });
+    nodes,
+    patchSelf: (p) => {
+      sync.setHost(patchHost(sync.hostFacts(), p));
+      return nodes().find((n) => n.self)!;
     },
     state: () => {
       const s = sync.state.summary();

@@ -112,6 +112,11 @@ export class StateSync implements SubProtocol {
     this.writeSelf();
   }
 
+  /** The facts this host currently advertises. */
+  hostFacts(): HostFacts {
+    return this.host;
+  }
+
   /** This host's current record. */
   self(): HostRecord | undefined {
     return this.state.hosts.live(this.id);
@@ -174,6 +179,8 @@ export class StateSync implements SubProtocol {
       if (changed.hosts.length || changed.intents.length) {
         this.dirty = true;
         this.counters.applied += changed.hosts.length + changed.intents.length;
+        for (const h of changed.hosts)
+          this.deps.log.debug({ host: h.id, version: h.version, from }, 'host record applied');
         // Someone holds a version of our own record above ours (we lost our disk): rise above it.
         if (this.ownRecordVersion() !== before && changed.hosts.some((h) => h.id === this.id))
           this.writeSelf();
