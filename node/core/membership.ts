@@ -64,7 +64,7 @@ export interface MembershipConfig {
   gossipFanout: number;
   /** An update is sent retransmitMult × ceil(log10(n+1)) times. */
   retransmitMult: number;
-  /** Updates piggybacked on one message at most. */
+  /** Updates piggybacked on one message at most (streams over TCP: no datagram size to respect). */
   maxPiggyback: number;
   /** Full state exchange with one random member (scaled up past 32 members). */
   pushPullIntervalMs: number;
@@ -87,7 +87,7 @@ export const defaultMembershipConfig: MembershipConfig = {
   gossipIntervalMs: 200,
   gossipFanout: 3,
   retransmitMult: 4,
-  maxPiggyback: 16,
+  maxPiggyback: 64,
   pushPullIntervalMs: 2_000,
   reconnectIntervalMs: 2_000,
   gossipToTheDeadMs: 30_000,
@@ -126,6 +126,10 @@ interface Relay {
 export class Membership {
   readonly cfg: MembershipConfig;
   private readonly members = new Map<string, Member>();
+  /** The same members sorted by id (kept sorted on insert: list() is hot, sorting it was not cheap). */
+  private readonly sorted: Member[] = [];
+  /** Cached ids of alive members (self excluded); invalidated by any status change or new member. */
+  private aliveCache: string[] | undefined;
   /** Latest update per member still to be retransmitted, with its transmit count. */
   private readonly queue = new Map<string, { upd: MemberState; transmits: number }>();
   private readonly suspicionTimers = new Map<string, Timer>();
@@ -141,6 +145,8 @@ export class Membership {
   private joinBackoffMs = 0;
   private joinTimer: Timer | undefined;
   private listeners: MemberChange[] = [];
+  /** Unknown senders we are already syncing with (so a burst of their messages triggers one push-pull). */
+  private readonly syncingWith = new Set<string>();
 
   constructor(
     private readonly self: { id: string; addrs: () => string[]; incarnation: number },
@@ -151,7 +157,7 @@ export class Membership {
     cfg: Partial<MembershipConfig> = {},
   ) {
     this.cfg = { ...defaultMembershipConfig, ...cfg };
-    this.members.set(self.id, {
+    this.insert({
       id: self.id,
       addrs: self.addrs(),
       incarnation: self.incarnation,
@@ -174,9 +180,14 @@ export class Membership {
     return this.members.get(this.self.id)!.incarnation;
   }
 
-  /** All known members (self included), sorted by id. */
+  /** All known members (self included), sorted by id. The array is a copy; the members are live objects. */
   list(): Member[] {
-    return [...this.members.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return this.sorted.slice();
+  }
+
+  /** Number of known members (self included). */
+  get size(): number {
+    return this.sorted.length;
   }
 
   get(id: string): Member | undefined {
@@ -185,9 +196,10 @@ export class Membership {
 
   /** Ids of members currently believed alive (self excluded), sorted. */
   aliveIds(): string[] {
-    return this.list()
+    this.aliveCache ??= this.sorted
       .filter((m) => m.id !== this.self.id && m.status === 'alive')
       .map((m) => m.id);
+    return this.aliveCache;
   }
 
   /** Start probing and gossiping; join through `seeds` (addresses) in the background. */
@@ -196,7 +208,7 @@ export class Membership {
     // Members remembered from a previous run: try them as seeds too (they may be alive).
     for (const m of known) {
       if (m.id === this.self.id || this.members.has(m.id)) continue;
-      this.members.set(m.id, { ...m, addrs: m.addrs.slice(), status: 'dead', changedAt: this.clock.now() });
+      this.insert({ ...m, addrs: m.addrs.slice(), status: 'dead', changedAt: this.clock.now() });
       this.net.learn(m.id, m.addrs);
     }
     // Announce our (new) incarnation.
@@ -272,6 +284,12 @@ export class Membership {
   handleMessage(from: string, msg: MembershipMessage): void {
     if (!this.running) return;
     this.applyUpdates(msg.upd, from);
+    // A member that knows us but that we never heard of (gossip budgets ran out before reaching
+    // us): learn everything it knows at once rather than waiting for the next push-pull round.
+    if (!this.members.has(from) && !this.syncingWith.has(from) && this.syncingWith.size < 8) {
+      this.syncingWith.add(from);
+      void this.pushPullWith(from, false).finally(() => this.syncingWith.delete(from));
+    }
     switch (msg.t) {
       case 'ping':
         this.net.send(from, { t: 'ack', seq: msg.seq, upd: this.piggyback(from) });
@@ -311,10 +329,28 @@ export class Membership {
     return reply;
   }
 
-  /** Apply updates from a peer. Returns how many changed our view. */
+  /**
+   * Apply updates from a peer. Returns how many changed our view. When the peer told us something
+   * our view strictly supersedes (e.g. `dead` at an incarnation its subject already refuted), we
+   * answer it directly with what we know: epidemic gossip has a bounded retransmit budget and may
+   * miss an agent, and without this correction that agent would keep a false `dead` until the
+   * next push-pull.
+   */
   applyUpdates(updates: readonly MemberState[], from: string): number {
     let changed = 0;
-    for (const u of updates) if (this.applyUpdate(u, from)) changed++;
+    const corrections: MemberState[] = [];
+    for (const u of updates) {
+      if (this.applyUpdate(u, from)) {
+        changed++;
+        continue;
+      }
+      const cur = this.members.get(u.id);
+      if (cur && from !== this.self.id && u.status !== 'alive' && supersedes(cur, u)) {
+        corrections.push(this.stateOf(cur));
+      }
+    }
+    if (corrections && this.running)
+      this.net.send(from, { t: 'gossip', upd: corrections.slice(0, this.cfg.maxPiggyback) });
     return changed;
   }
 
@@ -330,7 +366,7 @@ export class Membership {
     }
     if (!cur) {
       const m: Member = { ...u, addrs: u.addrs.slice(), changedAt: this.clock.now() };
-      this.members.set(u.id, m);
+      this.insert(m);
       this.net.learn(u.id, u.addrs);
       this.enqueue(u);
       this.afterChange(m, undefined);
@@ -363,6 +399,7 @@ export class Membership {
     if (u.status !== prev) {
       m.status = u.status;
       m.changedAt = this.clock.now();
+      this.aliveCache = undefined;
     }
     this.enqueue(this.stateOf(m));
     this.afterChange(m, prev);
@@ -424,7 +461,7 @@ export class Membership {
       // Round-robin over a fresh random order each round (SWIM: bounded time to first probe).
       this.probeOrder = shuffle(
         this.random,
-        this.list()
+        this.sorted
           .filter((m) => m.id !== this.self.id && (m.status === 'alive' || m.status === 'suspect'))
           .map((m) => m.id),
       );
@@ -482,16 +519,23 @@ export class Membership {
     if (target && target.status !== 'alive') out.push(this.stateOf(target));
     if (this.queue.size === 0) return out;
     const limit = this.transmitLimit();
-    const entries = [...this.queue.values()].sort(
-      (a, b) => a.transmits - b.transmits || (a.upd.id < b.upd.id ? -1 : a.upd.id > b.upd.id ? 1 : 0),
-    );
-    for (const e of entries) {
-      if (out.length >= this.cfg.maxPiggyback) break;
+    // Bucket by transmit count (O(queue), no sort); within a bucket, queue (insertion) order.
+    const buckets: { upd: MemberState; transmits: number }[][] = [];
+    for (const e of this.queue.values()) {
       // A member knows it is alive; telling it so wastes a transmission (doubts were added above).
       if (e.upd.id === to) continue;
-      out.push(e.upd);
-      e.transmits++;
-      if (e.transmits >= limit) this.queue.delete(e.upd.id);
+      const bucket = buckets[e.transmits];
+      if (bucket) bucket.push(e);
+      else buckets[e.transmits] = [e];
+    }
+    for (const bucket of buckets) {
+      if (!bucket) continue;
+      for (const e of bucket) {
+        if (out.length >= this.cfg.maxPiggyback) return out;
+        out.push(e.upd);
+        e.transmits++;
+        if (e.transmits >= limit) this.queue.delete(e.upd.id);
+      }
     }
     return out;
   }
@@ -499,7 +543,7 @@ export class Membership {
   private gossipTick(): void {
     if (this.queue.size === 0) return;
     const now = this.clock.now();
-    const targets = this.list().filter(
+    const targets = this.sorted.filter(
       (m) =>
         m.id !== this.self.id &&
         (m.status === 'alive' ||
@@ -519,7 +563,7 @@ export class Membership {
   }
 
   private reconnectTick(): void {
-    const dead = this.list().filter((m) => m.status === 'dead');
+    const dead = this.sorted.filter((m) => m.status === 'dead');
     if (dead.length > 0) void this.pushPullWith(dead[this.random.int(dead.length)]!.id, false);
     // Alone (everyone else dead or none known): keep knocking on the seeds.
     if (this.aliveIds().length === 0 && this.seeds.length > 0 && !this.joinTimer) this.scheduleJoin(0);
@@ -553,12 +597,16 @@ export class Membership {
   private async tryJoin(): Promise<void> {
     if (!this.running) return;
     let ok = false;
+    let joinedVia: string | undefined;
     for (const addr of this.seeds) {
       try {
         const id = await this.net.dial(addr);
         if (!this.running) return;
         if (id === this.self.id) continue;
-        if (await this.pushPullWith(id, true)) ok = true;
+        if (await this.pushPullWith(id, true)) {
+          ok = true;
+          joinedVia ??= id;
+        }
       } catch (err) {
         this.log.debug({ addr, err: String(err) }, 'join: seed unreachable');
       }
@@ -577,6 +625,15 @@ export class Membership {
     if (ok) {
       this.log.info({ members: this.aliveIds().length + 1 }, 'joined');
       this.joinBackoffMs = this.cfg.joinRetryMinMs;
+      // Members that joined the seed at about the same time as us were not in its answer yet; a
+      // second push-pull with the same seed a moment later fills the gap (join storms: the seed
+      // hears every joiner first) without waiting a full push-pull interval.
+      const via = joinedVia;
+      this.joinTimer = this.clock.setTimer(this.cfg.probeIntervalMs * 2, () => {
+        this.joinTimer = undefined;
+        if (via) void this.pushPullWith(via, false);
+        else this.pushPullTick();
+      });
       return;
     }
     const delay = this.joinBackoffMs;
@@ -594,6 +651,19 @@ export class Membership {
       fn();
     };
     this.periodic.set(name, this.clock.setTimer(this.random.int(interval()) + 1, loop));
+  }
+
+  private insert(m: Member): void {
+    this.members.set(m.id, m);
+    let lo = 0;
+    let hi = this.sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.sorted[mid]!.id < m.id) lo = mid + 1;
+      else hi = mid;
+    }
+    this.sorted.splice(lo, 0, m);
+    this.aliveCache = undefined;
   }
 
   private nextSeq(): number {

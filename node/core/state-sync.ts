@@ -27,6 +27,9 @@ import { frame, TAG_STATE, WireError } from './wire.ts';
 export const STATE_TOPIC = 'shoal/state/1';
 export const STORE_STATE_KEY = 'state.snapshot';
 const STORE_SELF_KEY = 'self.json';
+/** Second byte of a state request that is a hash probe (a crdt-codec JSON message never starts with 0x00). */
+const HASH_PROBE = 0x00;
+const HASH_DIFFERS = 0x01;
 
 export interface StateSyncConfig {
   antiEntropyIntervalMs: number;
@@ -72,7 +75,14 @@ export class StateSync implements SubProtocol {
   private dirty = false;
   private timer: Timer | undefined;
   private running = false;
-  readonly counters = { published: 0, exchanges: 0, exchangeFailures: 0, applied: 0, rejected: 0 };
+  readonly counters = {
+    published: 0,
+    exchanges: 0,
+    exchangesEqual: 0,
+    exchangeFailures: 0,
+    applied: 0,
+    rejected: 0,
+  };
   /** Called after any change that altered local state (for metrics, tests and the bidding layer). */
   onChange: ((changed: { hosts: string[]; intents: string[] }) => void) | undefined;
 
@@ -164,6 +174,11 @@ export class StateSync implements SubProtocol {
   }
 
   onRequest(from: string, data: Uint8Array): Uint8Array {
+    // Hash probe: [TAG_STATE, 0x00, hash…] → [TAG_STATE] when equal, [TAG_STATE, 0x01] when not.
+    if (data[1] === HASH_PROBE) {
+      const theirs = new TextDecoder().decode(data.subarray(2));
+      return Uint8Array.of(TAG_STATE, ...(theirs === this.state.hash() ? [] : [HASH_DIFFERS]));
+    }
     const msg = this.decode(from, data);
     if (msg.t !== 'digest') throw new WireError(from, 't', `expected a digest request, got ${msg.t}`);
     const replies = this.state.handle(msg, from);
@@ -210,6 +225,17 @@ export class StateSync implements SubProtocol {
   async exchange(peer: string): Promise<boolean> {
     this.counters.exchanges++;
     try {
+      // Cheap first: compare hashes (a few bytes). Only when they differ exchange digests.
+      const probe = await this.deps.transport.request(
+        peer,
+        frame(TAG_STATE, new Uint8Array([HASH_PROBE, ...new TextEncoder().encode(this.state.hash())])),
+        this.cfg.requestTimeoutMs,
+      );
+      if (!this.running) return false;
+      if (probe.length === 1) {
+        this.counters.exchangesEqual++;
+        return true;
+      }
       const res = await this.deps.transport.request(
         peer,
         this.encode({ t: 'digest', ...this.state.digest() }),
