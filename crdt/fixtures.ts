@@ -28,6 +28,7 @@ export function makeWorkload(
     id,
     deployId,
     replica,
+    gen: 1,
     resources: { cpuMilli: 500, cores: [], memory: 256 * 2 ** 20, disk: 0, gpus: [] },
     status: 'running',
     engine: 'sim',

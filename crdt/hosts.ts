@@ -31,7 +31,7 @@ function hostTuple(e: HostEntry): unknown[] {
     .sort()
     .map((k) => [k, c.labels[k]]);
   return [
-    'host/1',
+    'host/2',
     e.id,
     e.version,
     e.addrs,
@@ -49,6 +49,7 @@ function hostTuple(e: HostEntry): unknown[] {
       w.id,
       w.deployId,
       w.replica,
+      w.gen,
       resTuple(w.resources),
       w.status,
       w.engine,

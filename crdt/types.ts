@@ -76,6 +76,12 @@ export interface WorkloadRecord {
   deployId: string;
   /** Replica index within the deploy (0-based). */
   replica: number;
+  /**
+   * Award generation of this claim on (deployId, replica): a re-auction (the previous holder died)
+   * awards generation + 1. Of two live claims on one replica the higher generation wins, then the
+   * lower host id; the loser stops its copy (exactly-once at rest).
+   */
+  gen: number;
   resources: Resources;
   status: WorkloadStatus;
   engine: EngineKind;

@@ -1,4 +1,6 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { HostConfigError } from './host.ts';
+import { type AgentMetrics, createAgentMetrics, type MetricsSnapshot } from './metrics.ts';
 
 /**
  * The HTTP API every agent serves under /v1/ (read side for now). It talks to the agent through
@@ -34,6 +36,13 @@ export interface ApiBackend {
   patchSelf(patch: SelfPatch): NodeInfo;
   state(): Record<string, unknown> & { hash: string };
   health(): Record<string, unknown>;
+  /** Read at each scrape of GET /metrics. */
+  metrics(): MetricsSnapshot;
+}
+
+export interface ApiOptions {
+  /** The agent's metrics; default: built over `backend.metrics()` with a registry of its own. */
+  metrics?: AgentMetrics;
 }
 
 export interface ApiServer {
@@ -51,8 +60,50 @@ export function parseHostPort(s: string, field = '--api'): { host: string; port:
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-export function buildApi(backend: ApiBackend): FastifyInstance {
+const SELF_FIELDS = ['labels', 'cpu', 'memory', 'disk', 'gpu'] as const;
+
+function badRequest(reply: FastifyReply, message: string): FastifyReply {
+  return reply.code(400).send({ error: 'bad-request', message });
+}
+
+/** Validate a PATCH /v1/node body; returns the patch or an error message naming the field. */
+export function readSelfPatch(body: unknown): SelfPatch | string {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'body: expected a JSON object';
+  const o = body as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!(SELF_FIELDS as readonly string[]).includes(k)) {
+      return `${k}: unknown field (expected ${SELF_FIELDS.join(', ')})`;
+    }
+  }
+  const patch: SelfPatch = {};
+  if (o.labels !== undefined) {
+    if (typeof o.labels !== 'object' || o.labels === null || Array.isArray(o.labels)) {
+      return 'labels: expected an object of strings, e.g. {"zone":"a"}';
+    }
+    const labels: Record<string, string> = {};
+    for (const [k, v] of Object.entries(o.labels)) {
+      if (typeof v !== 'string') return `labels.${k}: expected a string, got ${jsonType(v)}`;
+      labels[k] = v;
+    }
+    patch.labels = labels;
+  }
+  for (const k of ['cpu', 'memory', 'disk', 'gpu'] as const) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (typeof v === 'number' && Number.isFinite(v)) patch[k] = String(v);
+    else if (typeof v === 'string') patch[k] = v;
+    else return `${k}: expected a string like "4", "8GiB" or "2xA100:80GiB", got ${jsonType(v)}`;
+  }
+  return patch;
+}
+
+function jsonType(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
+}
+
+export function buildApi(backend: ApiBackend, opts: ApiOptions = {}): FastifyInstance {
   const app = Fastify({ logger: false });
+  const metrics = opts.metrics ?? createAgentMetrics(() => backend.metrics());
   app.get('/v1/health', async () => ({ ok: true, id: backend.id(), ...backend.health() }));
   app.get('/v1/nodes', async () => backend.nodes());
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', async (req, reply) => {
@@ -62,47 +113,20 @@ export function buildApi(backend: ApiBackend): FastifyInstance {
   });
   app.get('/v1/state', async () => backend.state());
   app.patch<{ Body: unknown }>('/v1/node', async (req, reply) => {
-    const b = req.body;
-    if (typeof b !== 'object' || b === null || Array.isArray(b)) {
-      return reply.code(400).send({ error: 'bad-request', message: 'body: expected a JSON object' });
-    }
-    const o = b as Record<string, unknown>;
-    for (const k of Object.keys(o)) {
-      if (!['labels', 'cpu', 'memory', 'disk', 'gpu'].includes(k)) {
-        return reply
-          .code(400)
-          .send({ error: 'bad-request', message: `${k}: unknown field (labels, cpu, memory, disk, gpu)` });
-      }
-    }
-    const patch: SelfPatch = {};
-    if (o.labels !== undefined) {
-      if (typeof o.labels !== 'object' || o.labels === null || Array.isArray(o.labels)) {
-        return reply
-          .code(400)
-          .send({ error: 'bad-request', message: 'labels: expected an object of strings' });
-      }
-      for (const [k, v] of Object.entries(o.labels)) {
-        if (typeof v !== 'string') {
-          return reply.code(400).send({ error: 'bad-request', message: `labels.${k}: expected a string` });
-        }
-      }
-      patch.labels = o.labels as Record<string, string>;
-    }
-    for (const k of ['cpu', 'memory', 'disk', 'gpu'] as const) {
-      const v = o[k];
-      if (v === undefined) continue;
-      if (typeof v !== 'string' && typeof v !== 'number') {
-        return reply
-          .code(400)
-          .send({ error: 'bad-request', message: `${k}: expected a string like "4" or "8GiB"` });
-      }
-      patch[k] = String(v);
-    }
+    const patch = readSelfPatch(req.body);
+    if (typeof patch === 'string') return badRequest(reply, patch);
     try {
       return backend.patchSelf(patch);
     } catch (err) {
-      return reply.code(400).send({ error: 'bad-request', message: (err as Error).message });
+      // Bad values are the caller's fault (400, naming the field); anything else is ours (500).
+      if (err instanceof HostConfigError) return badRequest(reply, err.message);
+      throw err;
     }
+  });
+  // Prometheus scrape endpoint: no /v1 prefix (scrapers expect /metrics), no auth.
+  app.get('/metrics', async (_req, reply) => {
+    const text = await metrics.render();
+    return reply.header('content-type', metrics.contentType).send(text);
   });
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url}` });
@@ -116,9 +140,13 @@ export function buildApi(backend: ApiBackend): FastifyInstance {
   return app;
 }
 
-export async function startApi(backend: ApiBackend, listen: string): Promise<ApiServer> {
+export async function startApi(
+  backend: ApiBackend,
+  listen: string,
+  opts: ApiOptions = {},
+): Promise<ApiServer> {
   const { host, port } = parseHostPort(listen);
-  const app = buildApi(backend);
+  const app = buildApi(backend, opts);
   await app.listen({ host, port });
   const addr = app.server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;

@@ -2,22 +2,17 @@ import type { ApiBackend, NodeInfo, SelfPatch } from './api.ts';
 import type { Agent } from './core/agent.ts';
 import type { Clock } from './core/io.ts';
 import type { StateSync } from './core/state-sync.ts';
-import { type HostFacts, parseBytes, parseGpus, parseLabels } from './host.ts';
+import { checkLabelMap, type HostFacts, parseBytes, parseCpu, parseGpus } from './host.ts';
+import type { MetricsSnapshot } from './metrics.ts';
 
-/** Apply an API patch to host facts (validated with the same parsers as the flags). */
+/**
+ * Apply an API patch to host facts, validated with the same parsers as the flags; throws
+ * HostConfigError naming the field. Labels given replace the whole label set.
+ */
 export function patchHost(h: HostFacts, p: SelfPatch): HostFacts {
   const next: HostFacts = { ...h, labels: { ...h.labels }, gpus: h.gpus.slice() };
-  if (p.labels)
-    next.labels = parseLabels(
-      Object.entries(p.labels).map(([k, v]) => `${k}=${v}`),
-      'labels',
-    );
-  if (p.cpu !== undefined) {
-    const c = Number(p.cpu);
-    if (!Number.isFinite(c) || c <= 0 || c > 4096) throw new Error(`cpu: "${p.cpu}" is not a core count`);
-    next.cpuMilli = Math.round(c * 1000);
-    next.cores = Math.floor(c);
-  }
+  if (p.labels) next.labels = checkLabelMap(p.labels, 'labels');
+  if (p.cpu !== undefined) Object.assign(next, parseCpu(p.cpu, 'cpu'));
   if (p.memory !== undefined) next.memoryBytes = parseBytes(p.memory, 'memory');
   if (p.disk !== undefined) next.diskBytes = parseBytes(p.disk, 'disk');
   if (p.gpu !== undefined) next.gpus = parseGpus(p.gpu, 'gpu');
@@ -65,6 +60,31 @@ export function agentBackend(agent: Agent, sync: StateSync, clock: Clock, starte
         },
         sync: { ...sync.counters },
         badMessages: agent.counters.badMessages,
+      };
+    },
+    metrics: (): MetricsSnapshot => {
+      const members = { alive: 0, suspect: 0, dead: 0, left: 0 };
+      for (const m of agent.nodes()) members[m.status]++;
+      const facts = sync.hostFacts();
+      const allocated = sync.self()?.allocated;
+      return {
+        id: agent.id,
+        incarnation: agent.membership.incarnation,
+        uptimeSeconds: Math.max(0, clock.now() - startedAt) / 1000,
+        members,
+        hosts: { known: sync.state.hosts.size, live: sync.state.hosts.liveSize },
+        sync: { ...sync.counters },
+        agent: { ...agent.counters },
+        capacity: {
+          cpuMilli: facts.cpuMilli,
+          cores: facts.cores,
+          memoryBytes: facts.memoryBytes,
+          diskBytes: facts.diskBytes,
+          gpus: facts.gpus.length,
+        },
+        allocated: allocated
+          ? { cpuMilli: allocated.cpuMilli, memoryBytes: allocated.memory, diskBytes: allocated.disk }
+          : null,
       };
     },
     health: () => ({

@@ -90,16 +90,41 @@ export function formatBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(v >= 10 ? 0 : 1)} ${units[i]}`;
 }
 
+const LABEL_KEY = /^[a-zA-Z0-9][a-zA-Z0-9._\-/]{0,62}$/;
+const MAX_LABEL_VALUE = 256;
+
+/** Check one label; throws HostConfigError naming `field` (e.g. `--label` or `labels.zone`). */
+export function checkLabel(key: string, value: string, field: string): void {
+  if (!LABEL_KEY.test(key)) {
+    throw new HostConfigError(
+      field,
+      `"${key}" is not a label key (letters, digits, . _ - /; starts with a letter or digit; max 63)`,
+    );
+  }
+  if (value.length > MAX_LABEL_VALUE) {
+    throw new HostConfigError(field, `value of "${key}" is longer than ${MAX_LABEL_VALUE} characters`);
+  }
+}
+
+/** `["zone=a", "disk=ssd"]` → `{ zone: "a", disk: "ssd" }`; later pairs win. */
 export function parseLabels(pairs: string[], field = '--label'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const p of pairs) {
     const eq = p.indexOf('=');
-    const k = eq > 0 ? p.slice(0, eq).trim() : '';
-    if (!/^[a-zA-Z0-9][a-zA-Z0-9._\-/]{0,62}$/.test(k)) {
-      throw new HostConfigError(field, `"${p}" is not k=v with a key of letters, digits, . _ - / (max 63)`);
-    }
+    if (eq <= 0) throw new HostConfigError(field, `"${p}" is not k=v (e.g. zone=a)`);
+    const k = p.slice(0, eq).trim();
     const v = p.slice(eq + 1);
-    if (v.length > 256) throw new HostConfigError(field, `value of "${k}" is longer than 256 characters`);
+    checkLabel(k, v, field);
+    out[k] = v;
+  }
+  return out;
+}
+
+/** A label map from untrusted input (API): every key and value checked, errors name `field.key`. */
+export function checkLabelMap(labels: Record<string, string>, field = 'labels'): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels)) {
+    checkLabel(k, v, `${field}.${k}`);
     out[k] = v;
   }
   return out;
@@ -156,20 +181,57 @@ export function detectDisk(dir: string): number {
   }
 }
 
-export function detectHost(dataDir: string, o: HostOverrides = {}): HostFacts {
-  let cores = os.availableParallelism();
-  let cpuMilli = cores * 1000;
-  if (o.cpu !== undefined) {
-    const c = Number(o.cpu);
-    if (!Number.isFinite(c) || c <= 0 || c > 4096) {
-      throw new HostConfigError('--cpu', `"${o.cpu}" is not a core count (e.g. 4 or 2.5)`);
-    }
-    cpuMilli = Math.round(c * 1000);
-    cores = Math.floor(c);
+/** Cores as a string ("4", "2.5") → { cpuMilli, cores (bound cores = floor) }. */
+export function parseCpu(input: string, field = '--cpu'): { cpuMilli: number; cores: number } {
+  const s = input.trim();
+  const c = /^\d+(?:\.\d+)?$/.test(s) ? Number(s) : Number.NaN;
+  if (!Number.isFinite(c) || c <= 0 || c > 4096) {
+    throw new HostConfigError(field, `"${input}" is not a core count (e.g. 4 or 2.5; 0 < cores <= 4096)`);
   }
-  const memoryBytes = o.memory !== undefined ? parseBytes(o.memory, '--memory') : os.totalmem();
-  const diskBytes = o.disk !== undefined ? parseBytes(o.disk, '--disk') : detectDisk(dataDir);
-  const gpus = o.gpu !== undefined ? parseGpus(o.gpu) : detectGpus();
-  const labels = parseLabels(o.labels ?? []);
-  return { cores, cpuMilli, memoryBytes, diskBytes, gpus, labels };
+  const cpuMilli = Math.round(c * 1000);
+  if (cpuMilli < 1) throw new HostConfigError(field, `"${input}" is less than one millicore`);
+  return { cpuMilli, cores: Math.floor(c) };
+}
+
+/** The overrides, parsed: only what was given. Throws HostConfigError naming the flag. */
+export interface ParsedOverrides {
+  cpu?: { cpuMilli: number; cores: number };
+  memoryBytes?: number;
+  diskBytes?: number;
+  gpus?: GpuFacts[];
+  labels: Record<string, string>;
+}
+
+/** Validate flag overrides without touching the machine (the CLI calls this before anything else). */
+export function parseOverrides(o: HostOverrides): ParsedOverrides {
+  const out: ParsedOverrides = { labels: parseLabels(o.labels ?? [], '--label') };
+  if (o.cpu !== undefined) out.cpu = parseCpu(o.cpu, '--cpu');
+  if (o.memory !== undefined) out.memoryBytes = parseBytes(o.memory, '--memory');
+  if (o.disk !== undefined) out.diskBytes = parseBytes(o.disk, '--disk');
+  if (o.gpu !== undefined) out.gpus = parseGpus(o.gpu, '--gpu');
+  return out;
+}
+
+export function detectHost(dataDir: string, o: HostOverrides = {}): HostFacts {
+  const p = parseOverrides(o);
+  const detectedCores = os.availableParallelism();
+  return {
+    cores: p.cpu?.cores ?? detectedCores,
+    cpuMilli: p.cpu?.cpuMilli ?? detectedCores * 1000,
+    memoryBytes: p.memoryBytes ?? os.totalmem(),
+    diskBytes: p.diskBytes ?? detectDisk(dataDir),
+    gpus: p.gpus ?? detectGpus(),
+    labels: p.labels,
+  };
+}
+
+/** A duration for humans, coarse like kubectl's ages: 45s, 90s, 5m, 3h, 2d. */
+export function formatAge(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 120) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 120) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h`;
+  return `${Math.floor(h / 24)}d`;
 }

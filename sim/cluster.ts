@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Agent } from '../node/core/agent.ts';
 import type { Logger } from '../node/core/io.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
+import { Placement, type PlacementConfig } from '../node/core/placement.ts';
 import { Prng } from '../node/core/random.ts';
 import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
 import type { HostFacts } from '../node/host.ts';
@@ -23,6 +24,7 @@ export interface SimClusterOptions {
   network?: Omit<SimNetworkOptions, 'link' | 'trace'>;
   membership?: Partial<MembershipConfig>;
   sync?: Partial<StateSyncConfig>;
+  placement?: Partial<PlacementConfig>;
   /** Host facts for agent i (default: 8 cores, 32 GiB, zone a/b/c round robin). */
   host?: (i: number) => HostFacts;
   /** Record a trace of every log line and network event (for determinism checks). */
@@ -36,6 +38,7 @@ export interface SimAgent {
   index: number;
   agent: Agent;
   sync: StateSync;
+  placement: Placement;
   clock: VirtualClock;
   store: MemoryStore;
   up: boolean;
@@ -132,7 +135,12 @@ export class SimCluster {
       this.opts.sync,
     );
     agent.use(sync);
-    return { id, index: i, agent, sync, clock, store, up: true };
+    const placement = new Placement(
+      { transport, clock, store, log: log.child({ mod: 'placement' }), membership: agent.membership, sync },
+      this.opts.placement,
+    );
+    agent.use(placement);
+    return { id, index: i, agent, sync, placement, clock, store, up: true };
   }
 
   get(i: number): SimAgent {
@@ -206,6 +214,36 @@ export class SimCluster {
       }
     }
     return true;
+  }
+
+  /**
+   * Placement invariants over live agents: no host's exact books overcommit (always), and — once
+   * quiet — every replica of every live deploy is claimed by exactly one live host, and nothing
+   * else is claimed. Returns the violations (empty = holds).
+   */
+  placementViolations(atRest: boolean): string[] {
+    const out: string[] = [];
+    for (const a of this.upAgents())
+      for (const v of a.placement.violations()) out.push(`${a.id}: overcommit: ${v}`);
+    if (!atRest) return out;
+    const observer = this.upAgents()[0];
+    if (!observer) return out;
+    const holders = new Map<string, string[]>();
+    for (const a of this.upAgents()) {
+      for (const w of a.placement.workloads()) {
+        const k = `${w.deployId}.${w.replica}`;
+        holders.set(k, [...(holders.get(k) ?? []), a.id]);
+      }
+    }
+    for (const intent of observer.sync.state.intents.all()) {
+      for (let r = 0; r < intent.replicas; r++) {
+        const h = holders.get(`${intent.id}.${r}`) ?? [];
+        if (h.length !== 1) out.push(`${intent.id}.${r}: held by ${h.length} hosts (${h.join(', ')})`);
+        holders.delete(`${intent.id}.${r}`);
+      }
+    }
+    for (const [k, h] of holders) out.push(`${k}: held by ${h.join(', ')} but not wanted`);
+    return out;
   }
 
   traceHash(): string {

@@ -1,7 +1,14 @@
 import { decodeMessage, encodeMessage, type StateMessage, StateMessageError } from '../../crdt/codec.ts';
 import { nextVersion } from '../../crdt/hosts.ts';
 import { ClusterState, type StateDelta } from '../../crdt/state.ts';
-import type { Capacity, HostRecord, Resources } from '../../crdt/types.ts';
+import type {
+  Capacity,
+  HostRecord,
+  IntentFields,
+  IntentWire,
+  Resources,
+  WorkloadRecord,
+} from '../../crdt/types.ts';
 import type { Transport } from '../../gossip/transport.ts';
 import type { HostFacts } from '../host.ts';
 import type { SubProtocol } from './agent.ts';
@@ -72,6 +79,8 @@ export class StateSync implements SubProtocol {
   state: ClusterState;
   private host: HostFacts;
   private ownVersion = 0;
+  /** Workloads set by the placement layer, applied at the next writeSelf. */
+  private pendingWorkloads: { workloads: WorkloadRecord[]; allocated: Resources } | undefined;
   private dirty = false;
   private timer: Timer | undefined;
   private running = false;
@@ -122,6 +131,35 @@ export class StateSync implements SubProtocol {
     this.writeSelf();
   }
 
+  /** Replace this host's workloads (its claims) and usage, publish a new version of its record. */
+  setWorkloads(workloads: WorkloadRecord[], allocated: Resources): void {
+    this.pendingWorkloads = { workloads, allocated };
+    this.writeSelf();
+  }
+
+  /** Create or replace a deploy intent locally and gossip it. Returns false if the id was deleted. */
+  putIntent(id: string, fields: IntentFields): boolean {
+    return this.gossipIntent(this.state.intents.put(id, fields, this.deps.clock.now()));
+  }
+
+  /** Change fields of an existing intent. Returns false if unknown or deleted. */
+  updateIntent(id: string, patch: Partial<IntentFields>): boolean {
+    return this.gossipIntent(this.state.intents.update(id, patch, this.deps.clock.now()));
+  }
+
+  /** Delete a deploy intent (final for its id). */
+  removeIntent(id: string): void {
+    this.gossipIntent(this.state.intents.remove(id, this.deps.clock.now()));
+  }
+
+  private gossipIntent(w: IntentWire | undefined): boolean {
+    if (!w) return false;
+    this.dirty = true;
+    this.publish({ hosts: [], intents: [w] });
+    this.onChange?.({ hosts: [], intents: [w.id] });
+    return true;
+  }
+
   /** The facts this host currently advertises. */
   hostFacts(): HostFacts {
     return this.host;
@@ -144,8 +182,8 @@ export class StateSync implements SubProtocol {
       deleted: false,
       addrs: this.deps.transport.addrs(),
       capacity: capacityOf(this.host),
-      allocated: prev?.allocated ?? zeroResources(),
-      workloads: prev?.workloads ?? [],
+      allocated: this.pendingWorkloads?.allocated ?? prev?.allocated ?? zeroResources(),
+      workloads: this.pendingWorkloads?.workloads ?? prev?.workloads ?? [],
       draining: prev?.draining ?? false,
       updatedAt: this.deps.clock.now(),
     };

@@ -1,0 +1,188 @@
+import { parseConstraint } from '../../allocator/constraints.ts';
+import { emptyLedger, reserve } from '../../allocator/ledger.ts';
+import type {
+  Allocation,
+  Host,
+  HostCapacity,
+  HostLedger,
+  PlacementRequest,
+  ResourceRequest,
+  Strategy,
+} from '../../allocator/types.ts';
+import { validateRequest } from '../../allocator/validate.ts';
+import type { Capacity, DeployIntent, HostRecord, Json, Resources } from '../../crdt/types.ts';
+
+/**
+ * Maps between the gossiped cluster state (crdt/) and the allocator's pure types. Everything here
+ * is a pure function.
+ */
+
+/** crdt capacity (ratios as floats) → allocator capacity (permille ratios). */
+export function hostCapacity(c: Capacity): HostCapacity {
+  return {
+    cpu: { cores: c.cores, maxFragmentCores: null },
+    memoryBytes: c.memory,
+    diskBytes: c.disk,
+    volumes: [],
+    gpus: c.gpus
+      .slice()
+      .sort((a, b) => a.index - b.index)
+      .map((g) => ({ model: g.model, memoryBytes: g.memory })),
+    oversell: {
+      cpu: Math.round(c.oversell.cpu * 1000),
+      memory: Math.round(c.oversell.memory * 1000),
+      disk: Math.round(c.oversell.disk * 1000),
+    },
+  };
+}
+
+/** An allocation as gossiped usage (crdt Resources): bound cores are those granted whole. */
+export function resourcesOf(a: Allocation): Resources {
+  const fragment = a.cpu.cores.reduce((n, g) => n + g.milli, 0);
+  return {
+    cpuMilli: a.cpu.sharedMilli + fragment,
+    cores: a.cpu.cores.filter((g) => g.milli >= 1000).map((g) => g.index),
+    memory: a.memoryBytes,
+    disk: a.diskBytes,
+    gpus: a.gpus.map((g) => ({ index: g.index, milli: g.milli })),
+  };
+}
+
+/** Sum of usages. */
+export function sumResources(rs: readonly Resources[]): Resources {
+  const cores = new Set<number>();
+  const gpus = new Map<number, number>();
+  let cpuMilli = 0;
+  let memory = 0;
+  let disk = 0;
+  for (const r of rs) {
+    cpuMilli += r.cpuMilli;
+    memory += r.memory;
+    disk += r.disk;
+    for (const c of r.cores) cores.add(c);
+    for (const g of r.gpus) gpus.set(g.index, (gpus.get(g.index) ?? 0) + g.milli);
+  }
+  return {
+    cpuMilli,
+    cores: [...cores].sort((a, b) => a - b),
+    memory,
+    disk,
+    gpus: [...gpus].sort((a, b) => a[0] - b[0]).map(([index, milli]) => ({ index, milli })),
+  };
+}
+
+/**
+ * A remote host as a coordinator sees it from gossip: its ledger approximated from the gossiped
+ * usage of its workloads (fragment cores are counted as shared CPU). Only used to pre-select
+ * candidates; the host itself bids from its exact books.
+ */
+export function hostFromRecord(r: HostRecord): Host {
+  const capacity = hostCapacity(r.capacity);
+  let ledger: HostLedger = emptyLedger(capacity);
+  for (const w of r.workloads) {
+    const res = w.resources;
+    const whole = res.cores.length * 1000;
+    const a: Allocation = {
+      cpu: {
+        sharedMilli: Math.max(0, res.cpuMilli - whole),
+        cores: res.cores.filter((i) => i < capacity.cpu.cores).map((index) => ({ index, milli: 1000 })),
+      },
+      memoryBytes: res.memory,
+      diskBytes: res.disk,
+      volumes: [],
+      gpus: res.gpus
+        .filter((g) => g.index < capacity.gpus.length)
+        .map((g) => ({ index: g.index, milli: g.milli, memoryBytes: 0 })),
+      limits: { cpuMilli: res.cpuMilli, memoryBytes: res.memory },
+    };
+    ledger = reserve(ledger, a);
+  }
+  return { id: r.id, labels: r.capacity.labels, capacity, ledger };
+}
+
+export const BIDDING_STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
+
+export interface PlacementSpec {
+  request: PlacementRequest;
+  strategy: Strategy;
+}
+
+export class IntentSpecError extends Error {
+  constructor(
+    readonly deployId: string,
+    readonly field: string,
+    readonly problem: string,
+  ) {
+    super(`deploy ${deployId}: ${field}: ${problem}`);
+    this.name = 'IntentSpecError';
+  }
+}
+
+function isObj(v: Json | undefined): v is { [k: string]: Json } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function int(deployId: string, v: Json | undefined, field: string, dflt?: number): number {
+  if (v === undefined && dflt !== undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new IntentSpecError(deployId, field, 'expected a non-negative integer');
+  }
+  return v;
+}
+
+/**
+ * The placement part of a deploy intent. The intent's `spec` carries (top-level keys, each its
+ * own CRDT register): `resources` {cpu: {milli, bind?}, memoryBytes, diskBytes?, gpu?: {milli,
+ * model?, memoryBytes?}}, `limits`?, `constraints`? (strings like "zone in (a,b)"), `spread`?
+ * ({label?}), `maxPerHost`?, `antiAffinity`?. `strategy` is one of BIDDING_STRATEGIES.
+ */
+export function placementSpec(intent: DeployIntent): PlacementSpec {
+  const id = intent.id;
+  const spec = intent.spec;
+  const r = spec.resources;
+  if (!isObj(r)) throw new IntentSpecError(id, 'spec.resources', 'expected an object');
+  const cpu = r.cpu;
+  if (!isObj(cpu)) throw new IntentSpecError(id, 'spec.resources.cpu', 'expected an object {milli, bind?}');
+  const resources: ResourceRequest = {
+    cpu: { milli: int(id, cpu.milli, 'spec.resources.cpu.milli') },
+    memoryBytes: int(id, r.memoryBytes, 'spec.resources.memoryBytes'),
+    diskBytes: int(id, r.diskBytes, 'spec.resources.diskBytes', 0),
+  };
+  if (cpu.bind === true) resources.cpu.bind = true;
+  if (r.gpu !== undefined) {
+    if (!isObj(r.gpu))
+      throw new IntentSpecError(id, 'spec.resources.gpu', 'expected an object {milli, model?}');
+    resources.gpu = { milli: int(id, r.gpu.milli, 'spec.resources.gpu.milli') };
+    if (typeof r.gpu.model === 'string') resources.gpu.model = r.gpu.model;
+    if (r.gpu.memoryBytes !== undefined)
+      resources.gpu.memoryBytes = int(id, r.gpu.memoryBytes, 'spec.resources.gpu.memoryBytes');
+  }
+  const request: PlacementRequest = { deployId: id, resources };
+  if (spec.constraints !== undefined) {
+    if (!Array.isArray(spec.constraints))
+      throw new IntentSpecError(id, 'spec.constraints', 'expected a list of strings');
+    request.constraints = spec.constraints.map((c, i) => {
+      if (typeof c !== 'string') throw new IntentSpecError(id, `spec.constraints[${i}]`, 'expected a string');
+      const parsed = parseConstraint(c);
+      if (!parsed.ok) throw new IntentSpecError(id, `spec.constraints[${i}]`, parsed.error.message);
+      return parsed.constraint;
+    });
+  }
+  if (spec.spread !== undefined) {
+    if (!isObj(spec.spread)) throw new IntentSpecError(id, 'spec.spread', 'expected an object {label?}');
+    request.spread = typeof spec.spread.label === 'string' ? { label: spec.spread.label } : {};
+  }
+  if (spec.maxPerHost !== undefined) request.maxPerHost = int(id, spec.maxPerHost, 'spec.maxPerHost');
+  if (spec.antiAffinity === true) request.antiAffinity = true;
+  const problems = validateRequest(request);
+  if (problems.length > 0) throw new IntentSpecError(id, 'spec', problems.join('; '));
+  const kind = intent.strategy;
+  if (!(BIDDING_STRATEGIES as readonly string[]).includes(kind)) {
+    throw new IntentSpecError(
+      id,
+      'strategy',
+      `expected one of ${BIDDING_STRATEGIES.join(', ')} (fill/each: not yet)`,
+    );
+  }
+  return { request, strategy: { kind } as Strategy };
+}

@@ -1,0 +1,685 @@
+import { createHash } from 'node:crypto';
+import { feasibility } from '../../allocator/feasibility.ts';
+import { bid as allocatorBid, select } from '../../allocator/index.ts';
+import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
+import { compareRanked, score } from '../../allocator/strategies.ts';
+import type {
+  Allocation,
+  Bid,
+  ExistingPlacement,
+  Host,
+  HostCapacity,
+  PlacementContext,
+  PlacementRequest,
+  Strategy,
+} from '../../allocator/types.ts';
+import type { DeployIntent, HostRecord, WorkloadRecord } from '../../crdt/types.ts';
+import type { Transport } from '../../gossip/transport.ts';
+import type { SubProtocol } from './agent.ts';
+import type { Clock, Logger, Store, Timer } from './io.ts';
+import type { Membership } from './membership.ts';
+import {
+  hostCapacity,
+  hostFromRecord,
+  IntentSpecError,
+  placementSpec,
+  resourcesOf,
+  sumResources,
+} from './placement-adapter.ts';
+import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
+import type { StateSync } from './state-sync.ts';
+import { WireError } from './wire.ts';
+
+/**
+ * Deterministic leaderless placement (docs/placement.md, "Bidding protocol").
+ *
+ * Every deploy has one coordinator at a time: the live member with the highest rendezvous hash of
+ * (deployId, memberId) in the coordinator's own view. The coordinator finds the deploy's replica
+ * slots that no live host claims, asks candidate hosts for bids (batched: one message per host for
+ * all deploys of a round), and picks winners with `allocator.select` — a pure function of the
+ * intent and the bids. Each winner is sent an award; the host alone commits it to its own books
+ * (so nothing can overcommit it) and publishes its claim in its host record. A refused, lost or
+ * timed-out award leaves the slot unclaimed, so the next round re-auctions it. Two live claims on
+ * one slot (coordinator change, partition, late award) resolve by (higher generation, lower host
+ * id); the loser drops its copy, so at rest every replica runs exactly once.
+ */
+
+export interface PlacementConfig {
+  /** Coordinator scan period. */
+  intervalMs: number;
+  /** After a state change, scan again this soon (debounce). */
+  reactMs: number;
+  bidTimeoutMs: number;
+  awardTimeoutMs: number;
+  /** How long a bid's reservation holds resources on the bidding host. */
+  reservationTtlMs: number;
+  /** Candidates asked per deploy: all feasible when at most this many, else the best this many. */
+  maxCandidates: number;
+  /** Unplaceable deploys are retried with exponential backoff up to this. */
+  maxBackoffMs: number;
+}
+
+export const defaultPlacementConfig: PlacementConfig = {
+  intervalMs: 1000,
+  reactMs: 10,
+  bidTimeoutMs: 1000,
+  awardTimeoutMs: 1000,
+  reservationTtlMs: 3000,
+  maxCandidates: 16,
+  maxBackoffMs: 30_000,
+};
+
+export interface PlacementDeps {
+  transport: Transport;
+  clock: Clock;
+  store: Store;
+  log: Logger;
+  membership: Membership;
+  sync: StateSync;
+}
+
+/** One committed replica on this host (the exact books). */
+export interface LocalWorkload {
+  deployId: string;
+  replica: number;
+  gen: number;
+  allocation: Allocation;
+  createdAt: number;
+}
+
+interface Reservation {
+  deployId: string;
+  allocations: Allocation[];
+  expiresAt: number;
+}
+
+/** Why replicas of a deploy are not placed (coordinator's view). */
+export interface PendingInfo {
+  deployId: string;
+  pending: number;
+  reasons: string[];
+  retryAt: number;
+}
+
+const STORE_WORKLOADS_KEY = 'workloads.json';
+
+export function workloadId(deployId: string, replica: number): string {
+  return `${deployId}.${replica}`;
+}
+
+/** Rendezvous weight of `member` for `deployId` (first 48 bits of SHA-256). */
+export function rendezvous(deployId: string, member: string): number {
+  const h = createHash('sha256').update(deployId).update('\0').update(member).digest();
+  return h.readUIntBE(0, 6);
+}
+
+/** Does claim `a` (gen, host) beat claim `b`? Higher generation, then lower host id. */
+export function claimBeats(a: { gen: number; host: string }, b: { gen: number; host: string }): boolean {
+  if (a.gen !== b.gen) return a.gen > b.gen;
+  return a.host < b.host;
+}
+
+export class Placement implements SubProtocol {
+  readonly tag = TAG_PLACE;
+  readonly cfg: PlacementConfig;
+  /** This host's committed replicas by workload id — the only writer of this host's books. */
+  private readonly local = new Map<string, LocalWorkload>();
+  private readonly reservations = new Map<string, Reservation>();
+  private readonly inflight = new Map<string, Set<number>>();
+  private readonly backoff = new Map<string, { until: number; delay: number; info: PendingInfo }>();
+  private roundSeq = 0;
+  private timer: Timer | undefined;
+  private soon: Timer | undefined;
+  private running = false;
+  private dirty = false;
+  readonly counters = {
+    rounds: 0,
+    bidsAsked: 0,
+    awardsAccepted: 0,
+    awardsRefused: 0,
+    dropped: 0,
+    decided: 0,
+  };
+  /** Observers (tests, metrics): called when this coordinator decides replicas of a deploy. */
+  onDecided: ((deployId: string, replicas: number[], at: number) => void) | undefined;
+
+  constructor(
+    private readonly deps: PlacementDeps,
+    cfg: Partial<PlacementConfig> = {},
+  ) {
+    this.cfg = { ...defaultPlacementConfig, ...cfg };
+  }
+
+  get id(): string {
+    return this.deps.transport.id;
+  }
+
+  // ───────────────────────────── lifecycle ─────────────────────────────
+
+  start(): void {
+    this.running = true;
+    this.load();
+    this.publishSelf();
+    const prev = this.deps.sync.onChange;
+    this.deps.sync.onChange = (c) => {
+      prev?.(c);
+      this.changed();
+    };
+    this.deps.membership.onChange(() => this.changed());
+    this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
+  }
+
+  stop(): void {
+    this.running = false;
+    this.timer?.cancel();
+    this.soon?.cancel();
+  }
+
+  persist(): void {
+    if (!this.dirty) return;
+    const list = [...this.local.values()].sort((a, b) =>
+      workloadId(a.deployId, a.replica) < workloadId(b.deployId, b.replica) ? -1 : 1,
+    );
+    this.deps.store.write(STORE_WORKLOADS_KEY, new TextEncoder().encode(JSON.stringify(list)));
+    this.dirty = false;
+  }
+
+  /** Submit (create or replace) a deploy intent at this agent. Validates the placement part. */
+  submit(id: string, intent: Omit<DeployIntent, 'id' | 'revision'>): void {
+    placementSpec({ ...intent, id, revision: [0, 0, this.id] });
+    if (!this.deps.sync.putIntent(id, intent)) {
+      throw new IntentSpecError(id, 'id', 'this deploy id was deleted; deploy ids are not reused');
+    }
+  }
+
+  /** Replicas this host runs (committed), sorted. */
+  workloads(): LocalWorkload[] {
+    return [...this.local.values()].sort((a, b) =>
+      a.deployId === b.deployId ? a.replica - b.replica : a.deployId < b.deployId ? -1 : 1,
+    );
+  }
+
+  /** Capacity of this host as the allocator sees it. */
+  capacity(): HostCapacity {
+    return hostCapacity(this.deps.sync.self()!.capacity);
+  }
+
+  /** Overcommit violations of this host's exact books (always empty — checked by the simulator). */
+  violations(): string[] {
+    const cap = this.capacity();
+    const ledger = ledgerFrom(cap, [...this.allocations(true)]);
+    return checkNoOvercommit(cap, ledger).map((v) => v.message);
+  }
+
+  /** Deploys this agent coordinates that have unplaced replicas, with reasons. */
+  pending(): PendingInfo[] {
+    return [...this.backoff.values()].map((b) => b.info).sort((a, b) => (a.deployId < b.deployId ? -1 : 1));
+  }
+
+  // ───────────────────────────── host side: books ─────────────────────────────
+
+  private *allocations(withReservations: boolean): Iterable<Allocation> {
+    for (const w of this.local.values()) yield w.allocation;
+    if (!withReservations) return;
+    const now = this.deps.clock.now();
+    for (const [id, r] of this.reservations) {
+      if (r.expiresAt <= now) {
+        this.reservations.delete(id);
+        continue;
+      }
+      yield* r.allocations;
+    }
+  }
+
+  private selfHost(): Host {
+    const rec = this.deps.sync.self()!;
+    const capacity = hostCapacity(rec.capacity);
+    return {
+      id: this.id,
+      labels: rec.capacity.labels,
+      capacity,
+      ledger: ledgerFrom(capacity, [...this.allocations(true)]),
+    };
+  }
+
+  /** Publish this host's claims (its committed replicas) in its record. */
+  private publishSelf(): void {
+    const workloads: WorkloadRecord[] = this.workloads().map((w) => ({
+      id: workloadId(w.deployId, w.replica),
+      deployId: w.deployId,
+      replica: w.replica,
+      gen: w.gen,
+      resources: resourcesOf(w.allocation),
+      status: 'running',
+      engine: 'sim',
+      startedAt: w.createdAt,
+      exitCode: null,
+    }));
+    this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
+    this.dirty = true;
+  }
+
+  private load(): void {
+    try {
+      const raw = this.deps.store.read(STORE_WORKLOADS_KEY);
+      if (!raw) return;
+      const list = JSON.parse(new TextDecoder().decode(raw)) as LocalWorkload[];
+      if (!Array.isArray(list)) throw new Error('expected a list');
+      for (const w of list) this.local.set(workloadId(w.deployId, w.replica), w);
+      this.deps.log.info({ workloads: this.local.size }, 'placement: workloads restored');
+    } catch (err) {
+      this.deps.log.error(
+        { key: STORE_WORKLOADS_KEY, err: String(err) },
+        'placement: stored workloads unreadable; starting empty',
+      );
+    }
+  }
+
+  /** Answer a batch of bid requests from this host's exact books; reserve what is offered. */
+  private answerBids(msg: Extract<PlacementMessage, { t: 'bid' }>): Extract<PlacementMessage, { t: 'bids' }> {
+    const now = this.deps.clock.now();
+    const items = msg.items.map((it) => {
+      const host = this.selfHost();
+      const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
+      const b = allocatorBid(host, it.request, ctx, it.count);
+      if (!b.ok) return { deployId: it.request.deployId, ok: false as const, reason: b.reason };
+      const resv = `${msg.round}/${it.request.deployId}`;
+      this.reservations.set(resv, {
+        deployId: it.request.deployId,
+        allocations: b.allocations,
+        expiresAt: now + this.cfg.reservationTtlMs,
+      });
+      return { deployId: it.request.deployId, ok: true as const, score: b.score, allocations: b.allocations };
+    });
+    return { t: 'bids', round: msg.round, items };
+  }
+
+  /** Commit an award to this host's books if it still fits; the host is the only writer here. */
+  private acceptAward(
+    msg: Extract<PlacementMessage, { t: 'award' }>,
+  ): Extract<PlacementMessage, { t: 'award-ack' }> {
+    const now = this.deps.clock.now();
+    const out: Extract<PlacementMessage, { t: 'award-ack' }> = {
+      t: 'award-ack',
+      round: msg.round,
+      items: [],
+    };
+    let changed = false;
+    for (const it of msg.items) {
+      // The reservation made for this bid is consumed by the award (or released when unused).
+      this.reservations.delete(`${msg.round}/${it.deployId}`);
+      const accepted: number[] = [];
+      const refused: { replica: number; reason: string }[] = [];
+      for (const slot of it.slots) {
+        const key = workloadId(it.deployId, slot.replica);
+        const have = this.local.get(key);
+        if (have && have.gen >= slot.gen) {
+          accepted.push(slot.replica); // duplicate or older award: already ours
+          continue;
+        }
+        const cap = this.capacity();
+        const others = [...this.allocations(true)].filter((a) => a !== have?.allocation);
+        const ledger = ledgerFrom(cap, others);
+        if (!fits(cap, ledger, slot.allocation)) {
+          refused.push({
+            replica: slot.replica,
+            reason: 'room gone: the host no longer fits this allocation',
+          });
+          continue;
+        }
+        this.local.set(key, {
+          deployId: it.deployId,
+          replica: slot.replica,
+          gen: slot.gen,
+          allocation: slot.allocation,
+          createdAt: now,
+        });
+        accepted.push(slot.replica);
+        changed = true;
+      }
+      out.items.push({ deployId: it.deployId, accepted, refused });
+      this.counters.awardsAccepted += accepted.length;
+      this.counters.awardsRefused += refused.length;
+    }
+    if (changed) this.publishSelf();
+    return out;
+  }
+
+  /**
+   * Host-side reconcile of claims: drop replicas that lost a conflict (a better live claim on the
+   * same slot), that were scaled away, or whose deploy was deleted.
+   */
+  private reconcileClaims(): void {
+    const state = this.deps.sync.state;
+    let changed = false;
+    for (const [key, w] of this.local) {
+      let drop: string | undefined;
+      if (state.intents.isDeleted(w.deployId)) drop = 'deploy deleted';
+      else {
+        const intent = state.intents.get(w.deployId);
+        if (intent && w.replica >= intent.replicas) drop = `scaled to ${intent.replicas}`;
+        else {
+          for (const rec of this.liveRecords()) {
+            if (rec.id === this.id) continue;
+            const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
+            if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
+              drop = `superseded by ${rec.id} (gen ${c.gen})`;
+              break;
+            }
+          }
+        }
+      }
+      if (drop) {
+        this.local.delete(key);
+        this.counters.dropped++;
+        changed = true;
+        this.deps.log.info(
+          { deploy: w.deployId, replica: w.replica, gen: w.gen, why: drop },
+          'placement: replica dropped',
+        );
+      }
+    }
+    if (changed) this.publishSelf();
+  }
+
+  // ───────────────────────────── inbound ─────────────────────────────
+
+  onRequest(from: string, data: Uint8Array): Uint8Array {
+    const msg = decodePlacement(from, data);
+    if (msg.t === 'bid') return encodePlacement(this.answerBids(msg));
+    if (msg.t === 'award') return encodePlacement(this.acceptAward(msg));
+    throw new WireError(from, 't', `unexpected request ${msg.t}`);
+  }
+
+  onMessage(from: string, data: Uint8Array): void {
+    const msg = decodePlacement(from, data);
+    if (msg.t === 'release') {
+      for (const d of msg.deployIds) this.reservations.delete(`${msg.round}/${d}`);
+      return;
+    }
+    throw new WireError(from, 't', `unexpected message ${msg.t}`);
+  }
+
+  // ───────────────────────────── coordinator ─────────────────────────────
+
+  private changed(): void {
+    if (!this.running || this.soon) return;
+    this.soon = this.deps.clock.setTimer(this.cfg.reactMs, () => {
+      this.soon = undefined;
+      this.scan();
+    });
+  }
+
+  private tick(): void {
+    if (!this.running) return;
+    this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
+    this.scan();
+  }
+
+  /** Host records of members not known dead or left (self included), sorted by id. */
+  private liveRecords(): HostRecord[] {
+    const m = this.deps.membership;
+    return this.deps.sync.state.hosts.allLive().filter((r) => {
+      if (r.id === this.id) return true;
+      const st = m.get(r.id)?.status;
+      return st === 'alive' || st === 'suspect';
+    });
+  }
+
+  /** The coordinator of `deployId` in this agent's view. */
+  coordinatorOf(deployId: string): string {
+    let best = this.id;
+    let bestW = rendezvous(deployId, this.id);
+    for (const id of this.deps.membership.aliveIds()) {
+      const w = rendezvous(deployId, id);
+      if (w > bestW || (w === bestW && id < best)) {
+        best = id;
+        bestW = w;
+      }
+    }
+    return best;
+  }
+
+  private scan(): void {
+    if (!this.running) return;
+    this.reconcileClaims();
+    const now = this.deps.clock.now();
+    const records = this.liveRecords();
+    // Winning claims per deploy and replica, among live hosts.
+    const claims = new Map<string, Map<number, { gen: number; host: string }>>();
+    const maxGen = new Map<string, number>();
+    for (const rec of this.deps.sync.state.hosts.allLive()) {
+      for (const w of rec.workloads) {
+        const k = `${w.deployId}\0${w.replica}`;
+        maxGen.set(k, Math.max(maxGen.get(k) ?? 0, w.gen));
+      }
+    }
+    for (const rec of records) {
+      for (const w of rec.workloads) {
+        const per = claims.get(w.deployId) ?? new Map<number, { gen: number; host: string }>();
+        claims.set(w.deployId, per);
+        const cur = per.get(w.replica);
+        const c = { gen: w.gen, host: rec.id };
+        if (!cur || claimBeats(c, cur)) per.set(w.replica, c);
+      }
+    }
+    const work: RoundItem[] = [];
+    for (const intent of this.deps.sync.state.intents.all()) {
+      if (this.coordinatorOf(intent.id) !== this.id) {
+        this.backoff.delete(intent.id);
+        continue;
+      }
+      const per = claims.get(intent.id);
+      const busy = this.inflight.get(intent.id);
+      const slots: { replica: number; gen: number }[] = [];
+      for (let r = 0; r < intent.replicas; r++) {
+        if (per?.has(r) || busy?.has(r)) continue;
+        slots.push({ replica: r, gen: (maxGen.get(`${intent.id}\0${r}`) ?? 0) + 1 });
+      }
+      if (slots.length === 0) {
+        this.backoff.delete(intent.id);
+        continue;
+      }
+      const b = this.backoff.get(intent.id);
+      if (b && b.until > now) continue;
+      let spec: ReturnType<typeof placementSpec>;
+      try {
+        spec = placementSpec(intent);
+      } catch (err) {
+        this.setBackoff(intent.id, slots.length, [(err as Error).message], now);
+        continue;
+      }
+      const existing: ExistingPlacement[] = [];
+      const counts = new Map<string, number>();
+      for (const c of per?.values() ?? []) counts.set(c.host, (counts.get(c.host) ?? 0) + 1);
+      for (const rec of records) {
+        const n = counts.get(rec.id);
+        if (n) existing.push({ hostId: rec.id, count: n, labels: rec.capacity.labels });
+      }
+      work.push({ request: spec.request, strategy: spec.strategy, slots, existing });
+    }
+    if (work.length > 0) void this.round(work, records);
+  }
+
+  private setBackoff(deployId: string, pending: number, reasons: string[], now: number): void {
+    const prev = this.backoff.get(deployId);
+    const delay = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : this.cfg.intervalMs);
+    this.backoff.set(deployId, {
+      until: now + delay,
+      delay,
+      info: { deployId, pending, reasons: [...new Set(reasons)].sort().slice(0, 16), retryAt: now + delay },
+    });
+  }
+
+  /** One auction round for several deploys: bids (batched per host) → winners → awards. */
+  private async round(work: RoundItem[], records: HostRecord[]): Promise<void> {
+    const round = `${this.id}:${++this.roundSeq}`;
+    this.counters.rounds++;
+    for (const it of work) {
+      const set = this.inflight.get(it.request.deployId) ?? new Set<number>();
+      for (const s of it.slots) set.add(s.replica);
+      this.inflight.set(it.request.deployId, set);
+    }
+    try {
+      await this.runRound(round, work, records);
+    } catch (err) {
+      this.deps.log.error({ round, err: String((err as Error)?.stack ?? err) }, 'placement round failed');
+    } finally {
+      for (const it of work) {
+        const set = this.inflight.get(it.request.deployId);
+        for (const s of it.slots) set?.delete(s.replica);
+        if (set?.size === 0) this.inflight.delete(it.request.deployId);
+      }
+      this.changed();
+    }
+  }
+
+  private async runRound(round: string, work: RoundItem[], records: HostRecord[]): Promise<void> {
+    const now = this.deps.clock.now();
+    const views = records.map((r) => (r.id === this.id ? this.selfHost() : hostFromRecord(r)));
+    // 1. Candidates per deploy, from the gossiped view (the hosts re-check on their exact books).
+    const reasons = new Map<string, string[]>();
+    const byHost = new Map<string, BidItem[]>();
+    for (const it of work) {
+      const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
+      const feasible: { hostId: string; score: number }[] = [];
+      const why: string[] = [];
+      for (const h of views) {
+        const f = feasibility(h, it.request, ctx);
+        if (f.ok) feasible.push({ hostId: h.id, score: score(h, it.request, ctx) });
+        else why.push(`${h.id.slice(-8)}: ${f.reason}`);
+      }
+      feasible.sort((a, b) => compareRanked(it.request.deployId, a, b));
+      reasons.set(it.request.deployId, why);
+      const want = Math.max(this.cfg.maxCandidates, 2 * it.slots.length);
+      for (const c of feasible.slice(0, want)) {
+        const list = byHost.get(c.hostId) ?? [];
+        list.push({
+          request: it.request,
+          strategy: it.strategy,
+          existing: it.existing,
+          count: it.slots.length,
+        });
+        byHost.set(c.hostId, list);
+      }
+    }
+    // 2. Bids, one batched request per host (self answered locally).
+    const bids = new Map<string, Bid[]>();
+    const hosts = [...byHost.keys()].sort();
+    this.counters.bidsAsked += hosts.length;
+    const answers = await Promise.all(
+      hosts.map(async (h) => {
+        const msg: PlacementMessage = { t: 'bid', round, items: byHost.get(h)! };
+        try {
+          const res =
+            h === this.id
+              ? this.answerBids(msg)
+              : decodePlacement(
+                  h,
+                  await this.deps.transport.request(h, encodePlacement(msg), this.cfg.bidTimeoutMs),
+                );
+          return { h, res };
+        } catch (err) {
+          this.deps.log.debug({ round, host: h, err: String(err) }, 'placement: no bid');
+          return { h, res: undefined };
+        }
+      }),
+    );
+    if (!this.running) return;
+    for (const { h, res } of answers) {
+      if (!res || res.t !== 'bids') continue;
+      for (const b of res.items) {
+        const list = bids.get(b.deployId) ?? [];
+        list.push(
+          b.ok
+            ? { ok: true, hostId: h, score: b.score, allocations: b.allocations }
+            : { ok: false, hostId: h, reason: b.reason, dimension: 'request' },
+        );
+        bids.set(b.deployId, list);
+        if (!b.ok) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.reason}`);
+      }
+    }
+    // 3. Winners: a pure function of (intent, bids). Slots go to placements in host-id order.
+    const awards = new Map<string, AwardItem[]>();
+    const bidders = new Map<string, Set<string>>();
+    for (const it of work) {
+      const deployBids = bids.get(it.request.deployId) ?? [];
+      bidders.set(it.request.deployId, new Set(deployBids.filter((b) => b.ok).map((b) => b.hostId)));
+      const sel = select(deployBids, it.request, it.slots.length, it.strategy);
+      const slots = it.slots.slice().sort((a, b) => a.replica - b.replica);
+      let next = 0;
+      for (const p of sel.placements) {
+        const mine = slots.slice(next, next + p.count);
+        next += p.count;
+        const list = awards.get(p.hostId) ?? [];
+        list.push({
+          deployId: it.request.deployId,
+          slots: mine.map((s, i) => ({ replica: s.replica, gen: s.gen, allocation: p.allocations[i]! })),
+        });
+        awards.set(p.hostId, list);
+      }
+      if (sel.unplaced > 0) {
+        const r = reasons.get(it.request.deployId) ?? [];
+        this.setBackoff(
+          it.request.deployId,
+          sel.unplaced,
+          r.length > 0 ? r : ['no host answered with a bid'],
+          now,
+        );
+      } else this.backoff.delete(it.request.deployId);
+    }
+    // 4. Awards (batched per host); losers' reservations are released.
+    const acks = await Promise.all(
+      [...awards.keys()].sort().map(async (h) => {
+        const msg: PlacementMessage = { t: 'award', round, items: awards.get(h)! };
+        try {
+          return h === this.id
+            ? this.acceptAward(msg)
+            : decodePlacement(
+                h,
+                await this.deps.transport.request(h, encodePlacement(msg), this.cfg.awardTimeoutMs),
+              );
+        } catch (err) {
+          this.deps.log.debug({ round, host: h, err: String(err) }, 'placement: award unanswered');
+          return undefined;
+        }
+      }),
+    );
+    for (const [deployId, set] of bidders) {
+      for (const h of set) {
+        if (awards.get(h)?.some((a) => a.deployId === deployId)) continue;
+        if (h === this.id) this.reservations.delete(`${round}/${deployId}`);
+        else this.deps.transport.send(h, encodePlacement({ t: 'release', round, deployIds: [deployId] }));
+      }
+    }
+    const at = this.deps.clock.now();
+    for (const ack of acks) {
+      if (!ack || ack.t !== 'award-ack') continue;
+      for (const it of ack.items) {
+        if (it.accepted.length > 0) {
+          this.counters.decided += it.accepted.length;
+          this.onDecided?.(it.deployId, it.accepted, at);
+        }
+      }
+    }
+  }
+}
+
+export interface RoundItem {
+  request: PlacementRequest;
+  strategy: Strategy;
+  slots: { replica: number; gen: number }[];
+  existing: ExistingPlacement[];
+}
+
+export interface BidItem {
+  request: PlacementRequest;
+  strategy: Strategy;
+  existing: ExistingPlacement[];
+  count: number;
+}
+
+export interface AwardItem {
+  deployId: string;
+  slots: { replica: number; gen: number; allocation: Allocation }[];
+}
