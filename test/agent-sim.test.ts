@@ -80,3 +80,20 @@ describe('agent core on the simulated network', () => {
     expect(c.converged()).toBe(true);
   });
 });
+
+describe('steady-state cost', () => {
+  it('an idle cluster sends a bounded number of messages (no reply storms)', async () => {
+    const c = new SimCluster({ seed: 9, size: 8 });
+    await c.start();
+    await c.runUntil(() => c.membershipSettled() && c.converged(), 20_000);
+    await c.run(5_000);
+    c.net.resetStats();
+    await c.run(10_000);
+    const t = c.net.totalStats();
+    const perAgentPerSec = t.sent / 8 / 10;
+    console.log(`[idle] ${perAgentPerSec.toFixed(1)} msgs/agent/s`, JSON.stringify(t));
+    // Probes (2/s) with acks, anti-entropy hash probes (1/s, request+response), push-pull every
+    // 2 s: ~7/s. A reply storm (every message answered) would be unbounded.
+    expect(perAgentPerSec).toBeLessThan(10);
+  });
+});

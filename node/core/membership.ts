@@ -349,8 +349,9 @@ export class Membership {
         corrections.push(this.stateOf(cur));
       }
     }
-    if (corrections && this.running)
+    if (corrections.length > 0 && this.running) {
       this.net.send(from, { t: 'gossip', upd: corrections.slice(0, this.cfg.maxPiggyback) });
+    }
     return changed;
   }
 
