@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { type DeploysBackend, registerDeployRoutes } from './deploys-api.ts';
 import { HostConfigError } from './host.ts';
 import { type AgentMetrics, createAgentMetrics, type MetricsSnapshot } from './metrics.ts';
 
@@ -43,6 +44,8 @@ export interface ApiBackend {
 export interface ApiOptions {
   /** The agent's metrics; default: built over `backend.metrics()` with a registry of its own. */
   metrics?: AgentMetrics;
+  /** Deploy routes (/v1/deploys…), when the agent runs placement. */
+  deploys?: DeploysBackend;
 }
 
 export interface ApiServer {
@@ -105,6 +108,7 @@ export function buildApi(backend: ApiBackend, opts: ApiOptions = {}): FastifyIns
   const app = Fastify({ logger: false });
   const metrics = opts.metrics ?? createAgentMetrics(() => backend.metrics());
   app.get('/v1/health', async () => ({ ok: true, id: backend.id(), ...backend.health() }));
+  if (opts.deploys) registerDeployRoutes(app, opts.deploys);
   app.get('/v1/nodes', async () => backend.nodes());
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', async (req, reply) => {
     const n = backend.nodes().find((x) => x.id === req.params.id);

@@ -8,8 +8,10 @@ import { loadSwarmKey } from '../gossip/swarm-key.ts';
 import { startApi } from './api.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
+import { Placement } from './core/placement.ts';
 import { Prng } from './core/random.ts';
 import { StateSync } from './core/state-sync.ts';
+import { deploysBackend } from './deploys-backend.ts';
 import { detectHost } from './host.ts';
 import { DiskStore } from './io/disk-store.ts';
 import { createLogger } from './io/logger.ts';
@@ -35,6 +37,7 @@ export interface AgentOptions {
 export interface RunningAgent {
   agent: Agent;
   sync: StateSync;
+  placement: Placement;
   apiUrl: string;
   stop(opts?: { leave?: boolean }): Promise<void>;
 }
@@ -71,8 +74,19 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     host,
   );
   agent.use(sync);
+  const placement = new Placement({
+    transport,
+    clock,
+    store,
+    log: agentLog.child({ mod: 'placement' }),
+    membership: agent.membership,
+    sync,
+  });
+  agent.use(placement);
   await agent.start();
-  const api = await startApi(agentBackend(agent, sync, clock, clock.now()), opts.api);
+  const api = await startApi(agentBackend(agent, sync, clock, clock.now()), opts.api, {
+    deploys: deploysBackend(sync, placement, agent.membership),
+  });
   log.info(
     {
       id: agent.id,
@@ -95,6 +109,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   return {
     agent,
     sync,
+    placement,
     apiUrl: api.url,
     stop: (o = {}) => {
       stopping ??= (async () => {

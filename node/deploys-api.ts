@@ -1,0 +1,117 @@
+import type { FastifyInstance } from 'fastify';
+import type { DeployIntent, Json, JsonObject } from '../crdt/types.ts';
+import { IntentSpecError } from './core/placement-adapter.ts';
+
+/**
+ * Deploy routes (placement side): create, list, get, scale, delete. Any agent accepts them; the
+ * intent is gossiped and the deploy's coordinator places it (docs/placement.md). The full
+ * Compose-based workflow (logs, exec, jobs, rolling updates) builds on these.
+ */
+
+export interface ReplicaView {
+  replica: number;
+  host: string | null;
+  gen: number | null;
+}
+
+export interface DeployView {
+  id: string;
+  name: string;
+  replicas: number;
+  strategy: string;
+  spec: JsonObject;
+  placed: number;
+  instances: ReplicaView[];
+  /** The agent that coordinates this deploy in the answering agent's view. */
+  coordinator: string;
+  /** Unplaced replicas and why, when the answering agent is the coordinator. */
+  pending?: { pending: number; reasons: string[]; retryAt: number };
+}
+
+export interface DeploysBackend {
+  /** Create or replace; throws IntentSpecError naming the field on bad input. */
+  submit(id: string, fields: Omit<DeployIntent, 'id' | 'revision'>): void;
+  list(): DeployView[];
+  get(id: string): DeployView | undefined;
+  scale(id: string, replicas: number): boolean;
+  remove(id: string): boolean;
+  newId(name: string): string;
+}
+
+const ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const FIELDS = ['id', 'name', 'replicas', 'strategy', 'spec'] as const;
+
+function isJsonObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Validate a POST /v1/deploys body; returns the fields or an error naming the field. */
+export function readDeployBody(
+  body: unknown,
+  newId: (name: string) => string,
+): { id: string; fields: Omit<DeployIntent, 'id' | 'revision'> } | string {
+  if (!isJsonObject(body)) return 'body: expected a JSON object';
+  for (const k of Object.keys(body)) {
+    if (!(FIELDS as readonly string[]).includes(k))
+      return `${k}: unknown field (expected ${FIELDS.join(', ')})`;
+  }
+  const name = body.name;
+  if (typeof name !== 'string' || !ID_RE.test(name)) {
+    return 'name: expected 1-63 characters of a-z, 0-9 and -, starting with a letter or digit';
+  }
+  const id = body.id === undefined ? newId(name) : body.id;
+  if (typeof id !== 'string' || !ID_RE.test(id)) return 'id: expected 1-63 characters of a-z, 0-9 and -';
+  const replicas = body.replicas ?? 1;
+  if (typeof replicas !== 'number' || !Number.isSafeInteger(replicas) || replicas < 0 || replicas > 10_000) {
+    return 'replicas: expected an integer from 0 to 10000';
+  }
+  const strategy = body.strategy ?? 'binpack';
+  if (typeof strategy !== 'string') return 'strategy: expected a string';
+  const spec = body.spec as Json | undefined;
+  if (!isJsonObject(spec)) return 'spec: expected an object (with resources: {cpu: {milli}, memoryBytes})';
+  return { id, fields: { name, replicas, strategy, spec } };
+}
+
+export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBackend): void {
+  app.post<{ Body: unknown }>('/v1/deploys', async (req, reply) => {
+    const r = readDeployBody(req.body, (n) => backend.newId(n));
+    if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
+    try {
+      backend.submit(r.id, r.fields);
+    } catch (err) {
+      if (err instanceof IntentSpecError) {
+        return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
+      }
+      throw err;
+    }
+    return reply.code(201).send(backend.get(r.id) ?? { id: r.id });
+  });
+  app.get('/v1/deploys', async () => backend.list());
+  app.get<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
+    const d = backend.get(req.params.id);
+    if (!d) return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
+    return d;
+  });
+  app.patch<{ Params: { id: string }; Body: unknown }>('/v1/deploys/:id', async (req, reply) => {
+    const b = req.body;
+    if (!isJsonObject(b) || Object.keys(b).some((k) => k !== 'replicas')) {
+      return reply.code(400).send({ error: 'bad-request', message: 'body: expected {"replicas": N}' });
+    }
+    const n = b.replicas;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 10_000) {
+      return reply
+        .code(400)
+        .send({ error: 'bad-request', message: 'replicas: expected an integer from 0 to 10000' });
+    }
+    if (!backend.scale(req.params.id, n)) {
+      return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
+    }
+    return backend.get(req.params.id);
+  });
+  app.delete<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
+    if (!backend.remove(req.params.id)) {
+      return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
+    }
+    return reply.code(204).send();
+  });
+}

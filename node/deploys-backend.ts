@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto';
+import type { DeployIntent } from '../crdt/types.ts';
+import type { Membership } from './core/membership.ts';
+import type { Placement } from './core/placement.ts';
+import type { StateSync } from './core/state-sync.ts';
+import type { DeploysBackend, DeployView, ReplicaView } from './deploys-api.ts';
+
+/** The deploy routes' view of an agent: intents (CRDT) joined with live claims (host records). */
+export function deploysBackend(
+  sync: StateSync,
+  placement: Placement,
+  membership: Membership,
+): DeploysBackend {
+  const view = (intent: DeployIntent): DeployView => {
+    const live = (id: string) => {
+      if (id === membership.id) return true;
+      const s = membership.get(id)?.status;
+      return s === 'alive' || s === 'suspect';
+    };
+    const best = new Map<number, { host: string; gen: number }>();
+    for (const rec of sync.state.hosts.allLive()) {
+      if (!live(rec.id)) continue;
+      for (const w of rec.workloads) {
+        if (w.deployId !== intent.id) continue;
+        const cur = best.get(w.replica);
+        if (!cur || w.gen > cur.gen || (w.gen === cur.gen && rec.id < cur.host)) {
+          best.set(w.replica, { host: rec.id, gen: w.gen });
+        }
+      }
+    }
+    const instances: ReplicaView[] = [];
+    for (let r = 0; r < intent.replicas; r++) {
+      const c = best.get(r);
+      instances.push({ replica: r, host: c?.host ?? null, gen: c?.gen ?? null });
+    }
+    const coordinator = placement.coordinatorOf(intent.id);
+    const pend = placement.pending().find((p) => p.deployId === intent.id);
+    const out: DeployView = {
+      id: intent.id,
+      name: intent.name,
+      replicas: intent.replicas,
+      strategy: intent.strategy,
+      spec: intent.spec,
+      placed: instances.filter((i) => i.host !== null).length,
+      instances,
+      coordinator,
+    };
+    if (pend) out.pending = { pending: pend.pending, reasons: pend.reasons, retryAt: pend.retryAt };
+    return out;
+  };
+  return {
+    submit: (id, fields) => placement.submit(id, fields),
+    list: () => sync.state.intents.all().map(view),
+    get: (id) => {
+      const i = sync.state.intents.get(id);
+      return i ? view(i) : undefined;
+    },
+    scale: (id, replicas) => sync.updateIntent(id, { replicas }),
+    remove: (id) => {
+      if (!sync.state.intents.get(id)) return false;
+      sync.removeIntent(id);
+      return true;
+    },
+    newId: (name) => `${name}-${randomBytes(3).toString('hex')}`,
+  };
+}
