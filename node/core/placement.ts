@@ -599,6 +599,16 @@ export class Placement implements SubProtocol {
         if (!b.ok) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.reason}`);
       }
     }
+    this.deps.log.debug(
+      {
+        round,
+        deploys: work.map((w) => w.request.deployId),
+        views: views.length,
+        asked: hosts.length,
+        answered: answers.filter((a) => a.res).length,
+      },
+      'placement: bids collected',
+    );
     // 3. Winners: a pure function of (intent, bids). Slots go to placements in host-id order.
     const awards = new Map<string, AwardItem[]>();
     const bidders = new Map<string, Set<string>>();
