@@ -668,6 +668,7 @@ export class Placement implements SubProtocol {
       for (const it of ack.items) {
         if (it.accepted.length > 0) {
           this.counters.decided += it.accepted.length;
+          this.deps.log.debug({ round, deploy: it.deployId, replicas: it.accepted, at }, 'placement: decided');
           this.onDecided?.(it.deployId, it.accepted, at);
         }
       }
