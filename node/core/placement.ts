@@ -257,6 +257,12 @@ export class Placement implements SubProtocol {
     }));
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
+    // Durable before anyone relies on it: a crash right after an award must not forget the claim.
+    try {
+      this.persist();
+    } catch (err) {
+      this.deps.log.error({ err: String(err) }, 'placement: could not persist workloads; will retry');
+    }
   }
 
   private load(): void {
@@ -668,7 +674,10 @@ export class Placement implements SubProtocol {
       for (const it of ack.items) {
         if (it.accepted.length > 0) {
           this.counters.decided += it.accepted.length;
-          this.deps.log.debug({ round, deploy: it.deployId, replicas: it.accepted, at }, 'placement: decided');
+          this.deps.log.debug(
+            { round, deploy: it.deployId, replicas: it.accepted, at },
+            'placement: decided',
+          );
           this.onDecided?.(it.deployId, it.accepted, at);
         }
       }
