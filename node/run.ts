@@ -2,14 +2,19 @@ import '../gossip/polyfill.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DockerEngine } from '../engines/docker.ts';
+import type { Engine } from '../engines/engine.ts';
+import { ProcessEngine } from '../engines/process.ts';
 import { loadOrCreateIdentity } from '../gossip/identity.ts';
 import { Libp2pTransport } from '../gossip/libp2p.ts';
 import { loadSwarmKey } from '../gossip/swarm-key.ts';
 import { startApi } from './api.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
+import type { Logger } from './core/io.ts';
 import { Placement } from './core/placement.ts';
 import { Prng } from './core/random.ts';
+import { Reconciler } from './core/reconcile.ts';
 import { StateSync } from './core/state-sync.ts';
 import { deploysBackend } from './deploys-backend.ts';
 import { detectHost } from './host.ts';
@@ -83,6 +88,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     sync,
   });
   agent.use(placement);
+  const engine = await chooseEngine(opts, identity.peerId, dataDir, agentLog.child({ mod: 'engine' }));
+  placement.engineKind = engine.capabilities.kind;
+  const reconciler = new Reconciler({
+    engine,
+    clock,
+    log: agentLog.child({ mod: 'reconcile' }),
+    placement,
+    sync,
+  });
+  agent.use(reconciler);
   await agent.start();
   const api = await startApi(agentBackend(agent, sync, clock, clock.now()), opts.api, {
     deploys: deploysBackend(sync, placement, agent.membership),
@@ -94,6 +109,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       api: api.url,
       dataDir,
       private: !!swarmKey,
+      engine: engine.capabilities.kind,
       seed,
       capacity: {
         cores: host.cores,
@@ -115,6 +131,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       stopping ??= (async () => {
         await api.close();
         await agent.stop({ leave: o.leave });
+        await engine.close();
       })();
       return stopping;
     },
@@ -139,4 +156,33 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       'unhandled rejection (continuing)',
     );
   });
+}
+
+/**
+ * `--engine docker|process|auto`: auto uses Docker when its socket answers, else the process
+ * engine (the embedded default that needs nothing installed).
+ */
+async function chooseEngine(
+  opts: AgentOptions,
+  hostId: string,
+  dataDir: string,
+  log: Logger,
+): Promise<Engine> {
+  const kind = opts.engine ?? 'auto';
+  if (kind === 'docker' || kind === 'auto') {
+    const docker = new DockerEngine({ hostId, socketPath: opts.dockerSocket, logger: log });
+    try {
+      await docker.ping();
+      return docker;
+    } catch (err) {
+      if (kind === 'docker') {
+        throw new Error(
+          `--engine docker: no Docker engine answers at ${docker.socketPath}: ${(err as Error).message}`,
+        );
+      }
+      await docker.close();
+      log.info({ socket: docker.socketPath }, 'no Docker engine answers; using the process engine');
+    }
+  }
+  return new ProcessEngine({ hostId, dataDir, logger: log });
 }

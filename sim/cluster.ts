@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
+import { SimEngine, SimMachine, type SimMachineOptions } from '../engines/sim.ts';
 import { Agent } from '../node/core/agent.ts';
 import type { Logger } from '../node/core/io.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
 import { Placement, type PlacementConfig } from '../node/core/placement.ts';
 import { Prng } from '../node/core/random.ts';
+import { Reconciler } from '../node/core/reconcile.ts';
 import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
 import type { HostFacts } from '../node/host.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
@@ -25,6 +27,8 @@ export interface SimClusterOptions {
   membership?: Partial<MembershipConfig>;
   sync?: Partial<StateSyncConfig>;
   placement?: Partial<PlacementConfig>;
+  /** Run workloads on a simulated engine per host (machines survive agent crashes). */
+  engine?: Omit<SimMachineOptions, 'clock' | 'random'>;
   /** Host facts for agent i (default: 8 cores, 32 GiB, zone a/b/c round robin). */
   host?: (i: number) => HostFacts;
   /** Record a trace of every log line and network event (for determinism checks). */
@@ -39,6 +43,8 @@ export interface SimAgent {
   agent: Agent;
   sync: StateSync;
   placement: Placement;
+  reconciler: Reconciler | undefined;
+  engine: SimEngine | undefined;
   clock: VirtualClock;
   store: MemoryStore;
   up: boolean;
@@ -89,6 +95,8 @@ export class SimCluster {
   readonly agents: SimAgent[] = [];
   readonly trace: string[] | undefined;
   private readonly rng: Prng;
+  /** One simulated machine per host index (outlives the agent process on it). */
+  readonly machines: SimMachine[] = [];
 
   constructor(readonly opts: SimClusterOptions) {
     this.rng = new Prng(opts.seed);
@@ -140,7 +148,19 @@ export class SimCluster {
       this.opts.placement,
     );
     agent.use(placement);
-    return { id, index: i, agent, sync, placement, clock, store, up: true };
+    let engine: SimEngine | undefined;
+    let reconciler: Reconciler | undefined;
+    if (this.opts.engine) {
+      this.machines[i] ??= new SimMachine({
+        ...this.opts.engine,
+        clock: new VirtualClock(this.loop),
+        random: this.rng.fork(`machine-${id}`),
+      });
+      engine = new SimEngine({ hostId: id, machine: this.machines[i]! });
+      reconciler = new Reconciler({ engine, clock, log: log.child({ mod: 'reconcile' }), placement, sync });
+      agent.use(reconciler);
+    }
+    return { id, index: i, agent, sync, placement, reconciler, engine, clock, store, up: true };
   }
 
   get(i: number): SimAgent {

@@ -140,6 +140,14 @@ export class Placement implements SubProtocol {
     dropped: 0,
     decided: 0,
   };
+  /** Called when this host's committed replicas change (the reconcile loop listens). */
+  onLocalChange: (() => void) | undefined;
+  /** Engine kind reported in this host's workload records. */
+  engineKind: 'docker' | 'process' | 'sim' = 'sim';
+  private statuses = new Map<
+    string,
+    { status: WorkloadRecord['status']; exitCode: number | null; startedAt: number | null }
+  >();
   /** Observers (tests, metrics): called when this coordinator decides replicas of a deploy. */
   onDecided: ((deployId: string, replicas: number[], at: number) => void) | undefined;
 
@@ -250,19 +258,50 @@ export class Placement implements SubProtocol {
       replica: w.replica,
       gen: w.gen,
       resources: resourcesOf(w.allocation),
-      status: 'running',
-      engine: 'sim',
-      startedAt: w.createdAt,
-      exitCode: null,
+      status: this.statuses.get(workloadId(w.deployId, w.replica))?.status ?? 'pending',
+      engine: this.engineKind,
+      startedAt: this.statuses.get(workloadId(w.deployId, w.replica))?.startedAt ?? null,
+      exitCode: this.statuses.get(workloadId(w.deployId, w.replica))?.exitCode ?? null,
     }));
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
+    this.onLocalChange?.();
     // Durable before anyone relies on it: a crash right after an award must not forget the claim.
     try {
       this.persist();
     } catch (err) {
       this.deps.log.error({ err: String(err) }, 'placement: could not persist workloads; will retry');
     }
+  }
+
+  /**
+   * Adopt replicas the engine runs but the books lack (the engine is the truth: a restart after a
+   * lost or stale workloads file must not leak their resources). Returns how many were adopted.
+   */
+  adopt(found: readonly LocalWorkload[]): number {
+    let n = 0;
+    for (const w of found) {
+      const key = workloadId(w.deployId, w.replica);
+      const have = this.local.get(key);
+      if (have && have.gen >= w.gen) continue;
+      this.local.set(key, w);
+      n++;
+    }
+    if (n > 0) this.publishSelf();
+    return n;
+  }
+
+  /** Engine-observed status per workload id (from the reconcile loop); republished when changed. */
+  setStatuses(
+    next: Map<
+      string,
+      { status: WorkloadRecord['status']; exitCode: number | null; startedAt: number | null }
+    >,
+  ): void {
+    const key = (m: typeof next) => JSON.stringify([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+    if (key(next) === key(this.statuses)) return;
+    this.statuses = next;
+    this.publishSelf();
   }
 
   private load(): void {

@@ -1,0 +1,367 @@
+import { createHash } from 'node:crypto';
+import type { Allocation } from '../../allocator/types.ts';
+import type { Json, JsonObject } from '../../crdt/types.ts';
+import type { Engine, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
+import type { SubProtocol } from './agent.ts';
+import type { Clock, Logger, Timer } from './io.ts';
+import type { LocalWorkload, Placement } from './placement.ts';
+import { workloadId } from './placement.ts';
+import type { StateSync } from './state-sync.ts';
+
+/**
+ * The host's reconcile loop: desired (the replicas this host committed — its awards) against
+ * actual (what its engine runs) → actions. `diff` is a pure function; `Reconciler` executes its
+ * actions through the Engine, one at a time per workload, and re-runs on a timer, on engine
+ * events and on state changes. The engine is the truth: at start the reconciler adopts what the
+ * engine runs (labels carry deploy, replica, generation and the exact allocation), so an agent
+ * restart neither duplicates workloads nor loses their resources from the books.
+ */
+
+export type RestartPolicy = 'no' | 'on-failure' | 'always';
+
+export interface DesiredWorkload {
+  id: string;
+  deployId: string;
+  replica: number;
+  gen: number;
+  spec: WorkloadSpec;
+  /** Hash of what defines the workload (image, command, env, limits): a change means replace. */
+  hash: string;
+  restart: RestartPolicy;
+}
+
+export type Action =
+  | { kind: 'create'; want: DesiredWorkload }
+  | { kind: 'start'; id: string; want: DesiredWorkload }
+  | { kind: 'restart'; id: string; want: DesiredWorkload }
+  | { kind: 'replace'; id: string; want: DesiredWorkload }
+  | { kind: 'remove'; id: string; reason: string };
+
+export interface RestartBook {
+  /** Restarts so far and the earliest next attempt (exponential backoff). */
+  get(id: string): { count: number; notBefore: number } | undefined;
+}
+
+export const LABEL_REPLICA = 'shoal.replica';
+export const LABEL_GEN = 'shoal.gen';
+export const LABEL_HASH = 'shoal.spec-hash';
+export const LABEL_ALLOC = 'shoal.alloc';
+
+/**
+ * Desired vs actual → actions. Pure: same inputs, same actions, in workload-id order.
+ * - desired, absent from the engine → create (and start)
+ * - present with another spec hash → replace
+ * - created but not started → start
+ * - exited: `always` → restart; `on-failure` with a non-zero code → restart; after backoff
+ *   (a restart is a fresh instance: engines do not start an exited workload again)
+ * - in the engine but not desired → remove (stop first)
+ */
+export function diff(
+  desired: readonly DesiredWorkload[],
+  actual: readonly WorkloadInfo[],
+  restarts: RestartBook,
+  now: number,
+): Action[] {
+  const out: Action[] = [];
+  const byId = new Map(actual.map((a) => [a.id, a]));
+  for (const want of [...desired].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+    const a = byId.get(want.id);
+    byId.delete(want.id);
+    if (!a) {
+      out.push({ kind: 'create', want });
+      continue;
+    }
+    if (a.labels[LABEL_HASH] !== want.hash || a.labels[LABEL_GEN] !== String(want.gen)) {
+      out.push({ kind: 'replace', id: a.id, want });
+      continue;
+    }
+    if (a.state === 'created') out.push({ kind: 'start', id: a.id, want });
+    else if (a.state === 'exited') {
+      const failed = (a.exitCode ?? 0) !== 0 || a.oomKilled === true || a.lost === true;
+      const again = want.restart === 'always' || (want.restart === 'on-failure' && failed);
+      const r = restarts.get(a.id);
+      if (again && (!r || r.notBefore <= now)) out.push({ kind: 'restart', id: a.id, want });
+    }
+  }
+  for (const a of [...byId.values()].sort((x, y) => (x.id < y.id ? -1 : 1))) {
+    out.push({ kind: 'remove', id: a.id, reason: 'not awarded to this host' });
+  }
+  return out;
+}
+
+function str(v: Json | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function strList(v: Json | undefined): string[] | undefined {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+}
+
+/** The engine spec of a committed replica, from its deploy's intent spec. */
+export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): DesiredWorkload {
+  const id = workloadId(w.deployId, w.replica);
+  const image = str(spec.image);
+  const command = strList(spec.command);
+  const env: Record<string, string> = {};
+  if (spec.env && typeof spec.env === 'object' && !Array.isArray(spec.env)) {
+    for (const [k, v] of Object.entries(spec.env)) if (typeof v === 'string') env[k] = v;
+  }
+  const a: Allocation = w.allocation;
+  const cpuset = a.cpu.cores.map((c) => c.index);
+  const ws: WorkloadSpec = {
+    id,
+    deployId: w.deployId,
+    hostId,
+    ...(image ? { image } : {}),
+    ...(command ? { command } : {}),
+    env,
+    resources: {
+      cpuMilli: a.limits.cpuMilli,
+      memoryBytes: a.limits.memoryBytes,
+      ...(cpuset.length > 0 ? { cpuset } : {}),
+    },
+  };
+  const hash = createHash('sha256')
+    .update(JSON.stringify([image ?? null, command ?? null, Object.entries(env).sort(), ws.resources]))
+    .digest('hex')
+    .slice(0, 16);
+  ws.labels = {
+    [LABEL_REPLICA]: String(w.replica),
+    [LABEL_GEN]: String(w.gen),
+    [LABEL_HASH]: hash,
+    [LABEL_ALLOC]: JSON.stringify(a),
+  };
+  const restart = str(spec.restart);
+  return {
+    id,
+    deployId: w.deployId,
+    replica: w.replica,
+    gen: w.gen,
+    spec: ws,
+    hash,
+    restart: restart === 'no' || restart === 'on-failure' ? restart : 'always',
+  };
+}
+
+/** A committed replica recovered from an engine workload's labels (adoption after restart). */
+export function adoptable(info: WorkloadInfo): LocalWorkload | undefined {
+  const replica = Number(info.labels[LABEL_REPLICA]);
+  const gen = Number(info.labels[LABEL_GEN]);
+  const raw = info.labels[LABEL_ALLOC];
+  if (!Number.isInteger(replica) || !Number.isInteger(gen) || !raw) return undefined;
+  try {
+    const allocation = JSON.parse(raw) as Allocation;
+    if (typeof allocation?.memoryBytes !== 'number' || !allocation.cpu || !allocation.limits)
+      return undefined;
+    return { deployId: info.deployId, replica, gen, allocation, createdAt: info.createdAt };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ReconcilerConfig {
+  intervalMs: number;
+  stopTimeoutMs: number;
+  restartBackoffMinMs: number;
+  restartBackoffMaxMs: number;
+}
+
+export const defaultReconcilerConfig: ReconcilerConfig = {
+  intervalMs: 2000,
+  stopTimeoutMs: 10_000,
+  restartBackoffMinMs: 1000,
+  restartBackoffMaxMs: 60_000,
+};
+
+/** Executes `diff` against an Engine. Registered as a sub-protocol for its lifecycle only. */
+export class Reconciler implements SubProtocol {
+  readonly tag = 0xff; // no wire traffic
+  readonly cfg: ReconcilerConfig;
+  private readonly restarts = new Map<string, { count: number; notBefore: number }>();
+  private timer: Timer | undefined;
+  private running = false;
+  private busy = false;
+  private again = false;
+  private unsubscribe: (() => void) | undefined;
+  readonly counters = {
+    created: 0,
+    started: 0,
+    restarted: 0,
+    replaced: 0,
+    removed: 0,
+    errors: 0,
+    adopted: 0,
+  };
+  /** Engine state per workload id, for the host record and the API. */
+  readonly actual = new Map<string, WorkloadInfo>();
+
+  constructor(
+    private readonly deps: {
+      engine: Engine;
+      clock: Clock;
+      log: Logger;
+      placement: Placement;
+      sync: StateSync;
+    },
+    cfg: Partial<ReconcilerConfig> = {},
+  ) {
+    this.cfg = { ...defaultReconcilerConfig, ...cfg };
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    const list = await this.deps.engine.list();
+    const adopted = this.deps.placement.adopt(list.map(adoptable).filter((w): w is LocalWorkload => !!w));
+    this.counters.adopted += adopted;
+    if (adopted > 0) this.deps.log.info({ adopted }, 'reconcile: adopted running workloads');
+    this.unsubscribe = this.deps.engine.subscribe(() => this.kick());
+    this.deps.placement.onLocalChange = () => this.kick();
+    this.kick();
+  }
+
+  stop(): void {
+    this.running = false;
+    this.timer?.cancel();
+    this.unsubscribe?.();
+  }
+
+  /** Run a pass now (or right after the current one). */
+  kick(): void {
+    if (!this.running) return;
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    void this.pass();
+  }
+
+  private async pass(): Promise<void> {
+    this.busy = true;
+    this.timer?.cancel();
+    try {
+      do {
+        this.again = false;
+        await this.once();
+      } while (this.again && this.running);
+    } catch (err) {
+      this.counters.errors++;
+      this.deps.log.error({ err: String((err as Error)?.stack ?? err) }, 'reconcile pass failed');
+    } finally {
+      this.busy = false;
+      if (this.running) this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.kick());
+    }
+  }
+
+  private async once(): Promise<void> {
+    const { engine, placement, sync, log, clock } = this.deps;
+    const actual = await engine.list();
+    this.actual.clear();
+    for (const a of actual) this.actual.set(a.id, a);
+    const desired: DesiredWorkload[] = [];
+    for (const w of placement.workloads()) {
+      const intent = sync.state.intents.get(w.deployId);
+      if (intent) desired.push(desiredOf(engine.hostId, w, intent.spec));
+    }
+    const actions = diff(desired, actual, this.restarts, clock.now());
+    for (const act of actions) {
+      if (!this.running) return;
+      try {
+        await this.apply(act);
+      } catch (err) {
+        this.counters.errors++;
+        const id = act.kind === 'create' ? act.want.id : act.id;
+        log.warn({ workload: id, action: act.kind, err: (err as Error).message }, 'reconcile: action failed');
+        this.backoff(id);
+      }
+    }
+    if (actions.length > 0) {
+      for (const a of await engine.list()) this.actual.set(a.id, a);
+      placement.setStatuses(this.statuses());
+    }
+  }
+
+  private async apply(act: Action): Promise<void> {
+    const { engine, log } = this.deps;
+    switch (act.kind) {
+      case 'create':
+        await engine.create(act.want.spec);
+        await engine.start(act.want.id);
+        this.counters.created++;
+        log.info({ workload: act.want.id, gen: act.want.gen }, 'reconcile: started');
+        return;
+      case 'start':
+        await engine.start(act.id);
+        this.counters.started++;
+        return;
+      case 'restart': {
+        const prev = this.actual.get(act.id);
+        await engine.remove(act.id, { force: true });
+        await engine.create(act.want.spec);
+        await engine.start(act.want.id);
+        this.counters.restarted++;
+        this.backoff(act.id);
+        log.info(
+          { workload: act.id, exitCode: prev?.exitCode, restarts: this.restarts.get(act.id)?.count },
+          'reconcile: restarted',
+        );
+        return;
+      }
+      case 'replace':
+        await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+        await engine.remove(act.id, { force: true });
+        await engine.create(act.want.spec);
+        await engine.start(act.want.id);
+        this.counters.replaced++;
+        log.info({ workload: act.id }, 'reconcile: replaced (spec changed)');
+        return;
+      case 'remove':
+        await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+        await engine.remove(act.id, { force: true });
+        this.restarts.delete(act.id);
+        this.counters.removed++;
+        log.info({ workload: act.id, why: act.reason }, 'reconcile: removed');
+        return;
+    }
+  }
+
+  private backoff(id: string): void {
+    const r = this.restarts.get(id) ?? { count: 0, notBefore: 0 };
+    const delay = Math.min(this.cfg.restartBackoffMaxMs, this.cfg.restartBackoffMinMs * 2 ** r.count);
+    this.restarts.set(id, { count: r.count + 1, notBefore: this.deps.clock.now() + delay });
+  }
+
+  /** Workload status for the host record, from the engine's view. */
+  statuses(): Map<
+    string,
+    {
+      status: 'starting' | 'running' | 'exited' | 'failed';
+      exitCode: number | null;
+      startedAt: number | null;
+    }
+  > {
+    const out = new Map<
+      string,
+      {
+        status: 'starting' | 'running' | 'exited' | 'failed';
+        exitCode: number | null;
+        startedAt: number | null;
+      }
+    >();
+    for (const [id, a] of this.actual) {
+      const code = a.exitCode ?? null;
+      out.set(id, {
+        status:
+          a.state === 'running'
+            ? 'running'
+            : a.state === 'created'
+              ? 'starting'
+              : code === 0
+                ? 'exited'
+                : 'failed',
+        exitCode: code,
+        startedAt: a.startedAt ?? null,
+      });
+    }
+    return out;
+  }
+}

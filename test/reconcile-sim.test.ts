@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import { ledgerFrom } from '../allocator/ledger.ts';
+import type { WorkloadInfo } from '../engines/engine.ts';
+import { simProgram } from '../engines/sim.ts';
+import { type DesiredWorkload, diff } from '../node/core/reconcile.ts';
+import { SimCluster } from '../sim/cluster.ts';
+
+const GiB = 2 ** 30;
+
+function want(id: string, over: Partial<DesiredWorkload> = {}): DesiredWorkload {
+  return {
+    id,
+    deployId: 'd',
+    replica: 0,
+    gen: 1,
+    hash: 'h1',
+    restart: 'always',
+    spec: { id, deployId: 'd', hostId: 'h' },
+    ...over,
+  };
+}
+
+function info(id: string, over: Partial<WorkloadInfo> = {}): WorkloadInfo {
+  return {
+    id,
+    deployId: 'd',
+    hostId: 'h',
+    labels: { 'shoal.spec-hash': 'h1', 'shoal.gen': '1' },
+    state: 'running',
+    createdAt: 0,
+    spec: { id, deployId: 'd', hostId: 'h' },
+    enforced: { cpu: true, cpuset: true, memory: true, gpus: true, notes: [] },
+    ref: id,
+    ...over,
+  };
+}
+
+const none = { get: () => undefined };
+
+describe('reconcile diff (pure)', () => {
+  it('creates what is missing, removes what is not awarded, leaves what runs', () => {
+    const acts = diff([want('a'), want('b')], [info('b'), info('z')], none, 0);
+    expect(acts.map((a) => `${a.kind}:${a.kind === 'create' ? a.want.id : a.id}`)).toEqual([
+      'create:a',
+      'remove:z',
+    ]);
+  });
+  it('replaces on a spec or generation change; starts a created one', () => {
+    expect(diff([want('a', { hash: 'h2' })], [info('a')], none, 0)[0]!.kind).toBe('replace');
+    expect(diff([want('a', { gen: 2 })], [info('a')], none, 0)[0]!.kind).toBe('replace');
+    expect(diff([want('a')], [info('a', { state: 'created' })], none, 0)[0]!.kind).toBe('start');
+  });
+  it('restart policies and backoff', () => {
+    const exited0 = info('a', { state: 'exited', exitCode: 0 });
+    const exited3 = info('a', { state: 'exited', exitCode: 3 });
+    expect(diff([want('a', { restart: 'no' })], [exited3], none, 0)).toEqual([]);
+    expect(diff([want('a', { restart: 'on-failure' })], [exited0], none, 0)).toEqual([]);
+    expect(diff([want('a', { restart: 'on-failure' })], [exited3], none, 0)[0]!.kind).toBe('restart');
+    expect(diff([want('a', { restart: 'always' })], [exited0], none, 0)[0]!.kind).toBe('restart');
+    const waiting = { get: () => ({ count: 2, notBefore: 5_000 }) };
+    expect(diff([want('a')], [exited3], waiting, 4_999)).toEqual([]);
+    expect(diff([want('a')], [exited3], waiting, 5_000)[0]!.kind).toBe('restart');
+  });
+});
+
+describe('reconcile loop on the sim engine', () => {
+  const spec = (program: Parameters<typeof simProgram>[0] = {}) => ({
+    resources: { cpu: { milli: 500 }, memoryBytes: GiB },
+    image: 'shoal/busybox:latest',
+    command: simProgram(program),
+  });
+
+  async function cluster(seed: number) {
+    const c = new SimCluster({ seed, size: 4, engine: { startDelayMs: [20, 80] } });
+    await c.start();
+    await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000);
+    return c;
+  }
+
+  const running = (c: SimCluster, i: number) =>
+    c.machines[i]!.all(c.get(i).id).filter((w) => w.state === 'running').length;
+
+  it('placed replicas run on their hosts; an agent kill -9 + restart adopts them: no duplicates, books = engine', async () => {
+    const c = await cluster(31);
+    c.get(0).placement.submit('web', { name: 'web', replicas: 6, strategy: 'spread', spec: spec() });
+    const t = await c.runUntil(() => [0, 1, 2, 3].reduce((n, i) => n + running(c, i), 0) === 6, 15_000, 20);
+    expect(t).toBeGreaterThanOrEqual(0);
+    const victim = [0, 1, 2, 3].find((i) => running(c, i) > 0 && i !== 0)!;
+    const before = running(c, victim);
+    // Lose the agent's workloads file too: the engine alone must tell the truth.
+    c.crash(victim);
+    c.get(victim).store.remove('workloads.json');
+    const back = await c.restart(victim);
+    await c.run(3_000);
+    expect(running(c, victim)).toBe(before);
+    expect(c.machines[victim]!.all(back.id).length).toBe(before); // nothing created twice
+    expect(back.reconciler!.counters.adopted).toBe(before);
+    const cap = back.placement.capacity();
+    const fromEngine = ledgerFrom(
+      cap,
+      back.placement.workloads().map((w) => w.allocation),
+    );
+    expect(back.placement.workloads().length).toBe(before);
+    expect(fromEngine.memoryBytes).toBe(before * GiB);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+
+  it('a crashing workload is restarted per policy (on-failure, with backoff) and its status reaches the cluster', async () => {
+    const c = await cluster(32);
+    c.get(1).placement.submit('crashy', {
+      name: 'crashy',
+      replicas: 1,
+      strategy: 'binpack',
+      spec: { ...spec({ runMs: 300, exitCode: 3 }), restart: 'on-failure' },
+    });
+    const host = () => c.agents.find((a) => a.placement.workloads().some((w) => w.deployId === 'crashy'));
+    await c.runUntil(() => !!host(), 10_000, 20);
+    await c.run(5_000);
+    const h = host()!;
+    expect(h.reconciler!.counters.restarted).toBeGreaterThanOrEqual(2);
+    const rec = c.get(0).sync.state.hosts.live(h.id)!;
+    expect(rec.workloads.find((w) => w.deployId === 'crashy')?.engine).toBe('sim');
+  });
+
+  it('scale down and delete stop the engine workloads', async () => {
+    const c = await cluster(33);
+    c.get(2).placement.submit('s', { name: 's', replicas: 4, strategy: 'spread', spec: spec() });
+    await c.runUntil(() => [0, 1, 2, 3].reduce((n, i) => n + running(c, i), 0) === 4, 15_000, 20);
+    c.get(0).sync.updateIntent('s', { replicas: 1 });
+    expect(
+      await c.runUntil(() => [0, 1, 2, 3].reduce((n, i) => n + running(c, i), 0) === 1, 15_000, 20),
+    ).toBeGreaterThanOrEqual(0);
+    c.get(3).sync.removeIntent('s');
+    expect(
+      await c.runUntil(
+        () => [0, 1, 2, 3].every((i) => c.machines[i]!.all(c.get(i).id).length === 0),
+        15_000,
+        20,
+      ),
+    ).toBeGreaterThanOrEqual(0);
+  });
+});
