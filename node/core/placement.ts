@@ -57,6 +57,12 @@ export interface PlacementConfig {
   maxCandidates: number;
   /** Unplaceable deploys are retried with exponential backoff up to this. */
   maxBackoffMs: number;
+  /**
+   * Claims of a host declared dead less than this long ago still count: an agent that crashed and
+   * restarts quickly (its containers kept running) finds its replicas where it left them instead
+   * of re-placed elsewhere and stopped. Self-healing re-places after this grace.
+   */
+  reassignGraceMs: number;
 }
 
 export const defaultPlacementConfig: PlacementConfig = {
@@ -67,6 +73,7 @@ export const defaultPlacementConfig: PlacementConfig = {
   reservationTtlMs: 3000,
   maxCandidates: 16,
   maxBackoffMs: 30_000,
+  reassignGraceMs: 5_000,
 };
 
 export interface PlacementDeps {
@@ -471,6 +478,19 @@ export class Placement implements SubProtocol {
     });
   }
 
+  /** Records whose claims count: live hosts, and hosts dead for less than the reassign grace. */
+  private claimingRecords(): HostRecord[] {
+    const m = this.deps.membership;
+    const now = this.deps.clock.now();
+    return this.deps.sync.state.hosts.allLive().filter((r) => {
+      if (r.id === this.id) return true;
+      const mem = m.get(r.id);
+      if (!mem) return false;
+      if (mem.status === 'alive' || mem.status === 'suspect') return true;
+      return mem.status === 'dead' && now - mem.changedAt < this.cfg.reassignGraceMs;
+    });
+  }
+
   /** The coordinator of `deployId` in this agent's view. */
   coordinatorOf(deployId: string): string {
     let best = this.id;
@@ -499,7 +519,7 @@ export class Placement implements SubProtocol {
         maxGen.set(k, Math.max(maxGen.get(k) ?? 0, w.gen));
       }
     }
-    for (const rec of records) {
+    for (const rec of this.claimingRecords()) {
       for (const w of rec.workloads) {
         const per = claims.get(w.deployId) ?? new Map<number, { gen: number; host: string }>();
         claims.set(w.deployId, per);
