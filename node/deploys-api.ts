@@ -12,6 +12,8 @@ export interface ReplicaView {
   replica: number;
   host: string | null;
   gen: number | null;
+  /** Why this replica keeps its old resources after a realloc (known on its host's agent). */
+  reallocRefused?: string;
 }
 
 export interface DeployView {
@@ -34,6 +36,8 @@ export interface DeploysBackend {
   list(): DeployView[];
   get(id: string): DeployView | undefined;
   scale(id: string, replicas: number): boolean;
+  /** Change resources (realloc in place on every host); throws IntentSpecError naming the field. */
+  setResources(id: string, resources: JsonObject): boolean;
   remove(id: string): boolean;
   newId(name: string): string;
 }
@@ -94,19 +98,32 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
   });
   app.patch<{ Params: { id: string }; Body: unknown }>('/v1/deploys/:id', async (req, reply) => {
     const b = req.body;
-    if (!isJsonObject(b) || Object.keys(b).some((k) => k !== 'replicas')) {
-      return reply.code(400).send({ error: 'bad-request', message: 'body: expected {"replicas": N}' });
+    const bad = (message: string) => reply.code(400).send({ error: 'bad-request', message });
+    if (!isJsonObject(b)) return bad('body: expected {"replicas": N} and/or {"resources": {...}}');
+    for (const k of Object.keys(b)) {
+      if (k !== 'replicas' && k !== 'resources')
+        return bad(`${k}: unknown field (expected replicas, resources)`);
     }
-    const n = b.replicas;
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 10_000) {
-      return reply
-        .code(400)
-        .send({ error: 'bad-request', message: 'replicas: expected an integer from 0 to 10000' });
+    const id = req.params.id;
+    if (!backend.get(id)) return reply.code(404).send({ error: 'not-found', message: `no deploy ${id}` });
+    if (b.resources !== undefined) {
+      if (!isJsonObject(b.resources))
+        return bad('resources: expected an object {cpu: {milli}, memoryBytes, ...}');
+      try {
+        backend.setResources(id, b.resources);
+      } catch (err) {
+        if (err instanceof IntentSpecError) return bad(`${err.field}: ${err.problem}`);
+        throw err;
+      }
     }
-    if (!backend.scale(req.params.id, n)) {
-      return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
+    if (b.replicas !== undefined) {
+      const n = b.replicas;
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 10_000) {
+        return bad('replicas: expected an integer from 0 to 10000');
+      }
+      backend.scale(id, n);
     }
-    return backend.get(req.params.id);
+    return backend.get(id);
   });
   app.delete<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
     if (!backend.remove(req.params.id)) {

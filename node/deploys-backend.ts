@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { DeployIntent } from '../crdt/types.ts';
 import type { Membership } from './core/membership.ts';
 import type { Placement } from './core/placement.ts';
+import { workloadId } from './core/placement.ts';
+import { placementSpec } from './core/placement-adapter.ts';
 import type { StateSync } from './core/state-sync.ts';
 import type { DeploysBackend, DeployView, ReplicaView } from './deploys-api.ts';
 
@@ -29,9 +31,13 @@ export function deploysBackend(
       }
     }
     const instances: ReplicaView[] = [];
+    const refused = placement.reallocRefusals();
     for (let r = 0; r < intent.replicas; r++) {
       const c = best.get(r);
-      instances.push({ replica: r, host: c?.host ?? null, gen: c?.gen ?? null });
+      const v: ReplicaView = { replica: r, host: c?.host ?? null, gen: c?.gen ?? null };
+      const why = c?.host === membership.id ? refused.get(workloadId(intent.id, r)) : undefined;
+      if (why) v.reallocRefused = why;
+      instances.push(v);
     }
     const coordinator = placement.coordinatorOf(intent.id);
     const pend = placement.pending().find((p) => p.deployId === intent.id);
@@ -56,6 +62,13 @@ export function deploysBackend(
       return i ? view(i) : undefined;
     },
     scale: (id, replicas) => sync.updateIntent(id, { replicas }),
+    setResources: (id, resources) => {
+      const cur = sync.state.intents.get(id);
+      if (!cur) return false;
+      const spec = { ...cur.spec, resources };
+      placementSpec({ ...cur, spec }); // validate (throws IntentSpecError naming the field)
+      return sync.updateIntent(id, { spec });
+    },
     remove: (id) => {
       if (!sync.state.intents.get(id)) return false;
       sync.removeIntent(id);

@@ -89,4 +89,30 @@ describe('agents on the real Docker engine', { timeout: 120_000 }, () => {
     expect(alloc.cpuMilli).toBe(before.length * 500);
     expect(alloc.memory).toBe(before.length * 128 * 2 ** 20);
   });
+
+  it('realloc raises the memory limit of the running containers live (same containers)', async () => {
+    const before = ours()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ')[0])
+      .sort();
+    await c.http(1, 'PATCH', '/v1/deploys/svc', {
+      resources: { cpu: { milli: 500 }, memoryBytes: 256 * 2 ** 20 },
+    });
+    await waitFor(
+      async () =>
+        before.every((id) => JSON.parse(docker('inspect', id!))[0].HostConfig.Memory === 256 * 2 ** 20),
+      20_000,
+      200,
+    );
+    const after = ours()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ')[0])
+      .sort();
+    expect(after).toEqual(before);
+    await expect(
+      c.http(0, 'PATCH', '/v1/deploys/svc', { resources: { cpu: { milli: 'x' }, memoryBytes: 1 } }),
+    ).rejects.toThrow(/400.*spec\.resources\.cpu\.milli/);
+  });
 });

@@ -139,4 +139,46 @@ describe('reconcile loop on the sim engine', () => {
       ),
     ).toBeGreaterThanOrEqual(0);
   });
+
+  it('realloc: raised resources apply live on every host; a change that does not fit is refused with the reason', async () => {
+    const c = await cluster(34);
+    c.get(0).placement.submit('r', { name: 'r', replicas: 2, strategy: 'spread', spec: spec() });
+    await c.runUntil(() => [0, 1, 2, 3].reduce((n, i) => n + running(c, i), 0) === 2, 15_000, 20);
+    const holders = () => c.agents.filter((a) => a.placement.workloads().some((w) => w.deployId === 'r'));
+    const ids = () =>
+      holders().flatMap((h) =>
+        c.machines[h.index]!.all(h.id).map((w) => `${h.id}/${w.spec.id}/${w.createdAt}`),
+      );
+    const before = ids();
+    c.get(3).sync.updateIntent('r', {
+      spec: { ...spec(), resources: { cpu: { milli: 1500 }, memoryBytes: 3 * GiB } },
+    });
+    const t = await c.runUntil(
+      () =>
+        holders().every((h) =>
+          c.machines[h.index]!.all(h.id).every(
+            (w) => w.spec.resources?.memoryBytes === 3 * GiB && w.state === 'running',
+          ),
+        ),
+      10_000,
+      20,
+    );
+    expect(t).toBeGreaterThanOrEqual(0);
+    expect(ids()).toEqual(before); // updated in place, not recreated
+    for (const h of holders()) {
+      expect(h.placement.workloads()[0]!.allocation.memoryBytes).toBe(3 * GiB);
+      expect(h.reconciler!.counters.updated).toBeGreaterThanOrEqual(1);
+    }
+    // 64 GiB does not fit a 32 GiB host: refused, the old allocation (and limits) stay.
+    c.get(1).sync.updateIntent('r', {
+      spec: { ...spec(), resources: { cpu: { milli: 1500 }, memoryBytes: 64 * GiB } },
+    });
+    await c.run(3_000);
+    for (const h of holders()) {
+      const [why] = [...h.placement.reallocRefusals().values()];
+      expect(why).toMatch(/memory/);
+      expect(h.placement.workloads()[0]!.allocation.memoryBytes).toBe(3 * GiB);
+      expect(h.placement.violations()).toEqual([]);
+    }
+  });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { feasibility } from '../../allocator/feasibility.ts';
+import { allocate, feasibility } from '../../allocator/feasibility.ts';
 import { bid as allocatorBid, select } from '../../allocator/index.ts';
 import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
 import { compareRanked, score } from '../../allocator/strategies.ts';
@@ -151,6 +151,8 @@ export class Placement implements SubProtocol {
   onLocalChange: (() => void) | undefined;
   /** Engine kind reported in this host's workload records. */
   engineKind: 'docker' | 'process' | 'sim' = 'sim';
+  /** Realloc requests this host could not satisfy, by workload id, with the allocator's reason. */
+  private readonly reallocRefused = new Map<string, string>();
   private statuses = new Map<
     string,
     { status: WorkloadRecord['status']; exitCode: number | null; startedAt: number | null }
@@ -431,7 +433,59 @@ export class Placement implements SubProtocol {
         );
       }
     }
-    if (changed) this.publishSelf();
+    if (this.reallocate() || changed) this.publishSelf();
+  }
+
+  /** Why a replica on this host still has its old resources after its deploy's were changed. */
+  reallocRefusals(): Map<string, string> {
+    return new Map(this.reallocRefused);
+  }
+
+  /**
+   * Realloc: when a deploy's resources change, each host re-allocates its replicas in place on its
+   * own books (the reconcile loop then applies the new limits live). A replica that no longer fits
+   * keeps its old allocation and the refusal is kept with the allocator's reason. Returns whether
+   * any allocation changed.
+   */
+  private reallocate(): boolean {
+    const state = this.deps.sync.state;
+    let changed = false;
+    for (const [key, w] of this.local) {
+      const intent = state.intents.get(w.deployId);
+      if (!intent) continue;
+      let spec: ReturnType<typeof placementSpec>;
+      try {
+        spec = placementSpec(intent);
+      } catch {
+        continue; // invalid spec: the coordinator reports it; keep what runs
+      }
+      if (allocationMatches(w.allocation, spec.request)) {
+        this.reallocRefused.delete(key);
+        continue;
+      }
+      const cap = this.capacity();
+      const others = [...this.allocations(true)].filter((a) => a !== w.allocation);
+      const r = allocate(cap, ledgerFrom(cap, others), spec.request.resources, spec.request.limits);
+      if (r.ok) {
+        this.deps.log.info(
+          { workload: key, from: summary(w.allocation), to: summary(r.allocation) },
+          'placement: reallocated',
+        );
+        w.allocation = r.allocation;
+        this.reallocRefused.delete(key);
+        changed = true;
+      } else {
+        const reason = r.failures.map((f) => f.message).join('; ');
+        if (this.reallocRefused.get(key) !== reason) {
+          this.deps.log.warn(
+            { workload: key, reason },
+            'placement: realloc refused (keeping the old allocation)',
+          );
+        }
+        this.reallocRefused.set(key, reason);
+      }
+    }
+    return changed;
   }
 
   // ───────────────────────────── inbound ─────────────────────────────
@@ -761,4 +815,29 @@ export interface BidItem {
 export interface AwardItem {
   deployId: string;
   slots: { replica: number; gen: number; allocation: Allocation }[];
+}
+
+/** Does an allocation already provide what a request asks (so no realloc is needed)? */
+export function allocationMatches(a: Allocation, req: PlacementRequest): boolean {
+  const r = req.resources;
+  const bound = a.cpu.cores.reduce((n, c) => n + c.milli, 0);
+  const cpuOk = r.cpu.bind
+    ? bound === r.cpu.milli && a.cpu.sharedMilli === 0
+    : a.cpu.sharedMilli === r.cpu.milli && bound === 0;
+  const gpuMilli = a.gpus.reduce((n, g) => n + g.milli, 0);
+  const limitsOk =
+    a.limits.cpuMilli === (req.limits?.cpuMilli ?? r.cpu.milli) &&
+    a.limits.memoryBytes === (req.limits?.memoryBytes ?? r.memoryBytes);
+  return (
+    cpuOk &&
+    limitsOk &&
+    a.memoryBytes === r.memoryBytes &&
+    a.diskBytes === (r.diskBytes ?? 0) &&
+    gpuMilli === (r.gpu?.milli ?? 0)
+  );
+}
+
+function summary(a: Allocation): string {
+  const bound = a.cpu.cores.reduce((n, c) => n + c.milli, 0);
+  return `cpu ${a.cpu.sharedMilli + bound}m mem ${a.memoryBytes}`;
 }

@@ -35,6 +35,7 @@ export type Action =
   | { kind: 'start'; id: string; want: DesiredWorkload }
   | { kind: 'restart'; id: string; want: DesiredWorkload }
   | { kind: 'replace'; id: string; want: DesiredWorkload }
+  | { kind: 'update'; id: string; want: DesiredWorkload }
   | { kind: 'remove'; id: string; reason: string };
 
 export interface RestartBook {
@@ -50,7 +51,8 @@ export const LABEL_ALLOC = 'shoal.alloc';
 /**
  * Desired vs actual → actions. Pure: same inputs, same actions, in workload-id order.
  * - desired, absent from the engine → create (and start)
- * - present with another spec hash → replace
+ * - present with another spec hash (image, command, env) or generation → replace
+ * - present with other resources (a realloc) → update in place (live, e.g. docker update)
  * - created but not started → start
  * - exited: `always` → restart; `on-failure` with a non-zero code → restart; after backoff
  *   (a restart is a fresh instance: engines do not start an exited workload again)
@@ -75,6 +77,10 @@ export function diff(
       out.push({ kind: 'replace', id: a.id, want });
       continue;
     }
+    if (a.state !== 'exited' && !sameResources(a.spec.resources, want.spec.resources)) {
+      out.push({ kind: 'update', id: a.id, want });
+      continue;
+    }
     if (a.state === 'created') out.push({ kind: 'start', id: a.id, want });
     else if (a.state === 'exited') {
       const failed = (a.exitCode ?? 0) !== 0 || a.oomKilled === true || a.lost === true;
@@ -87,6 +93,15 @@ export function diff(
     out.push({ kind: 'remove', id: a.id, reason: 'not awarded to this host' });
   }
   return out;
+}
+
+function sameResources(a: WorkloadSpec['resources'], b: WorkloadSpec['resources']): boolean {
+  const cs = (x: number[] | undefined) => (x && x.length > 0 ? x.join(',') : '');
+  return (
+    (a?.cpuMilli ?? 0) === (b?.cpuMilli ?? 0) &&
+    (a?.memoryBytes ?? 0) === (b?.memoryBytes ?? 0) &&
+    cs(a?.cpuset) === cs(b?.cpuset)
+  );
 }
 
 function str(v: Json | undefined): string | undefined {
@@ -122,7 +137,7 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
     },
   };
   const hash = createHash('sha256')
-    .update(JSON.stringify([image ?? null, command ?? null, Object.entries(env).sort(), ws.resources]))
+    .update(JSON.stringify([image ?? null, command ?? null, Object.entries(env).sort()]))
     .digest('hex')
     .slice(0, 16);
   ws.labels = {
@@ -187,6 +202,7 @@ export class Reconciler implements SubProtocol {
     created: 0,
     started: 0,
     restarted: 0,
+    updated: 0,
     replaced: 0,
     removed: 0,
     errors: 0,
@@ -313,6 +329,27 @@ export class Reconciler implements SubProtocol {
         await engine.start(act.want.id);
         this.counters.replaced++;
         log.info({ workload: act.id }, 'reconcile: replaced (spec changed)');
+        return;
+      case 'update':
+        try {
+          await engine.update(act.id, act.want.spec.resources ?? {});
+          this.counters.updated++;
+          log.info(
+            { workload: act.id, resources: act.want.spec.resources },
+            'reconcile: resources updated live',
+          );
+        } catch (err) {
+          // Some changes cannot be applied live (e.g. Docker cannot lift a memory limit): recreate.
+          log.warn(
+            { workload: act.id, err: (err as Error).message },
+            'reconcile: live update failed; replacing',
+          );
+          await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+          await engine.remove(act.id, { force: true });
+          await engine.create(act.want.spec);
+          await engine.start(act.want.id);
+          this.counters.replaced++;
+        }
         return;
       case 'remove':
         await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
