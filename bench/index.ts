@@ -13,6 +13,7 @@ import type { Bench } from './stats.ts';
 const registry: Record<string, () => Promise<Bench>> = {
   propagation: async () => (await import('./propagation.ts')).bench,
   placement: async () => (await import('./placement.ts')).bench,
+  engines: async () => (await import('./engines.ts')).bench,
 };
 
 async function main(): Promise<void> {

@@ -274,11 +274,17 @@ export class Reconciler implements SubProtocol {
     this.actual.clear();
     for (const a of actual) this.actual.set(a.id, a);
     const desired: DesiredWorkload[] = [];
+    const unknown = new Set<string>();
     for (const w of placement.workloads()) {
       const intent = sync.state.intents.get(w.deployId);
       if (intent) desired.push(desiredOf(engine.hostId, w, intent.spec));
+      // A committed replica whose deploy this agent does not know (yet): leave what runs alone —
+      // removal is for deleted, scaled-away or superseded replicas (Placement drops those).
+      else if (!sync.state.intents.isDeleted(w.deployId)) unknown.add(workloadId(w.deployId, w.replica));
     }
-    const actions = diff(desired, actual, this.restarts, clock.now());
+    const actions = diff(desired, actual, this.restarts, clock.now()).filter(
+      (a) => !(a.kind === 'remove' && unknown.has(a.id)),
+    );
     for (const act of actions) {
       if (!this.running) return;
       try {

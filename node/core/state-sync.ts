@@ -155,6 +155,13 @@ export class StateSync implements SubProtocol {
   private gossipIntent(w: IntentWire | undefined): boolean {
     if (!w) return false;
     this.dirty = true;
+    // An accepted deploy is durable before the caller answers (a crash must not lose it). A full
+    // disk is logged and retried by the persist loop; the intent is still gossiped to peers.
+    try {
+      this.persist();
+    } catch (err) {
+      this.deps.log.error({ err: String(err) }, 'could not persist deploy intent yet; will retry');
+    }
     this.publish({ hosts: [], intents: [w] });
     this.onChange?.({ hosts: [], intents: [w.id] });
     return true;
