@@ -32,13 +32,24 @@ export function deploysBackend(
     }
     const instances: ReplicaView[] = [];
     const refused = placement.reallocRefusals();
-    for (let r = 0; r < intent.replicas; r++) {
-      const c = best.get(r);
-      const v: ReplicaView = { replica: r, host: c?.host ?? null, gen: c?.gen ?? null };
-      const why = c?.host === membership.id ? refused.get(workloadId(intent.id, r)) : undefined;
-      if (why) v.reallocRefused = why;
-      instances.push(v);
-    }
+    if (intent.strategy === 'fill' || intent.strategy === 'each') {
+      // Per-host: every (host, k) claim is an instance; `replicas` is N per host.
+      for (const rec of sync.state.hosts.allLive()) {
+        if (!live(rec.id)) continue;
+        for (const w of rec.workloads) {
+          if (w.deployId === intent.id && w.replica < intent.replicas) {
+            instances.push({ replica: w.replica, host: rec.id, gen: w.gen });
+          }
+        }
+      }
+    } else
+      for (let r = 0; r < intent.replicas; r++) {
+        const c = best.get(r);
+        const v: ReplicaView = { replica: r, host: c?.host ?? null, gen: c?.gen ?? null };
+        const why = c?.host === membership.id ? refused.get(workloadId(intent.id, r)) : undefined;
+        if (why) v.reallocRefused = why;
+        instances.push(v);
+      }
     const coordinator = placement.coordinatorOf(intent.id);
     const pend = placement.pending().find((p) => p.deployId === intent.id);
     const out: DeployView = {

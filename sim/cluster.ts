@@ -256,9 +256,41 @@ export class SimCluster {
       }
     }
     for (const intent of observer.sync.state.intents.all()) {
+      if (intent.strategy === 'fill' || intent.strategy === 'each') {
+        // Per-host: each holding host runs exactly k = 0…N−1, within the host limit.
+        const byHost = new Map<string, number[]>();
+        for (const [k, hs] of holders) {
+          if (!k.startsWith(`${intent.id}.`)) continue;
+          const r = Number(k.slice(intent.id.length + 1));
+          for (const h of hs) byHost.set(h, [...(byHost.get(h) ?? []), r]);
+          holders.delete(k);
+        }
+        // A host that cannot fit all N keeps what runs; the deploy must then be pending with a reason.
+        const pending = this.upAgents().some((a) =>
+          a.placement.pending().some((p) => p.deployId === intent.id),
+        );
+        for (const [h, ks] of byHost) {
+          const sorted = ks.sort((a, b) => a - b);
+          if (new Set(sorted).size !== sorted.length || sorted.some((k) => k >= intent.replicas)) {
+            out.push(`${intent.id}@${h}: holds [${sorted}] (duplicates or k ≥ ${intent.replicas})`);
+          } else if (sorted.length !== intent.replicas && !pending) {
+            out.push(`${intent.id}@${h}: holds ${sorted.length} of ${intent.replicas} and nothing says why`);
+          }
+        }
+        const limit = intent.spec.hostLimit;
+        if (typeof limit === 'number' && byHost.size > limit)
+          out.push(`${intent.id}: ${byHost.size} hosts > limit ${limit}`);
+        continue;
+      }
+      // Unplaced replicas are allowed only while the deploy is pending with a reason (no room).
+      const pendingWhy = this.upAgents().some((a) =>
+        a.placement.pending().some((p) => p.deployId === intent.id),
+      );
       for (let r = 0; r < intent.replicas; r++) {
         const h = holders.get(`${intent.id}.${r}`) ?? [];
-        if (h.length !== 1) out.push(`${intent.id}.${r}: held by ${h.length} hosts (${h.join(', ')})`);
+        if (h.length > 1 || (h.length === 0 && !pendingWhy)) {
+          out.push(`${intent.id}.${r}: held by ${h.length} hosts (${h.join(', ')})`);
+        }
         holders.delete(`${intent.id}.${r}`);
       }
     }

@@ -11,7 +11,7 @@ import { SimCluster } from '../sim/cluster.ts';
  * Replay: SHOAL_PROP_SEED=<seed> [SHOAL_PROP_PATH=<path>] npx vitest run test/placement-props.test.ts
  */
 
-const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
+const STRATEGIES = ['binpack', 'spread', 'auto', 'global', 'fill', 'each'] as const;
 
 const deployArb = fc.record({
   at: fc.integer({ min: 0, max: 8_000 }),
@@ -22,6 +22,7 @@ const deployArb = fc.record({
   strategy: fc.constantFrom(...STRATEGIES),
   scaleTo: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
   remove: fc.boolean(),
+  hostLimit: fc.option(fc.integer({ min: 1, max: 4 }), { nil: undefined }),
 });
 
 const faultArb = fc.oneof(
@@ -79,7 +80,12 @@ async function runScenario(sc: Scenario): Promise<string[]> {
           name: id,
           replicas: d.replicas,
           strategy: d.strategy,
-          spec: { resources: { cpu: { milli: d.cpu }, memoryBytes: d.memGiB * GiB } },
+          spec: {
+            resources: { cpu: { milli: d.cpu }, memoryBytes: d.memGiB * GiB },
+            ...(d.hostLimit !== undefined && (d.strategy === 'fill' || d.strategy === 'each')
+              ? { hostLimit: d.hostLimit }
+              : {}),
+          },
         });
       },
     });

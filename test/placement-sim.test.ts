@@ -120,4 +120,51 @@ describe('leaderless placement on the simulated network', () => {
     const total = c.upAgents().reduce((n, a) => n + a.placement.workloads().length, 0);
     expect(total).toBe(Array.from({ length: 40 }, (_, i) => 1 + (i % 4)).reduce((a, b) => a + b, 0));
   });
+
+  it('each (no host limit): N replicas on every eligible host; labels exclude hosts; per-host slots', async () => {
+    const c = await cluster(27, 5);
+    // zone a/b/c round robin: hosts 0 and 3 are zone a.
+    c.get(2).placement.submit('daemon', intent(2, 250, 1, 'each', { constraints: ['zone != a'] }));
+    const ok = () => {
+      const m = placedOn(c, 'daemon');
+      return (
+        m.size === 3 && [...m.values()].every((n) => n === 2) && c.placementViolations(true).length === 0
+      );
+    };
+    expect(await c.runUntil(ok, 10_000, 10)).toBeGreaterThanOrEqual(0);
+    expect(placedOn(c, 'daemon').has(c.get(0).id)).toBe(false);
+    expect(placedOn(c, 'daemon').has(c.get(3).id)).toBe(false);
+  });
+
+  it('each with a host limit: exactly N on each of L hosts; a dead chosen host is replaced after the grace', async () => {
+    const c = await cluster(28, 5);
+    c.get(1).placement.submit('pair', intent(3, 250, 1, 'each', { hostLimit: 2 }));
+    const ok = () => {
+      const m = placedOn(c, 'pair');
+      return (
+        m.size === 2 && [...m.values()].every((n) => n === 3) && c.placementViolations(true).length === 0
+      );
+    };
+    expect(await c.runUntil(ok, 10_000, 10)).toBeGreaterThanOrEqual(0);
+    const victim = c.agents.findIndex((a) => placedOn(c, 'pair').has(a.id));
+    c.crash(victim);
+    expect(await c.runUntil(ok, 20_000, 20)).toBeGreaterThanOrEqual(0);
+    expect(placedOn(c, 'pair').has(c.get(victim).id)).toBe(false);
+  });
+
+  it('fill tops chosen hosts up to N; scaling N down drops the highest k on each host', async () => {
+    const c = await cluster(29, 4);
+    c.get(0).placement.submit('f', intent(3, 500, 1, 'fill', { hostLimit: 2 }));
+    const per = (n: number) => () => {
+      const m = placedOn(c, 'f');
+      return (
+        m.size === 2 && [...m.values()].every((x) => x === n) && c.placementViolations(true).length === 0
+      );
+    };
+    expect(await c.runUntil(per(3), 10_000, 10)).toBeGreaterThanOrEqual(0);
+    c.get(3).sync.updateIntent('f', { replicas: 1 });
+    expect(await c.runUntil(per(1), 10_000, 10)).toBeGreaterThanOrEqual(0);
+    c.get(3).sync.updateIntent('f', { replicas: 4 });
+    expect(await c.runUntil(per(4), 10_000, 10)).toBeGreaterThanOrEqual(0);
+  });
 });

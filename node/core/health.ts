@@ -363,8 +363,14 @@ export class HealthMonitor {
     }
     if (holder !== undefined) {
       // A probe of the entry this one replaced (check edited, instance restarted) still runs:
-      // start as soon as it settles.
+      // start as soon as it settles — but a hung one counts as a failure after our timeout.
       e.awaitingSlot = true;
+      e.timer = clock.setTimer(e.check.timeout, () => {
+        e.timer = undefined;
+        if (!e.live || !e.awaitingSlot) return;
+        e.awaitingSlot = false;
+        this.settle(e, startedProbeAt, 'previous probe still running (the prober ignores its timeout)');
+      });
       return;
     }
     const seq = ++e.probeSeq;
@@ -383,6 +389,7 @@ export class HealthMonitor {
       const successor = this.entries.get(e.id);
       if (successor && successor !== e && successor.awaitingSlot && successor.live) {
         successor.awaitingSlot = false;
+        successor.timer?.cancel();
         this.probe(successor);
       }
     };

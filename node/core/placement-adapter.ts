@@ -102,6 +102,11 @@ export function hostFromRecord(r: HostRecord): Host {
 
 export const BIDDING_STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
+/** Per-host strategies (Eru's FILL/EACH): `replicas` counts per host, slots are (host, k). */
+export function isPerHost(strategy: string): boolean {
+  return strategy === 'fill' || strategy === 'each';
+}
+
 export interface PlacementSpec {
   request: PlacementRequest;
   strategy: Strategy;
@@ -177,11 +182,18 @@ export function placementSpec(intent: DeployIntent): PlacementSpec {
   const problems = validateRequest(request);
   if (problems.length > 0) throw new IntentSpecError(id, 'spec', problems.join('; '));
   const kind = intent.strategy;
+  if (kind === 'fill' || kind === 'each') {
+    // Per-host strategies: `replicas` is N per host; `spec.hostLimit` caps the hosts (absent = all).
+    if (spec.hostLimit === undefined) return { request, strategy: { kind } };
+    const hostLimit = int(id, spec.hostLimit, 'spec.hostLimit');
+    if (hostLimit < 1) throw new IntentSpecError(id, 'spec.hostLimit', 'expected at least 1');
+    return { request, strategy: { kind, hostLimit } };
+  }
   if (!(BIDDING_STRATEGIES as readonly string[]).includes(kind)) {
     throw new IntentSpecError(
       id,
       'strategy',
-      `expected one of ${BIDDING_STRATEGIES.join(', ')} (fill/each: not yet)`,
+      `expected one of ${[...BIDDING_STRATEGIES, 'fill', 'each'].join(', ')}`,
     );
   }
   return { request, strategy: { kind } as Strategy };

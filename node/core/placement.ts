@@ -22,6 +22,7 @@ import {
   hostCapacity,
   hostFromRecord,
   IntentSpecError,
+  isPerHost,
   placementSpec,
   resourcesOf,
   sumResources,
@@ -133,6 +134,8 @@ export class Placement implements SubProtocol {
   private readonly local = new Map<string, LocalWorkload>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly inflight = new Map<string, Set<number>>();
+  /** Per-host deploys with a round in flight (their slots are per host, so the deploy is the unit). */
+  private readonly perHostBusy = new Set<string>();
   private readonly backoff = new Map<string, { until: number; delay: number; info: PendingInfo }>();
   private roundSeq = 0;
   private timer: Timer | undefined;
@@ -412,7 +415,18 @@ export class Placement implements SubProtocol {
       else {
         const intent = state.intents.get(w.deployId);
         if (intent && w.replica >= intent.replicas) drop = `scaled to ${intent.replicas}`;
-        else {
+        else if (intent && isPerHost(intent.strategy)) {
+          // Slots are (host, k): no other host can hold ours. Only a host limit can be exceeded
+          // (two coordinators, a healed partition): the lowest host ids keep the deploy.
+          const limit = typeof intent.spec.hostLimit === 'number' ? intent.spec.hostLimit : undefined;
+          if (limit !== undefined) {
+            const holders = this.claimingRecords()
+              .filter((r) => (r.id === this.id ? true : r.workloads.some((x) => x.deployId === w.deployId)))
+              .map((r) => r.id)
+              .sort();
+            if (!holders.slice(0, limit).includes(this.id)) drop = `host limit ${limit} exceeded`;
+          }
+        } else {
           for (const rec of this.liveRecords()) {
             if (rec.id === this.id) continue;
             const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
@@ -588,6 +602,10 @@ export class Placement implements SubProtocol {
         this.backoff.delete(intent.id);
         continue;
       }
+      if (isPerHost(intent.strategy)) {
+        work.push(...this.perHostWork(intent, records, now));
+        continue;
+      }
       const per = claims.get(intent.id);
       const busy = this.inflight.get(intent.id);
       const slots: { replica: number; gen: number }[] = [];
@@ -620,6 +638,80 @@ export class Placement implements SubProtocol {
     if (work.length > 0) void this.round(work, records);
   }
 
+  /**
+   * Work for a per-host deploy (fill/each): top up the hosts that hold it to N replicas (slots
+   * k = 0…N−1 on each), and choose new hosts — up to `hostLimit`, or every eligible live host.
+   */
+  private perHostWork(intent: DeployIntent, records: HostRecord[], now: number): RoundItem[] {
+    if (this.perHostBusy.has(intent.id)) return [];
+    const b = this.backoff.get(intent.id);
+    if (b && b.until > now) return [];
+    let spec: ReturnType<typeof placementSpec>;
+    try {
+      spec = placementSpec(intent);
+    } catch (err) {
+      this.setBackoff(intent.id, intent.replicas, [(err as Error).message], now);
+      return [];
+    }
+    const n = intent.replicas;
+    const held = new Map<string, Set<number>>();
+    for (const rec of this.claimingRecords()) {
+      for (const w of rec.workloads) {
+        if (w.deployId !== intent.id || w.replica >= n) continue;
+        const set = held.get(rec.id) ?? new Set<number>();
+        set.add(w.replica);
+        held.set(rec.id, set);
+      }
+    }
+    const items: RoundItem[] = [];
+    const liveIds = new Set(records.map((r) => r.id));
+    for (const [host, ks] of [...held].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      if (!liveIds.has(host) || ks.size >= n) continue;
+      const slots = Array.from({ length: n }, (_, k) => k)
+        .filter((k) => !ks.has(k))
+        .map((k) => ({ replica: k, gen: 1 }));
+      items.push({
+        request: spec.request,
+        strategy: { kind: 'binpack' },
+        slots,
+        existing: [{ hostId: host, count: ks.size }],
+        hosts: [host],
+      });
+    }
+    const limit =
+      spec.strategy.kind === 'fill' || spec.strategy.kind === 'each' ? spec.strategy.hostLimit : undefined;
+    const need = limit === undefined ? Number.POSITIVE_INFINITY : limit - held.size;
+    // Fresh hosts that could take the deploy by the gossiped view; others say why (not labels:
+    // a host whose labels exclude it is simply not eligible).
+    const fresh: string[] = [];
+    const why: string[] = [];
+    const ctx: PlacementContext = { strategy: spec.strategy, existing: [] };
+    for (const r of records) {
+      if (held.has(r.id)) continue;
+      const f = feasibility(r.id === this.id ? this.selfHost() : hostFromRecord(r), spec.request, ctx);
+      if (f.ok) fresh.push(r.id);
+      else if (!f.failures.every((x) => x.dimension === 'label')) why.push(`${r.id.slice(-8)}: ${f.reason}`);
+    }
+    if (need > 0 && fresh.length === 0 && why.length > 0 && (limit === undefined || held.size < limit)) {
+      this.setBackoff(intent.id, n, why, now);
+    }
+    if (need > 0 && fresh.length > 0 && n > 0) {
+      items.push({
+        request: spec.request,
+        strategy: {
+          kind: spec.strategy.kind as 'fill' | 'each',
+          ...(limit === undefined ? {} : { hostLimit: need }),
+        },
+        slots: Array.from({ length: n }, (_, k) => ({ replica: k, gen: 1 })),
+        existing: [],
+        hosts: fresh,
+        eachWinnerGetsAll: true,
+      });
+    }
+    if (items.length === 0 && why.length === 0) this.backoff.delete(intent.id);
+    return items;
+  }
+
   private setBackoff(deployId: string, pending: number, reasons: string[], now: number): void {
     const prev = this.backoff.get(deployId);
     const delay = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : this.cfg.intervalMs);
@@ -635,6 +727,10 @@ export class Placement implements SubProtocol {
     const round = `${this.id}:${++this.roundSeq}`;
     this.counters.rounds++;
     for (const it of work) {
+      if (it.hosts) {
+        this.perHostBusy.add(it.request.deployId);
+        continue;
+      }
       const set = this.inflight.get(it.request.deployId) ?? new Set<number>();
       for (const s of it.slots) set.add(s.replica);
       this.inflight.set(it.request.deployId, set);
@@ -645,6 +741,10 @@ export class Placement implements SubProtocol {
       this.deps.log.error({ round, err: String((err as Error)?.stack ?? err) }, 'placement round failed');
     } finally {
       for (const it of work) {
+        if (it.hosts) {
+          this.perHostBusy.delete(it.request.deployId);
+          continue;
+        }
         const set = this.inflight.get(it.request.deployId);
         for (const s of it.slots) set?.delete(s.replica);
         if (set?.size === 0) this.inflight.delete(it.request.deployId);
@@ -663,14 +763,15 @@ export class Placement implements SubProtocol {
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
       const feasible: { hostId: string; score: number }[] = [];
       const why: string[] = [];
-      for (const h of views) {
+      const pool = it.hosts ? views.filter((h) => it.hosts!.includes(h.id)) : views;
+      for (const h of pool) {
         const f = feasibility(h, it.request, ctx);
         if (f.ok) feasible.push({ hostId: h.id, score: score(h, it.request, ctx) });
         else why.push(`${h.id.slice(-8)}: ${f.reason}`);
       }
       feasible.sort((a, b) => compareRanked(it.request.deployId, a, b));
       reasons.set(it.request.deployId, why);
-      const want = Math.max(this.cfg.maxCandidates, 2 * it.slots.length);
+      const want = it.hosts ? feasible.length : Math.max(this.cfg.maxCandidates, 2 * it.slots.length);
       for (const c of feasible.slice(0, want)) {
         const list = byHost.get(c.hostId) ?? [];
         list.push({
@@ -732,13 +833,18 @@ export class Placement implements SubProtocol {
     const awards = new Map<string, AwardItem[]>();
     const bidders = new Map<string, Set<string>>();
     for (const it of work) {
-      const deployBids = bids.get(it.request.deployId) ?? [];
-      bidders.set(it.request.deployId, new Set(deployBids.filter((b) => b.ok).map((b) => b.hostId)));
+      // Per-host items of one deploy have disjoint hosts: attribute bids by host.
+      const deployBids = (bids.get(it.request.deployId) ?? []).filter(
+        (b) => !it.hosts || it.hosts.includes(b.hostId),
+      );
+      const okBidders = bidders.get(it.request.deployId) ?? new Set<string>();
+      for (const b of deployBids) if (b.ok) okBidders.add(b.hostId);
+      bidders.set(it.request.deployId, okBidders);
       const sel = select(deployBids, it.request, it.slots.length, it.strategy);
       const slots = it.slots.slice().sort((a, b) => a.replica - b.replica);
       let next = 0;
       for (const p of sel.placements) {
-        const mine = slots.slice(next, next + p.count);
+        const mine = it.eachWinnerGetsAll ? slots.slice(0, p.count) : slots.slice(next, next + p.count);
         next += p.count;
         const list = awards.get(p.hostId) ?? [];
         list.push({
@@ -803,6 +909,10 @@ export interface RoundItem {
   strategy: Strategy;
   slots: { replica: number; gen: number }[];
   existing: ExistingPlacement[];
+  /** Restrict candidates to these hosts (per-host strategies). */
+  hosts?: string[];
+  /** Every winner gets all `slots` (per-host strategies: slots are k = 0…N−1 on each host). */
+  eachWinnerGetsAll?: boolean;
 }
 
 export interface BidItem {

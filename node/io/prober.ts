@@ -47,10 +47,17 @@ function lastLine(s: string): string {
   return one.length > 200 ? `${one.slice(0, 199)}…` : one;
 }
 
-/** The command itself is missing or does not take these arguments (try another method). */
+/**
+ * The command is missing from the image (Docker: exit 126 and the OCI error on *stdout*; shells
+ * and the process engine: 127). Not a bare "not found": that is also how a 404 reads.
+ */
+function missingCommand(r: ExecResult): boolean {
+  return r.exitCode === 126 || r.exitCode === 127 || /executable file not found/i.test(r.stdout + r.stderr);
+}
+
+/** The command is missing or does not take these arguments (try another method). */
 function unavailable(r: ExecResult): boolean {
-  if (r.exitCode === 126 || r.exitCode === 127) return true;
-  return /not found|no such file|executable file|invalid option|unrecognized option|usage:/i.test(r.stderr);
+  return missingCommand(r) || /invalid option|unrecognized option|usage:/i.test(r.stderr);
 }
 
 export class EngineProber implements Prober {
@@ -85,7 +92,7 @@ export class EngineProber implements Prober {
     if (m) return Number(m[1]);
     if (unavailable(r))
       throw new ProbeError(
-        `no usable wget in workload ${workloadId} (${lastLine(r.stderr) || `exit ${r.exitCode}`}); ` +
+        `no usable wget in workload ${workloadId} (${lastLine(r.stderr) || lastLine(r.stdout) || `exit ${r.exitCode}`}); ` +
           'http checks of container workloads run wget inside the container — use an exec check',
       );
     throw new ProbeError(`GET ${url}: ${lastLine(r.stderr) || `wget exited with ${r.exitCode}, no status`}`);
@@ -122,13 +129,14 @@ export class EngineProber implements Prober {
 
   private async execTcp(id: string, port: number, timeoutMs: number): Promise<void> {
     const known = this.tcpMethod.get(id);
-    const methods = known ? [known] : TCP_METHODS;
+    // The remembered method first; if it went missing (image changed), rediscover at once.
+    const methods = known ? [known, ...TCP_METHODS.filter((m) => m !== known)] : TCP_METHODS;
     const tried: string[] = [];
     for (const m of methods) {
       const r = await this.exec0(id, tcpArgv(m, port), timeoutMs);
       const verdict = judgeTcp(m, r);
       if (verdict === 'unavailable') {
-        tried.push(`${m}: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`);
+        tried.push(`${m}: ${lastLine(r.stderr) || lastLine(r.stdout) || `exit ${r.exitCode}`}`);
         continue;
       }
       if (this.tcpMethod.size >= MAX_REMEMBERED) this.tcpMethod.clear();
@@ -138,7 +146,7 @@ export class EngineProber implements Prober {
         `connect 127.0.0.1:${port}: ${lastLine(r.stderr) || `${m} exited with ${r.exitCode}`}`,
       );
     }
-    if (known) this.tcpMethod.delete(id); // the image changed under us: rediscover next time
+    this.tcpMethod.delete(id);
     throw new ProbeError(
       `no way to open a TCP connection inside workload ${id} (tried ${tried.join('; ')}); ` +
         'tcp checks of container workloads need nc, bash or wget in the image — use an exec check',
@@ -162,9 +170,7 @@ function judgeTcp(m: TcpMethod, r: ExecResult): 'open' | 'closed' | 'unavailable
   if (m === 'wget') {
     // wget speaks HTTP: anything but a failed connect (a status, a protocol error) means open.
     if (refused) return 'closed';
-    if (r.exitCode === 126 || r.exitCode === 127 || /not found|executable file/i.test(r.stderr))
-      return 'unavailable';
-    return 'open';
+    return missingCommand(r) ? 'unavailable' : 'open';
   }
   if (r.exitCode === 0) return 'open';
   if (refused) return 'closed';
