@@ -69,7 +69,9 @@ describe('leaderless placement on the simulated network', () => {
     expect(pend[0]!.reasons.join(' ')).toMatch(/memory/);
     const h = c.get(2);
     h.sync.setHost({ ...h.sync.hostFacts(), memoryBytes: 128 * GiB });
-    expect(await c.runUntil(() => settled(c, 'big', 1), 60_000, 50)).toBeGreaterThanOrEqual(0);
+    expect(
+      await c.runUntil(() => settled(c, 'big', 1) && placedOn(c, 'big').size === 1, 60_000, 50),
+    ).toBeGreaterThanOrEqual(0);
     expect(placedOn(c, 'big').get(h.id)).toBe(1);
   });
 
