@@ -60,6 +60,9 @@ describe('reconcile diff (pure)', () => {
     const waiting = { get: () => ({ count: 2, notBefore: 5_000 }) };
     expect(diff([want('a')], [exited3], waiting, 4_999)).toEqual([]);
     expect(diff([want('a')], [exited3], waiting, 5_000)[0]!.kind).toBe('restart');
+    // A failed create waits out its backoff too (no tight retry loop on, e.g., a missing image).
+    expect(diff([want('a')], [], waiting, 4_999)).toEqual([]);
+    expect(diff([want('a')], [], waiting, 5_000)[0]!.kind).toBe('create');
   });
 });
 

@@ -136,6 +136,8 @@ export class Placement implements SubProtocol {
   private readonly inflight = new Map<string, Set<number>>();
   /** Per-host deploys with a round in flight (their slots are per host, so the deploy is the unit). */
   private readonly perHostBusy = new Set<string>();
+  private readonly coordinatorCache = new Map<string, string>();
+  private coordinatorCacheKey: readonly string[] | undefined;
   private readonly backoff = new Map<string, { until: number; delay: number; info: PendingInfo }>();
   private roundSeq = 0;
   private timer: Timer | undefined;
@@ -559,11 +561,24 @@ export class Placement implements SubProtocol {
     });
   }
 
-  /** The coordinator of `deployId` in this agent's view. */
+  /** The coordinator of `deployId` in this agent's view (cached until membership changes). */
   coordinatorOf(deployId: string): string {
+    const alive = this.deps.membership.aliveIds(); // same array object until a status changes
+    if (alive !== this.coordinatorCacheKey) {
+      this.coordinatorCache.clear();
+      this.coordinatorCacheKey = alive;
+    }
+    const hit = this.coordinatorCache.get(deployId);
+    if (hit !== undefined) return hit;
+    const c = this.computeCoordinator(deployId, alive);
+    this.coordinatorCache.set(deployId, c);
+    return c;
+  }
+
+  private computeCoordinator(deployId: string, alive: readonly string[]): string {
     let best = this.id;
     let bestW = rendezvous(deployId, this.id);
-    for (const id of this.deps.membership.aliveIds()) {
+    for (const id of alive) {
       const w = rendezvous(deployId, id);
       if (w > bestW || (w === bestW && id < best)) {
         best = id;
@@ -598,14 +613,12 @@ export class Placement implements SubProtocol {
     }
     const work: RoundItem[] = [];
     for (const intent of this.deps.sync.state.intents.all()) {
-      if (this.coordinatorOf(intent.id) !== this.id) {
-        this.backoff.delete(intent.id);
-        continue;
-      }
       if (isPerHost(intent.strategy)) {
-        work.push(...this.perHostWork(intent, records, now));
+        if (this.coordinatorOf(intent.id) === this.id) work.push(...this.perHostWork(intent, records, now));
+        else this.backoff.delete(intent.id);
         continue;
       }
+      // Cheap first: most deploys are fully claimed; only then ask who coordinates.
       const per = claims.get(intent.id);
       const busy = this.inflight.get(intent.id);
       const slots: { replica: number; gen: number }[] = [];
@@ -613,7 +626,7 @@ export class Placement implements SubProtocol {
         if (per?.has(r) || busy?.has(r)) continue;
         slots.push({ replica: r, gen: (maxGen.get(`${intent.id}\0${r}`) ?? 0) + 1 });
       }
-      if (slots.length === 0) {
+      if (slots.length === 0 || this.coordinatorOf(intent.id) !== this.id) {
         this.backoff.delete(intent.id);
         continue;
       }

@@ -70,7 +70,9 @@ export function diff(
     const a = byId.get(want.id);
     byId.delete(want.id);
     if (!a) {
-      out.push({ kind: 'create', want });
+      // A create that failed waits out its backoff like a restart (no tight retry loops).
+      const r = restarts.get(want.id);
+      if (!r || r.notBefore <= now) out.push({ kind: 'create', want });
       continue;
     }
     if (a.labels[LABEL_HASH] !== want.hash || a.labels[LABEL_GEN] !== String(want.gen)) {

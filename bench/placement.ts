@@ -1,0 +1,757 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { SeededRandom } from '../allocator/bench-helpers.ts';
+import { emptyLedger, reserve } from '../allocator/ledger.ts';
+import { plan } from '../allocator/plan.ts';
+import type { Allocation, Host } from '../allocator/types.ts';
+import { GiB, MiB } from '../allocator/units.ts';
+import type { DeployIntent } from '../crdt/types.ts';
+import type { HostFacts } from '../node/host.ts';
+import { SimCluster } from '../sim/cluster.ts';
+import { type AgentProc, ClusterProcs, type LogLine, sleep, waitFor } from '../test/cluster-procs.ts';
+// Types only: a value import of './index.ts' would be circular with its top-level `await main()`.
+import { type Bench, type BenchResult, summarize } from './stats.ts';
+
+/**
+ * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
+ *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--concurrency N]
+ *   [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *
+ * Three parts, each optional (docs/placement.md, "Placement benchmark"):
+ *
+ * (a) sim — `--agents` (100) real agent cores in one process on the simulated network (SimCluster,
+ *     seeded, default link model). `--deploys` deploys of 1–4 replicas (mixed strategies and
+ *     shapes from a seeded generator) are submitted at random agents in waves of `--wave` every
+ *     `--wave-gap` virtual ms. Measured: replicas decided per wall second and per virtual second,
+ *     submit→decided latency per replica in virtual ms (`Placement.onDecided`), the overcommit
+ *     check after every 10 virtual ms and the exactly-once check at rest.
+ * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine process`, debug
+ *     logs). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
+ *     `--concurrency` requests in flight. t0 = just before the POST; decided = the pino `time` of
+ *     the coordinator's `placement: decided` line (same machine clock). Also reported: HTTP round
+ *     trip, CPU the agents used, machine load.
+ * (c) quality — one seeded binpack workload on `--quality-agents` (50) heterogeneous hosts, placed
+ *     (1) by the protocol in the sim, `--quality-wave` deploys at a time (each listed size), each wave decided and
+ *     gossiped everywhere before the next, and (2) by `allocator.plan` over the same hosts, one
+ *     deploy after another with each plan reserved on the books. Compared: hosts used and the
+ *     allocation ratio (allocated ÷ capacity over the used hosts) per dimension.
+ */
+
+type Part = 'sim' | 'procs' | 'quality';
+type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves'>;
+const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
+const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
+
+interface Options {
+  only: Part[];
+  seed: number;
+  agents: number;
+  deploys: number;
+  wave: number;
+  waveGapMs: number;
+  procs: number;
+  procDeploys: number;
+  concurrency: number;
+  qualityAgents: number;
+  qualityDeploys: number;
+  qualityWaves: number[];
+}
+
+const USAGE =
+  '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
+  '--procs 10 --proc-deploys 300 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+
+function parseArgs(args: string[]): Options {
+  const o: Options = {
+    only: [...PARTS],
+    seed: 1,
+    agents: 100,
+    deploys: 150,
+    wave: 25,
+    waveGapMs: 50,
+    procs: 10,
+    procDeploys: 300,
+    concurrency: 16,
+    qualityAgents: 50,
+    qualityDeploys: 100,
+    qualityWaves: [1, 4],
+  };
+  const num: Record<string, NumericOption> = {
+    '--seed': 'seed',
+    '--agents': 'agents',
+    '--deploys': 'deploys',
+    '--wave': 'wave',
+    '--wave-gap': 'waveGapMs',
+    '--procs': 'procs',
+    '--proc-deploys': 'procDeploys',
+    '--concurrency': 'concurrency',
+    '--quality-agents': 'qualityAgents',
+    '--quality-deploys': 'qualityDeploys',
+  };
+  for (let i = 0; i < args.length; i += 2) {
+    const a = args[i]!;
+    const v = args[i + 1];
+    if (v === undefined) throw new Error(`${a}: missing value (${USAGE})`);
+    if (a === '--only') {
+      const parts = v.split(',');
+      for (const p of parts)
+        if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only: unknown part "${p}"`);
+      o.only = parts as Part[];
+      continue;
+    }
+    if (a === '--quality-wave') {
+      o.qualityWaves = v.split(',').map(Number);
+      if (!o.qualityWaves.every((n) => Number.isSafeInteger(n) && n >= 1))
+        throw new Error(`--quality-wave: expected positive integers, got ${v}`);
+      continue;
+    }
+    const key = num[a];
+    if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < (key === 'seed' ? 0 : 1))
+      throw new Error(`${a}: expected a positive integer, got ${v}`);
+    o[key] = n;
+  }
+  if (o.agents < 2 || o.procs < 2 || o.qualityAgents < 2) throw new Error('clusters need at least 2 agents');
+  return o;
+}
+
+// ───────────────────────────── workload ─────────────────────────────
+
+interface DeploySpec {
+  id: string;
+  replicas: number;
+  strategy: (typeof STRATEGIES)[number];
+  cpuMilli: number;
+  memoryBytes: number;
+}
+
+/** A seeded sequence of deploys; `strategies` and `maxReplicas` narrow it per part. */
+function workload(
+  seed: number,
+  n: number,
+  prefix: string,
+  opts: {
+    maxReplicas: number;
+    strategies: readonly DeploySpec['strategy'][];
+    cpu: number[];
+    memMiB: number[];
+  },
+): DeploySpec[] {
+  const rnd = new SeededRandom(seed);
+  return Array.from({ length: n }, (_, i) => ({
+    id: `${prefix}-${String(i).padStart(4, '0')}`,
+    replicas: 1 + rnd.int(opts.maxReplicas),
+    strategy: rnd.pick(opts.strategies),
+    cpuMilli: rnd.pick(opts.cpu),
+    memoryBytes: rnd.pick(opts.memMiB) * MiB,
+  }));
+}
+
+/**
+ * The intent of a deploy. Real agents also run what they are awarded: `command: ['true']` with
+ * `restart: 'no'` is one short process per replica that exits 0 and stays exited, so the engine
+ * does real but bounded work (a spec the engine cannot run is retried on every reconcile pass).
+ */
+function intentOf(d: DeploySpec, engine = false): Omit<DeployIntent, 'id' | 'revision'> {
+  const resources = { cpu: { milli: d.cpuMilli }, memoryBytes: d.memoryBytes };
+  return {
+    name: 'bench',
+    replicas: d.replicas,
+    strategy: d.strategy,
+    spec: engine ? { resources, command: ['true'], restart: 'no' } : { resources },
+  };
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+const sumOf = (xs: readonly DeploySpec[]) => xs.reduce((n, d) => n + d.replicas, 0);
+
+/** Records the first decision of every replica (deploy, slot) and how many came twice. */
+class Decisions {
+  readonly first = new Map<string, { at: number; wallMs: number }>();
+  duplicates = 0;
+  record(deployId: string, replicas: readonly number[], at: number): void {
+    const wallMs = performance.now();
+    for (const r of replicas) {
+      const k = `${deployId}.${r}`;
+      if (this.first.has(k)) this.duplicates++;
+      else this.first.set(k, { at, wallMs });
+    }
+  }
+  get size(): number {
+    return this.first.size;
+  }
+  /** Latency of each decided replica from its deploy's submit time. */
+  latencies(submitted: ReadonlyMap<string, number>): number[] {
+    const out: number[] = [];
+    for (const [k, v] of this.first) {
+      const t0 = submitted.get(k.slice(0, k.lastIndexOf('.')));
+      if (t0 !== undefined) out.push(v.at - t0);
+    }
+    return out;
+  }
+  lastAt(): number {
+    let t = Number.NEGATIVE_INFINITY;
+    for (const v of this.first.values()) t = Math.max(t, v.at);
+    return t;
+  }
+  lastWallMs(): number {
+    let t = Number.NEGATIVE_INFINITY;
+    for (const v of this.first.values()) t = Math.max(t, v.wallMs);
+    return t;
+  }
+}
+
+async function simCluster(seed: number, size: number, host: (i: number) => HostFacts): Promise<SimCluster> {
+  const c = new SimCluster({ seed, size, host });
+  await c.start();
+  const joined = await c.runUntil(() => c.converged() && c.membershipSettled(), 120_000, 100);
+  if (joined < 0) throw new Error(`${size} simulated agents did not converge within 120 virtual s`);
+  return c;
+}
+
+// ───────────────────────────── (a) 100 agents in memory ─────────────────────────────
+
+async function simPart(o: Options) {
+  const hostFacts = (i: number): HostFacts => ({
+    cores: 16,
+    cpuMilli: 16_000,
+    memoryBytes: 64 * GiB,
+    diskBytes: 500 * GiB,
+    gpus: [],
+    labels: { zone: ['a', 'b', 'c'][i % 3]! },
+  });
+  const tBoot = performance.now();
+  const c = await simCluster(o.seed, o.agents, hostFacts);
+  const bootWallMs = Math.round(performance.now() - tBoot);
+  const deploys = workload(o.seed, o.deploys, 'sim', {
+    maxReplicas: 4,
+    strategies: STRATEGIES,
+    cpu: [100, 250, 500, 1000],
+    memMiB: [128, 256, 512, 1024, 2048],
+  });
+  const total = sumOf(deploys);
+  const decisions = new Decisions();
+  for (const a of c.agents) a.placement.onDecided = (d, r, at) => decisions.record(d, r, at);
+  const submitted = new Map<string, number>();
+  const rnd = new SeededRandom(o.seed ^ 0x5a5a);
+  const overcommit = new Set<string>();
+  let checks = 0;
+  const check = () => {
+    checks++;
+    for (const v of c.placementViolations(false)) overcommit.add(v);
+  };
+  const rounds0 = c.agents.reduce((n, a) => n + a.placement.counters.rounds, 0);
+  const wall0 = performance.now();
+  const virt0 = c.get(0).clock.now();
+  for (let w = 0; w * o.wave < deploys.length; w++) {
+    for (const d of deploys.slice(w * o.wave, (w + 1) * o.wave)) {
+      const a = c.get(rnd.int(c.agents.length));
+      submitted.set(d.id, a.clock.now());
+      a.placement.submit(d.id, intentOf(d));
+    }
+    for (let t = 0; t < o.waveGapMs; t += 10) {
+      await c.run(10);
+      check();
+    }
+  }
+  const decidedIn = await c.runUntil(
+    () => {
+      check();
+      return decisions.size >= total;
+    },
+    60_000,
+    10,
+  );
+  const wallDecided = decisions.lastWallMs() - wall0;
+  const virtDecided = decisions.lastAt() - virt0;
+  const atRest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 50);
+  check();
+  const restViolations = c.placementViolations(true);
+  const lat = summarize(decisions.latencies(submitted));
+  const placed = c.agents.reduce((n, a) => n + a.placement.workloads().length, 0);
+  const rounds = c.agents.reduce((n, a) => n + a.placement.counters.rounds, 0) - rounds0;
+  const refused = c.agents.reduce((n, a) => n + a.placement.counters.awardsRefused, 0);
+  await c.stop();
+  return {
+    agents: o.agents,
+    deploys: deploys.length,
+    replicas: total,
+    decided: decisions.size,
+    duplicateDecisions: decisions.duplicates,
+    allDecided: decidedIn >= 0,
+    bootWallMs,
+    decisionsPerWallSec: round1((decisions.size / wallDecided) * 1000),
+    decisionsPerVirtualSec: round1((decisions.size / virtDecided) * 1000),
+    wallMsToLastDecision: Math.round(wallDecided),
+    virtualMsToLastDecision: virtDecided,
+    latencyVirtualMs: lat,
+    rounds,
+    awardsRefused: refused,
+    overcommitChecks: checks,
+    overcommitViolations: overcommit.size,
+    atRestAfterVirtualMs: atRest,
+    atRestViolations: restViolations.length,
+    replicasRunning: placed,
+    firstViolations: [...overcommit, ...restViolations].slice(0, 5),
+  };
+}
+
+// ───────────────────────────── (b) real agent processes ─────────────────────────────
+
+function allLines(p: AgentProc): LogLine[] {
+  return [...p.previousRuns.flat(), ...p.lines];
+}
+
+/** CPU seconds (user + system) used so far by the running agents (Linux /proc; 0 elsewhere). */
+function agentCpuSeconds(c: ClusterProcs): number {
+  let ticks = 0;
+  for (const i of c.runningIndices()) {
+    try {
+      const stat = readFileSync(`/proc/${c.get(i).pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // not Linux, or the process just exited
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+async function startProcs(c: ClusterProcs, n: number): Promise<number> {
+  const t0 = Date.now();
+  const key = c.keygen();
+  const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'process'];
+  const common = { clusterKey: key, logLevel: 'debug' as const, readyTimeoutMs: 120_000, extraArgs: flags };
+  const seed = await c.spawn({ ...common, labels: ['zone=z0'] });
+  // Batches of 3: tsx compiling for 9 processes at once on 2 cores starves the running agents.
+  for (let i = 1; i < n; i += 3) {
+    await c.spawnMany(Math.min(3, n - i), (k) => ({
+      ...common,
+      join: [seed.addrs[0]!],
+      labels: [`zone=z${(i + k) % 3}`],
+    }));
+  }
+  // Every agent (whichever coordinates a deploy) must see all hosts alive with capacity.
+  await waitFor(
+    async () => {
+      for (const i of c.runningIndices()) {
+        const rows = await c.nodes(i);
+        if (rows.filter((r) => r.status === 'alive' && r.capacity).length !== n) return false;
+      }
+      return true;
+    },
+    60_000,
+    250,
+    `${n} agents alive with capacity everywhere`,
+  );
+  return Date.now() - t0;
+}
+
+interface DeployListRow {
+  id: string;
+  replicas: number;
+  placed: number;
+  instances: { replica: number; host: string | null }[];
+}
+
+async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) => void) {
+  const c = new ClusterProcs({ prefix: 'shoal-bench-place-' });
+  setCurrent(c);
+  try {
+    process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
+    const bootMs = await startProcs(c, o.procs);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 2 s\n`);
+    await sleep(2_000);
+    // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
+    // never what limits placement.
+    const deploys = workload(o.seed + 1, o.procDeploys, 'pb', {
+      maxReplicas: 3,
+      strategies: STRATEGIES,
+      cpu: [50, 100, 250],
+      memMiB: [64, 128, 256],
+    });
+    const total = sumOf(deploys);
+    const rnd = new SeededRandom(o.seed ^ 0xa5a5);
+    const targets = deploys.map(() => rnd.int(o.procs));
+    const sentAt = new Map<string, number>();
+    const http: number[] = [];
+    const errors: string[] = [];
+    const cpu0 = agentCpuSeconds(c);
+    const load0 = os.loadavg()[0]!;
+    const start = Date.now();
+    let next = 0;
+    const worker = async () => {
+      while (next < deploys.length) {
+        const k = next++;
+        const d = deploys[k]!;
+        const t0 = Date.now();
+        sentAt.set(d.id, t0);
+        try {
+          await c.http(targets[k]!, 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000);
+          http.push(Date.now() - t0);
+        } catch (err) {
+          errors.push(`${d.id}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
+    const submitMs = Date.now() - start;
+    const decisions = new Decisions();
+    const seen = new Set<LogLine>();
+    const collect = () => {
+      for (const p of c.procs)
+        for (const l of allLines(p)) {
+          if (l.msg !== 'placement: decided' || seen.has(l)) continue;
+          seen.add(l);
+          if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
+            decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
+        }
+      return decisions.size >= total;
+    };
+    let allDecided = true;
+    try {
+      await waitFor(collect, 60_000, 100, `all ${total} replicas decided`);
+    } catch {
+      allDecided = false;
+    }
+    const lastAt = decisions.lastAt();
+    const windowMs = lastAt - start;
+    const agentCores = round1((agentCpuSeconds(c) - cpu0) / ((Date.now() - start) / 1000));
+    const load1 = os.loadavg()[0]!;
+    // At rest: every deploy placed exactly once, as agent 0 sees it.
+    let placedOk = 0;
+    let misplaced: string[] = [];
+    try {
+      const rows = await waitFor(
+        async () => {
+          const list = await c.http<DeployListRow[]>(0, 'GET', '/v1/deploys', undefined, 10_000);
+          const mine = list.filter((r) => sentAt.has(r.id));
+          return mine.every((r) => r.placed === r.replicas) ? mine : undefined;
+        },
+        20_000,
+        250,
+        'every deploy placed (agent 0 view)',
+      );
+      placedOk = rows.length;
+    } catch (err) {
+      const list = await c.http<DeployListRow[]>(0, 'GET', '/v1/deploys', undefined, 10_000).catch(() => []);
+      const mine = list.filter((r) => sentAt.has(r.id));
+      placedOk = mine.filter((r) => r.placed === r.replicas).length;
+      misplaced = mine
+        .filter((r) => r.placed !== r.replicas)
+        .slice(0, 5)
+        .map((r) => `${r.id}: placed ${r.placed}/${r.replicas}`);
+      misplaced.unshift(String((err as Error).message));
+    }
+    const engineFailures = c.procs.flatMap((p) =>
+      allLines(p).filter((l) => l.msg === 'reconcile: action failed'),
+    );
+    const engineStarted = c.procs.reduce(
+      (n, p) => n + allLines(p).filter((l) => l.msg === 'reconcile: started').length,
+      0,
+    );
+    return {
+      agents: o.procs,
+      bootMs,
+      deploys: deploys.length,
+      replicas: total,
+      concurrency: o.concurrency,
+      submitErrors: errors.length,
+      firstSubmitErrors: errors.slice(0, 3),
+      submitWindowMs: submitMs,
+      decided: decisions.size,
+      duplicateDecisions: decisions.duplicates,
+      allDecided,
+      msFirstPostToLastDecision: windowMs,
+      decisionsPerSec: round1((decisions.size / windowMs) * 1000),
+      latencyMs: summarize(decisions.latencies(sentAt)),
+      httpRoundTripMs: summarize(http),
+      deploysPlacedAtRest: placedOk,
+      notPlaced: misplaced,
+      agentCoresUsed: agentCores,
+      loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
+      engineStarted,
+      engineActionFailures: engineFailures.length,
+      firstEngineFailure: engineFailures[0] ? String(engineFailures[0].err) : null,
+    };
+  } finally {
+    await c.stopAll();
+    setCurrent(undefined);
+  }
+}
+
+// ───────────────────────────── (c) quality vs centralized best fit ─────────────────────────────
+
+interface Usage {
+  hostsUsed: number;
+  replicas: number;
+  cpuRatio: number;
+  memoryRatio: number;
+}
+
+function usageOf(hosts: readonly Host[], allocs: ReadonlyMap<string, readonly Allocation[]>): Usage {
+  let used = 0;
+  let replicas = 0;
+  let cpuAlloc = 0;
+  let cpuCap = 0;
+  let memAlloc = 0;
+  let memCap = 0;
+  for (const h of hosts) {
+    const list = allocs.get(h.id) ?? [];
+    if (list.length === 0) continue;
+    used++;
+    replicas += list.length;
+    cpuCap += h.capacity.cpu.cores * 1000;
+    memCap += h.capacity.memoryBytes;
+    for (const a of list) {
+      cpuAlloc += a.cpu.sharedMilli + a.cpu.cores.reduce((n, g) => n + g.milli, 0);
+      memAlloc += a.memoryBytes;
+    }
+  }
+  return {
+    hostsUsed: used,
+    replicas,
+    cpuRatio: round3(cpuAlloc / cpuCap),
+    memoryRatio: round3(memAlloc / memCap),
+  };
+}
+
+function qualityFacts(seed: number): (i: number) => HostFacts {
+  return (i) => {
+    const r = new SeededRandom(seed * 7919 + i);
+    const cores = r.pick([4, 8, 16, 32]);
+    return {
+      cores,
+      cpuMilli: cores * 1000,
+      memoryBytes: cores * r.pick([2, 4, 8]) * GiB,
+      diskBytes: 500 * GiB,
+      gpus: [],
+      labels: { zone: ['a', 'b', 'c'][i % 3]! },
+    };
+  };
+}
+
+/** The protocol in the sim: waves of `wave` deploys, each decided and gossiped everywhere first. */
+async function decentralized(o: Options, wave: number, deploys: readonly DeploySpec[]) {
+  const c = await simCluster(o.seed + 2, o.qualityAgents, qualityFacts(o.seed));
+  // The very hosts the agents advertise, as the allocator sees them (same adapter, same ids).
+  const hosts: Host[] = c.agents.map((a) => {
+    const capacity = a.placement.capacity();
+    return { id: a.id, labels: a.sync.self()!.capacity.labels, capacity, ledger: emptyLedger(capacity) };
+  });
+  const decisions = new Decisions();
+  for (const a of c.agents) a.placement.onDecided = (d, r, at) => decisions.record(d, r, at);
+  const rnd = new SeededRandom(o.seed ^ 0x3c3c);
+  const overcommit = new Set<string>();
+  const wall0 = performance.now();
+  let stuckWave = -1;
+  let expected = 0;
+  for (let w = 0; w * wave < deploys.length; w++) {
+    const batch = deploys.slice(w * wave, (w + 1) * wave);
+    for (const d of batch) c.get(rnd.int(c.agents.length)).placement.submit(d.id, intentOf(d));
+    expected += sumOf(batch);
+    const t = await c.runUntil(
+      () => {
+        for (const v of c.placementViolations(false)) overcommit.add(v);
+        return decisions.size >= expected && c.converged();
+      },
+      30_000,
+      5,
+    );
+    if (t < 0 && stuckWave < 0) stuckWave = w;
+  }
+  const wallMs = Math.round(performance.now() - wall0);
+  const rest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 50);
+  const restViolations = c.placementViolations(true).length;
+  const placed = new Map<string, Allocation[]>();
+  for (const a of c.agents)
+    placed.set(
+      a.id,
+      a.placement.workloads().map((w) => w.allocation),
+    );
+  const refused = c.agents.reduce((n, a) => n + a.placement.counters.awardsRefused, 0);
+  await c.stop();
+  const usage = usageOf(hosts, placed);
+  return {
+    hosts,
+    result: {
+      wave,
+      ...usage,
+      unplaced: sumOf(deploys) - usage.replicas,
+      duplicateDecisions: decisions.duplicates,
+      awardsRefused: refused,
+      wallMs,
+      firstStuckWave: stuckWave,
+      overcommitViolations: overcommit.size,
+      atRestAfterVirtualMs: rest,
+      atRestViolations: restViolations,
+    },
+  };
+}
+
+/** `allocator.plan` over the same hosts, one deploy after another, each plan reserved on the books. */
+function centralized(hosts: readonly Host[], deploys: readonly DeploySpec[]) {
+  const wall0 = performance.now();
+  const books = hosts.map((h) => ({ ...h, ledger: emptyLedger(h.capacity) }));
+  const byId = new Map(books.map((h) => [h.id, h]));
+  const placed = new Map<string, Allocation[]>();
+  let unplaced = 0;
+  for (const d of deploys) {
+    const request = {
+      deployId: d.id,
+      resources: { cpu: { milli: d.cpuMilli }, memoryBytes: d.memoryBytes, diskBytes: 0 },
+    };
+    const p = plan(books, request, d.replicas, { kind: 'binpack' }, []);
+    unplaced += p.unplaced;
+    for (const pl of p.placements) {
+      const h = byId.get(pl.hostId)!;
+      for (const a of pl.allocations) h.ledger = reserve(h.ledger, a);
+      placed.set(pl.hostId, [...(placed.get(pl.hostId) ?? []), ...pl.allocations]);
+    }
+  }
+  return { ...usageOf(books, placed), unplaced, wallMs: round1(performance.now() - wall0) };
+}
+
+async function qualityPart(o: Options) {
+  const deploys = workload(o.seed + 3, o.qualityDeploys, 'q', {
+    maxReplicas: 4,
+    strategies: ['binpack'],
+    cpu: [250, 500, 1000, 2000],
+    memMiB: [256, 512, 1024, 2048, 4096],
+  });
+  let hosts: Host[] = [];
+  const runs: Awaited<ReturnType<typeof decentralized>>['result'][] = [];
+  for (const wave of o.qualityWaves) {
+    const r = await decentralized(o, wave, deploys);
+    hosts = r.hosts;
+    runs.push(r.result);
+  }
+  const central = centralized(hosts, deploys);
+  const cpuDemand = deploys.reduce((n, d) => n + d.replicas * d.cpuMilli, 0);
+  const memDemand = deploys.reduce((n, d) => n + d.replicas * d.memoryBytes, 0);
+  const cpuCap = hosts.reduce((n, h) => n + h.capacity.cpu.cores * 1000, 0);
+  const memCap = hosts.reduce((n, h) => n + h.capacity.memoryBytes, 0);
+  return {
+    agents: o.qualityAgents,
+    deploys: deploys.length,
+    replicas: sumOf(deploys),
+    demandOfClusterCapacity: { cpu: round3(cpuDemand / cpuCap), memory: round3(memDemand / memCap) },
+    centralized: central,
+    decentralized: runs.map((d) => ({
+      ...d,
+      /** decentralized ÷ centralized hosts used: ≤ 1.01 meets the target (at most ~1% more hosts). */
+      hostsUsedRatio: round3(d.hostsUsed / central.hostsUsed),
+      /** centralized ÷ decentralized hosts used: the share of best-fit quality reached (target ≥ 0.99). */
+      qualityVsBestFit: round3(central.hostsUsed / d.hostsUsed),
+      cpuRatioVsBestFit: round3(d.cpuRatio / central.cpuRatio),
+      memoryRatioVsBestFit: round3(d.memoryRatio / central.memoryRatio),
+    })),
+  };
+}
+
+// ───────────────────────────── the bench ─────────────────────────────
+
+let current: ClusterProcs | undefined;
+
+export const bench: Bench = {
+  name: 'placement',
+  description:
+    'placement: decisions/s + submit→decided p50/p99 (100 sim agents, 10 processes); quality vs best fit',
+  async run(args: string[]): Promise<BenchResult> {
+    const o = parseArgs(args);
+    const onSignal = () => {
+      process.stderr.write('placement: interrupted, stopping the agents\n');
+      void (current?.stopAll() ?? Promise.resolve()).then(() => process.exit(130));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const out: Record<string, unknown> = {};
+    const attempt = async <T>(part: Part, f: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await f();
+      } catch (err) {
+        const error = String((err as Error)?.message ?? err).split('\n')[0];
+        process.stdout.write(`(${part}) FAILED: ${error}\n`);
+        out[part] = { error };
+        return undefined;
+      }
+    };
+    try {
+      if (o.only.includes('sim')) {
+        process.stdout.write(
+          `(a) ${o.agents} simulated agents, ${o.deploys} deploys in waves of ${o.wave}…\n`,
+        );
+        const s = await attempt('sim', () => simPart(o));
+        if (s) {
+          out.sim = s;
+          process.stdout.write(
+            `(a) sim: ${s.decided}/${s.replicas} replicas of ${s.deploys} deploys decided on ${s.agents} agents: ` +
+              `${s.decisionsPerWallSec} decisions/s wall (${s.wallMsToLastDecision} ms), ` +
+              `${s.decisionsPerVirtualSec}/s virtual; latency p50 ${s.latencyVirtualMs.p50} ms, ` +
+              `p99 ${s.latencyVirtualMs.p99} ms, max ${s.latencyVirtualMs.max} ms (virtual); ` +
+              `${s.rounds} rounds, ${s.awardsRefused} awards refused; overcommit violations ` +
+              `${s.overcommitViolations} over ${s.overcommitChecks} checks; at rest ${s.atRestViolations} violations\n`,
+          );
+        }
+      }
+      if (o.only.includes('procs')) {
+        const p = await attempt('procs', () =>
+          procsPart(o, (c) => {
+            current = c;
+          }),
+        );
+        if (p) {
+          out.procs = p;
+          process.stdout.write(
+            `(b) procs: ${p.decided}/${p.replicas} replicas of ${p.deploys} deploys via ${p.agents} agents ` +
+              `(${p.concurrency} POSTs in flight): ${p.decisionsPerSec} decisions/s ` +
+              `(${p.msFirstPostToLastDecision} ms first POST → last decision); latency p50 ${p.latencyMs.p50} ms, ` +
+              `p99 ${p.latencyMs.p99} ms, max ${p.latencyMs.max} ms; HTTP round trip p50 ${p.httpRoundTripMs.p50} ms, ` +
+              `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores, machine load ` +
+              `${p.loadAvg1mBeforeAfter.join('→')} on ${os.cpus().length} cores; placed at rest ` +
+              `${p.deploysPlacedAtRest}/${p.deploys}; submit errors ${p.submitErrors}\n`,
+          );
+          process.stdout.write(
+            `(b) targets: ≥ 2000 decisions/s: ${p.decisionsPerSec >= 2000 ? 'met' : 'NOT met'}; ` +
+              `p99 ≤ 100 ms: ${p.latencyMs.p99 <= 100 ? 'met' : 'NOT met'}\n`,
+          );
+        }
+      }
+      if (o.only.includes('quality')) {
+        process.stdout.write(
+          `(c) quality: ${o.qualityDeploys} binpack deploys on ${o.qualityAgents} hosts, ` +
+            `decentralized in waves of ${o.qualityWaves.join(' and ')}…\n`,
+        );
+        const q = await attempt('quality', () => qualityPart(o));
+        if (q) {
+          out.quality = q;
+          const k = q.centralized;
+          process.stdout.write(
+            `(c) quality: ${q.replicas} replicas (demand ${Math.round(q.demandOfClusterCapacity.cpu * 100)}% cpu, ` +
+              `${Math.round(q.demandOfClusterCapacity.memory * 100)}% memory of the cluster); centralized best fit: ` +
+              `${k.hostsUsed} hosts used, allocation ratio over used hosts cpu ${k.cpuRatio}, memory ${k.memoryRatio}, ` +
+              `unplaced ${k.unplaced}\n`,
+          );
+          for (const d of q.decentralized)
+            process.stdout.write(
+              `(c) decentralized, waves of ${d.wave}: ${d.hostsUsed} hosts used (ratio ${d.hostsUsedRatio}; ` +
+                `${Math.round(d.qualityVsBestFit * 1000) / 10}% of best fit, target ≥ 99%: ` +
+                `${d.qualityVsBestFit >= 0.99 ? 'met' : 'NOT met'}); cpu ${d.cpuRatio}, memory ${d.memoryRatio}; ` +
+                `unplaced ${d.unplaced}; awards refused ${d.awardsRefused}; violations ${d.overcommitViolations} + ` +
+                `${d.atRestViolations} at rest; ${d.wallMs} ms wall\n`,
+            );
+        }
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    return {
+      params: o,
+      ...out,
+      targets: { decisionsPerSec: 2000, p99Ms: 100, qualityVsBestFit: 0.99 },
+    };
+  },
+};
