@@ -34,6 +34,7 @@ export function makeWorkload(
     engine: 'sim',
     startedAt: 1_700_000_000_000,
     exitCode: null,
+    health: null,
     ...over,
   };
 }

@@ -55,6 +55,7 @@ function hostTuple(e: HostEntry): unknown[] {
       w.engine,
       w.startedAt,
       w.exitCode,
+      w.health,
     ]),
     e.draining,
     e.updatedAt,

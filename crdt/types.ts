@@ -88,6 +88,8 @@ export interface WorkloadRecord {
   /** Host clock, ms since the epoch; null until started. Informational. */
   startedAt: number | null;
   exitCode: number | null;
+  /** Health check verdict (null: no check configured, or not running). */
+  health: 'starting' | 'healthy' | 'unhealthy' | null;
 }
 
 /**

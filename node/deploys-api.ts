@@ -12,6 +12,11 @@ export interface ReplicaView {
   replica: number;
   host: string | null;
   gen: number | null;
+  /** Engine state as its host reports it (pending, starting, running, exited, failed). */
+  status?: string;
+  exitCode?: number | null;
+  /** Health check verdict: starting, healthy, unhealthy; null without a check. */
+  health?: string | null;
   /** Why this replica keeps its old resources after a realloc (known on its host's agent). */
   reallocRefused?: string;
 }

@@ -1,5 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import type { DeployIntent } from '../crdt/types.ts';
+import type { DeployIntent, WorkloadRecord } from '../crdt/types.ts';
+
+function runtime(w: WorkloadRecord): { status: string; exitCode: number | null; health: string | null } {
+  return { status: w.status, exitCode: w.exitCode, health: w.health };
+}
+
 import type { Membership } from './core/membership.ts';
 import type { Placement } from './core/placement.ts';
 import { workloadId } from './core/placement.ts';
@@ -19,14 +24,14 @@ export function deploysBackend(
       const s = membership.get(id)?.status;
       return s === 'alive' || s === 'suspect';
     };
-    const best = new Map<number, { host: string; gen: number }>();
+    const best = new Map<number, { host: string; gen: number; w: WorkloadRecord }>();
     for (const rec of sync.state.hosts.allLive()) {
       if (!live(rec.id)) continue;
       for (const w of rec.workloads) {
         if (w.deployId !== intent.id) continue;
         const cur = best.get(w.replica);
         if (!cur || w.gen > cur.gen || (w.gen === cur.gen && rec.id < cur.host)) {
-          best.set(w.replica, { host: rec.id, gen: w.gen });
+          best.set(w.replica, { host: rec.id, gen: w.gen, w });
         }
       }
     }
@@ -38,14 +43,19 @@ export function deploysBackend(
         if (!live(rec.id)) continue;
         for (const w of rec.workloads) {
           if (w.deployId === intent.id && w.replica < intent.replicas) {
-            instances.push({ replica: w.replica, host: rec.id, gen: w.gen });
+            instances.push({ replica: w.replica, host: rec.id, gen: w.gen, ...runtime(w) });
           }
         }
       }
     } else
       for (let r = 0; r < intent.replicas; r++) {
         const c = best.get(r);
-        const v: ReplicaView = { replica: r, host: c?.host ?? null, gen: c?.gen ?? null };
+        const v: ReplicaView = {
+          replica: r,
+          host: c?.host ?? null,
+          gen: c?.gen ?? null,
+          ...(c ? runtime(c.w) : {}),
+        };
         const why = c?.host === membership.id ? refused.get(workloadId(intent.id, r)) : undefined;
         if (why) v.reallocRefused = why;
         instances.push(v);

@@ -11,6 +11,7 @@ import { loadSwarmKey } from '../gossip/swarm-key.ts';
 import { startApi } from './api.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
+import { HealthMonitor } from './core/health.ts';
 import type { Logger } from './core/io.ts';
 import { Placement } from './core/placement.ts';
 import { Prng } from './core/random.ts';
@@ -20,6 +21,7 @@ import { deploysBackend } from './deploys-backend.ts';
 import { detectHost } from './host.ts';
 import { DiskStore } from './io/disk-store.ts';
 import { createLogger } from './io/logger.ts';
+import { EngineProber } from './io/prober.ts';
 import { RealClock } from './io/real-clock.ts';
 
 /** Options of `shoal agent` (see node/cli.ts; every flag has a SHOAL_* twin). */
@@ -90,12 +92,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   agent.use(placement);
   const engine = await chooseEngine(opts, identity.peerId, dataDir, agentLog.child({ mod: 'engine' }));
   placement.engineKind = engine.capabilities.kind;
+  const health = new HealthMonitor({
+    clock,
+    prober: new EngineProber(engine),
+    log: agentLog.child({ mod: 'health' }),
+  });
   const reconciler = new Reconciler({
     engine,
     clock,
     log: agentLog.child({ mod: 'reconcile' }),
     placement,
     sync,
+    health,
   });
   agent.use(reconciler);
   await agent.start();

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { SimEngine, SimMachine, type SimMachineOptions } from '../engines/sim.ts';
 import { Agent } from '../node/core/agent.ts';
+import { HealthMonitor } from '../node/core/health.ts';
 import type { Logger } from '../node/core/io.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
 import { Placement, type PlacementConfig } from '../node/core/placement.ts';
@@ -10,6 +11,7 @@ import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
 import type { HostFacts } from '../node/host.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
 import { type LinkModel, SimNetwork, type SimNetworkOptions } from './network.ts';
+import { SimProber } from './prober.ts';
 import { MemoryStore } from './store.ts';
 
 /**
@@ -97,6 +99,8 @@ export class SimCluster {
   private readonly rng: Prng;
   /** One simulated machine per host index (outlives the agent process on it). */
   readonly machines: SimMachine[] = [];
+  /** Scriptable health probers, one per host index (tests script outcomes per workload). */
+  readonly probers: SimProber[] = [];
 
   constructor(readonly opts: SimClusterOptions) {
     this.rng = new Prng(opts.seed);
@@ -157,7 +161,20 @@ export class SimCluster {
         random: this.rng.fork(`machine-${id}`),
       });
       engine = new SimEngine({ hostId: id, machine: this.machines[i]! });
-      reconciler = new Reconciler({ engine, clock, log: log.child({ mod: 'reconcile' }), placement, sync });
+      this.probers[i] ??= new SimProber(new VirtualClock(this.loop));
+      const health = new HealthMonitor({
+        clock,
+        prober: this.probers[i]!,
+        log: log.child({ mod: 'health' }),
+      });
+      reconciler = new Reconciler({
+        engine,
+        clock,
+        log: log.child({ mod: 'reconcile' }),
+        placement,
+        sync,
+        health,
+      });
       agent.use(reconciler);
     }
     return { id, index: i, agent, sync, placement, reconciler, engine, clock, store, up: true };

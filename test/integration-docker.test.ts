@@ -115,4 +115,44 @@ describe('agents on the real Docker engine', { timeout: 120_000 }, () => {
       c.http(0, 'PATCH', '/v1/deploys/svc', { resources: { cpu: { milli: 'x' }, memoryBytes: 1 } }),
     ).rejects.toThrow(/400.*spec\.resources\.cpu\.milli/);
   });
+
+  it('health: a failing HTTP check turns the workload unhealthy, a passing one healthy; a crashed container restarts per policy', async () => {
+    const web = (id: string, path: string) =>
+      c.http(0, 'POST', '/v1/deploys', {
+        id,
+        name: id,
+        replicas: 1,
+        spec: {
+          resources: { cpu: { milli: 100 }, memoryBytes: 64 * 2 ** 20 },
+          image: 'shoal/busybox:latest',
+          command: ['sh', '-c', 'echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp'],
+          healthcheck: { type: 'http', port: 8080, path, interval: 500, timeout: 2000, retries: 2 },
+        },
+      });
+    await web('good', '/index.html');
+    await web('bad', '/missing');
+    await c.http(0, 'POST', '/v1/deploys', {
+      id: 'crash',
+      name: 'crash',
+      replicas: 1,
+      spec: {
+        resources: { cpu: { milli: 100 }, memoryBytes: 32 * 2 ** 20 },
+        image: 'shoal/busybox:latest',
+        command: ['sh', '-c', 'sleep 1; exit 3'],
+        restart: 'on-failure',
+      },
+    });
+    const healthOf = async (deploy: string) =>
+      (await c.http<DeployView>(1, 'GET', `/v1/deploys/${deploy}`)).instances[0]?.health;
+    await waitFor(async () => (await healthOf('good')) === 'healthy', 30_000, 250);
+    await waitFor(async () => (await healthOf('bad')) === 'unhealthy', 30_000, 250);
+    await waitFor(
+      () =>
+        c.procs.some((p) =>
+          p.lines.some((l) => l.msg === 'reconcile: restarted' && String(l.workload).startsWith('crash.')),
+        ),
+      30_000,
+      250,
+    );
+  });
 });

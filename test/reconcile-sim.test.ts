@@ -184,4 +184,47 @@ describe('reconcile loop on the sim engine', () => {
       expect(h.placement.violations()).toEqual([]);
     }
   });
+
+  it('health checks: a failing HTTP check turns the replica unhealthy everywhere and restarts it; a passing one is healthy', async () => {
+    const c = await cluster(35);
+    for (const p of c.probers) {
+      p.script('sick.0', 'fail');
+      p.script('fine.0', 'pass');
+    }
+    const hc = { type: 'http', port: 8080, path: '/health', interval: 500, timeout: 200, retries: 2 };
+    c.get(0).placement.submit('sick', {
+      name: 'sick',
+      replicas: 1,
+      strategy: 'binpack',
+      spec: { ...spec(), healthcheck: hc },
+    });
+    c.get(0).placement.submit('fine', {
+      name: 'fine',
+      replicas: 1,
+      strategy: 'binpack',
+      spec: { ...spec(), healthcheck: hc },
+    });
+    const seen = (deploy: string, health: string) => () =>
+      c
+        .upAgents()
+        .every((a) =>
+          a.sync.state.hosts
+            .allLive()
+            .some((r) => r.workloads.some((w) => w.deployId === deploy && w.health === health)),
+        );
+    expect(await c.runUntil(seen('fine', 'healthy'), 15_000, 20)).toBeGreaterThanOrEqual(0);
+    expect(await c.runUntil(seen('sick', 'unhealthy'), 15_000, 20)).toBeGreaterThanOrEqual(0);
+    const host = () => c.agents.find((a) => a.placement.workloads().some((w) => w.deployId === 'sick'))!;
+    expect(
+      await c.runUntil(() => host().reconciler!.counters.restarted >= 1, 15_000, 20),
+    ).toBeGreaterThanOrEqual(0);
+    expect(() =>
+      c.get(1).placement.submit('bad', {
+        name: 'bad',
+        replicas: 1,
+        strategy: 'binpack',
+        spec: { ...spec(), healthcheck: { type: 'http', port: 80, intervall: 5 } },
+      }),
+    ).toThrow(/spec\.healthcheck/);
+  });
 });

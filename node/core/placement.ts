@@ -16,6 +16,8 @@ import type {
 import type { DeployIntent, HostRecord, WorkloadRecord } from '../../crdt/types.ts';
 import type { Transport } from '../../gossip/transport.ts';
 import type { SubProtocol } from './agent.ts';
+import { parseHealthcheck, SpecFieldError } from './health.ts';
+import { parseHooks } from './hooks.ts';
 import type { Clock, Logger, Store, Timer } from './io.ts';
 import type { Membership } from './membership.ts';
 import {
@@ -158,10 +160,7 @@ export class Placement implements SubProtocol {
   engineKind: 'docker' | 'process' | 'sim' = 'sim';
   /** Realloc requests this host could not satisfy, by workload id, with the allocator's reason. */
   private readonly reallocRefused = new Map<string, string>();
-  private statuses = new Map<
-    string,
-    { status: WorkloadRecord['status']; exitCode: number | null; startedAt: number | null }
-  >();
+  private statuses = new Map<string, WorkloadStatusView>();
   /** Observers (tests, metrics): called when this coordinator decides replicas of a deploy. */
   onDecided: ((deployId: string, replicas: number[], at: number) => void) | undefined;
 
@@ -209,6 +208,13 @@ export class Placement implements SubProtocol {
   /** Submit (create or replace) a deploy intent at this agent. Validates the placement part. */
   submit(id: string, intent: Omit<DeployIntent, 'id' | 'revision'>): void {
     placementSpec({ ...intent, id, revision: [0, 0, this.id] });
+    try {
+      parseHealthcheck(intent.spec);
+      parseHooks(intent.spec);
+    } catch (err) {
+      if (err instanceof SpecFieldError) throw new IntentSpecError(id, err.field, err.problem);
+      throw err;
+    }
     if (!this.deps.sync.putIntent(id, intent)) {
       throw new IntentSpecError(id, 'id', 'this deploy id was deleted; deploy ids are not reused');
     }
@@ -276,6 +282,7 @@ export class Placement implements SubProtocol {
       engine: this.engineKind,
       startedAt: this.statuses.get(workloadId(w.deployId, w.replica))?.startedAt ?? null,
       exitCode: this.statuses.get(workloadId(w.deployId, w.replica))?.exitCode ?? null,
+      health: this.statuses.get(workloadId(w.deployId, w.replica))?.health ?? null,
     }));
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
@@ -306,12 +313,7 @@ export class Placement implements SubProtocol {
   }
 
   /** Engine-observed status per workload id (from the reconcile loop); republished when changed. */
-  setStatuses(
-    next: Map<
-      string,
-      { status: WorkloadRecord['status']; exitCode: number | null; startedAt: number | null }
-    >,
-  ): void {
+  setStatuses(next: Map<string, WorkloadStatusView>): void {
     const key = (m: typeof next) => JSON.stringify([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
     if (key(next) === key(this.statuses)) return;
     this.statuses = next;
@@ -915,6 +917,14 @@ export class Placement implements SubProtocol {
       }
     }
   }
+}
+
+/** What the reconcile loop reports per workload (published in the host record). */
+export interface WorkloadStatusView {
+  status: WorkloadRecord['status'];
+  exitCode: number | null;
+  startedAt: number | null;
+  health: WorkloadRecord['health'];
 }
 
 export interface RoundItem {

@@ -3,8 +3,10 @@ import type { Allocation } from '../../allocator/types.ts';
 import type { Json, JsonObject } from '../../crdt/types.ts';
 import type { Engine, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
 import type { SubProtocol } from './agent.ts';
+import { type HealthCheck, type HealthMonitor, parseHealthcheck } from './health.ts';
+import { type Hooks, parseHooks, runHook } from './hooks.ts';
 import type { Clock, Logger, Timer } from './io.ts';
-import type { LocalWorkload, Placement } from './placement.ts';
+import type { LocalWorkload, Placement, WorkloadStatusView } from './placement.ts';
 import { workloadId } from './placement.ts';
 import type { StateSync } from './state-sync.ts';
 
@@ -28,6 +30,9 @@ export interface DesiredWorkload {
   /** Hash of what defines the workload (image, command, env, limits): a change means replace. */
   hash: string;
   restart: RestartPolicy;
+  /** Health check and hooks (not part of the hash: editing them never replaces the workload). */
+  healthcheck?: HealthCheck;
+  hooks?: Hooks;
 }
 
 export type Action =
@@ -63,6 +68,7 @@ export function diff(
   actual: readonly WorkloadInfo[],
   restarts: RestartBook,
   now: number,
+  unhealthy: (id: string) => boolean = () => false,
 ): Action[] {
   const out: Action[] = [];
   const byId = new Map(actual.map((a) => [a.id, a]));
@@ -81,6 +87,12 @@ export function diff(
     }
     if (a.state !== 'exited' && !sameResources(a.spec.resources, want.spec.resources)) {
       out.push({ kind: 'update', id: a.id, want });
+      continue;
+    }
+    if (a.state === 'running' && unhealthy(a.id) && want.restart !== 'no') {
+      // Failed its health check `retries` times: restart it (policy permitting), after backoff.
+      const r = restarts.get(a.id);
+      if (!r || r.notBefore <= now) out.push({ kind: 'restart', id: a.id, want });
       continue;
     }
     if (a.state === 'created') out.push({ kind: 'start', id: a.id, want });
@@ -149,7 +161,17 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
     [LABEL_ALLOC]: JSON.stringify(a),
   };
   const restart = str(spec.restart);
+  let healthcheck: HealthCheck | undefined;
+  let hooks: Hooks | undefined;
+  try {
+    healthcheck = parseHealthcheck(spec);
+    hooks = parseHooks(spec);
+  } catch {
+    // validated when the deploy was accepted; an invalid edit from a peer just disables them
+  }
   return {
+    ...(healthcheck ? { healthcheck } : {}),
+    ...(hooks ? { hooks } : {}),
     id,
     deployId: w.deployId,
     replica: w.replica,
@@ -209,7 +231,10 @@ export class Reconciler implements SubProtocol {
     removed: 0,
     errors: 0,
     adopted: 0,
+    hookFailures: 0,
   };
+  /** Hooks of the workloads last desired (kept so `beforeStop` runs even after a deploy is deleted). */
+  private readonly hooks = new Map<string, Hooks>();
   /** Engine state per workload id, for the host record and the API. */
   readonly actual = new Map<string, WorkloadInfo>();
 
@@ -220,6 +245,8 @@ export class Reconciler implements SubProtocol {
       log: Logger;
       placement: Placement;
       sync: StateSync;
+      /** Runs the workloads' health checks (absent: checks are not run). */
+      health?: HealthMonitor;
     },
     cfg: Partial<ReconcilerConfig> = {},
   ) {
@@ -232,7 +259,15 @@ export class Reconciler implements SubProtocol {
     const adopted = this.deps.placement.adopt(list.map(adoptable).filter((w): w is LocalWorkload => !!w));
     this.counters.adopted += adopted;
     if (adopted > 0) this.deps.log.info({ adopted }, 'reconcile: adopted running workloads');
-    this.unsubscribe = this.deps.engine.subscribe(() => this.kick());
+    const offEngine = this.deps.engine.subscribe(() => this.kick());
+    const offHealth = this.deps.health?.onChange((id, status, err) => {
+      this.deps.log.info({ workload: id, health: status, err }, 'reconcile: health changed');
+      this.kick();
+    });
+    this.unsubscribe = () => {
+      offEngine();
+      offHealth?.();
+    };
     this.deps.placement.onLocalChange = () => this.kick();
     this.kick();
   }
@@ -241,6 +276,7 @@ export class Reconciler implements SubProtocol {
     this.running = false;
     this.timer?.cancel();
     this.unsubscribe?.();
+    this.deps.health?.close();
   }
 
   /** Run a pass now (or right after the current one). */
@@ -284,9 +320,15 @@ export class Reconciler implements SubProtocol {
       // removal is for deleted, scaled-away or superseded replicas (Placement drops those).
       else if (!sync.state.intents.isDeleted(w.deployId)) unknown.add(workloadId(w.deployId, w.replica));
     }
-    const actions = diff(desired, actual, this.restarts, clock.now()).filter(
-      (a) => !(a.kind === 'remove' && unknown.has(a.id)),
-    );
+    for (const d of desired) if (d.hooks) this.hooks.set(d.id, d.hooks);
+    const health = this.deps.health;
+    const actions = diff(
+      desired,
+      actual,
+      this.restarts,
+      clock.now(),
+      (id) => health?.status(id)?.status === 'unhealthy',
+    ).filter((a) => !(a.kind === 'remove' && unknown.has(a.id)));
     for (const act of actions) {
       if (!this.running) return;
       try {
@@ -299,9 +341,57 @@ export class Reconciler implements SubProtocol {
       }
     }
     if (actions.length > 0) {
+      this.actual.clear();
       for (const a of await engine.list()) this.actual.set(a.id, a);
-      placement.setStatuses(this.statuses());
     }
+    // Health checks: every desired workload with a check that runs this spec.
+    if (health) {
+      const monitored = [];
+      for (const d of desired) {
+        const a = this.actual.get(d.id);
+        if (d.healthcheck && a?.state === 'running' && a.labels[LABEL_HASH] === d.hash) {
+          monitored.push({ id: d.id, check: d.healthcheck, startedAt: a.startedAt ?? a.createdAt });
+        }
+      }
+      health.set(monitored);
+    }
+    placement.setStatuses(this.statuses());
+  }
+
+  /** Start, then run the `afterStart` hook; a forced hook failure fails the start (policy decides). */
+  private async startWithHooks(id: string): Promise<void> {
+    const { engine, log, clock } = this.deps;
+    await engine.start(id);
+    const hook = this.hooks.get(id)?.afterStart;
+    if (!hook) return;
+    const r = await runHook(engine, id, hook, clock);
+    if (r.ok) return;
+    if (r.fatal) {
+      log.error(
+        { workload: id, exitCode: r.exitCode, error: r.error },
+        'reconcile: afterStart hook failed (force): stopping',
+      );
+      this.counters.hookFailures++;
+      await engine.stop(id, { timeoutMs: this.cfg.stopTimeoutMs });
+      this.backoff(id);
+    } else {
+      log.warn({ workload: id, exitCode: r.exitCode, error: r.error }, 'reconcile: afterStart hook failed');
+    }
+  }
+
+  /** Run the `beforeStop` hook (never vetoes the stop), then stop. */
+  private async stopWithHooks(id: string): Promise<void> {
+    const { engine, log, clock } = this.deps;
+    const hook = this.hooks.get(id)?.beforeStop;
+    if (hook && this.actual.get(id)?.state === 'running') {
+      const r = await runHook(engine, id, hook, clock);
+      if (!r.ok) {
+        const line = { workload: id, exitCode: r.exitCode, error: r.error };
+        if (r.fatal) log.error(line, 'reconcile: beforeStop hook failed (force); stopping anyway');
+        else log.warn(line, 'reconcile: beforeStop hook failed; stopping anyway');
+      }
+    }
+    await engine.stop(id, { timeoutMs: this.cfg.stopTimeoutMs });
   }
 
   private async apply(act: Action): Promise<void> {
@@ -309,19 +399,20 @@ export class Reconciler implements SubProtocol {
     switch (act.kind) {
       case 'create':
         await engine.create(act.want.spec);
-        await engine.start(act.want.id);
+        await this.startWithHooks(act.want.id);
         this.counters.created++;
         log.info({ workload: act.want.id, gen: act.want.gen }, 'reconcile: started');
         return;
       case 'start':
-        await engine.start(act.id);
+        await this.startWithHooks(act.id);
         this.counters.started++;
         return;
       case 'restart': {
         const prev = this.actual.get(act.id);
+        if (prev?.state === 'running') await this.stopWithHooks(act.id); // unhealthy: stop gracefully
         await engine.remove(act.id, { force: true });
         await engine.create(act.want.spec);
-        await engine.start(act.want.id);
+        await this.startWithHooks(act.want.id);
         this.counters.restarted++;
         this.backoff(act.id);
         log.info(
@@ -331,10 +422,10 @@ export class Reconciler implements SubProtocol {
         return;
       }
       case 'replace':
-        await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+        await this.stopWithHooks(act.id);
         await engine.remove(act.id, { force: true });
         await engine.create(act.want.spec);
-        await engine.start(act.want.id);
+        await this.startWithHooks(act.want.id);
         this.counters.replaced++;
         log.info({ workload: act.id }, 'reconcile: replaced (spec changed)');
         return;
@@ -352,17 +443,18 @@ export class Reconciler implements SubProtocol {
             { workload: act.id, err: (err as Error).message },
             'reconcile: live update failed; replacing',
           );
-          await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+          await this.stopWithHooks(act.id);
           await engine.remove(act.id, { force: true });
           await engine.create(act.want.spec);
-          await engine.start(act.want.id);
+          await this.startWithHooks(act.want.id);
           this.counters.replaced++;
         }
         return;
       case 'remove':
-        await engine.stop(act.id, { timeoutMs: this.cfg.stopTimeoutMs });
+        await this.stopWithHooks(act.id);
         await engine.remove(act.id, { force: true });
         this.restarts.delete(act.id);
+        this.hooks.delete(act.id);
         this.counters.removed++;
         log.info({ workload: act.id, why: act.reason }, 'reconcile: removed');
         return;
@@ -375,23 +467,9 @@ export class Reconciler implements SubProtocol {
     this.restarts.set(id, { count: r.count + 1, notBefore: this.deps.clock.now() + delay });
   }
 
-  /** Workload status for the host record, from the engine's view. */
-  statuses(): Map<
-    string,
-    {
-      status: 'starting' | 'running' | 'exited' | 'failed';
-      exitCode: number | null;
-      startedAt: number | null;
-    }
-  > {
-    const out = new Map<
-      string,
-      {
-        status: 'starting' | 'running' | 'exited' | 'failed';
-        exitCode: number | null;
-        startedAt: number | null;
-      }
-    >();
+  /** Workload status for the host record: the engine's view plus the health verdict. */
+  statuses(): Map<string, WorkloadStatusView> {
+    const out = new Map<string, WorkloadStatusView>();
     for (const [id, a] of this.actual) {
       const code = a.exitCode ?? null;
       out.set(id, {
@@ -405,6 +483,7 @@ export class Reconciler implements SubProtocol {
                 : 'failed',
         exitCode: code,
         startedAt: a.startedAt ?? null,
+        health: a.state === 'running' ? (this.deps.health?.status(id)?.status ?? null) : null,
       });
     }
     return out;
