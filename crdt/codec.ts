@@ -438,7 +438,10 @@ class Validator {
       engine: this.oneOf<EngineKind>(o.engine, `${p}.engine`, ENGINE_KINDS),
       startedAt: o.startedAt === null ? null : this.int(o.startedAt, `${p}.startedAt`),
       exitCode: o.exitCode === null ? null : this.int(o.exitCode, `${p}.exitCode`, -(2 ** 31), 2 ** 31 - 1),
-      health: o.health === null ? null : this.oneOf(o.health, `${p}.health`, ['starting', 'healthy', 'unhealthy'] as const),
+      health:
+        o.health === null
+          ? null
+          : this.oneOf(o.health, `${p}.health`, ['starting', 'healthy', 'unhealthy'] as const),
     };
   }
 
