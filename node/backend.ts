@@ -1,6 +1,8 @@
 import type { ApiBackend, NodeInfo, SelfPatch } from './api.ts';
 import type { Agent } from './core/agent.ts';
 import type { Clock } from './core/io.ts';
+import type { Placement } from './core/placement.ts';
+import type { Reconciler } from './core/reconcile.ts';
 import type { StateSync } from './core/state-sync.ts';
 import { checkLabelMap, type HostFacts, parseBytes, parseCpu, parseGpus } from './host.ts';
 import type { MetricsSnapshot } from './metrics.ts';
@@ -20,7 +22,13 @@ export function patchHost(h: HostFacts, p: SelfPatch): HostFacts {
 }
 
 /** The API's view of an agent: membership (who is alive) joined with host records (what they offer). */
-export function agentBackend(agent: Agent, sync: StateSync, clock: Clock, startedAt: number): ApiBackend {
+export function agentBackend(
+  agent: Agent,
+  sync: StateSync,
+  clock: Clock,
+  startedAt: number,
+  extra: { placement?: Placement; reconciler?: Reconciler } = {},
+): ApiBackend {
   const nodes = (): NodeInfo[] => {
     const now = clock.now();
     return agent.nodes().map((m) => {
@@ -85,6 +93,16 @@ export function agentBackend(agent: Agent, sync: StateSync, clock: Clock, starte
         allocated: allocated
           ? { cpuMilli: allocated.cpuMilli, memoryBytes: allocated.memory, diskBytes: allocated.disk }
           : null,
+        ...(extra.placement
+          ? {
+              placement: {
+                ...extra.placement.counters,
+                pendingDeploys: extra.placement.pending().length,
+                workloads: extra.placement.workloads().length,
+              },
+            }
+          : {}),
+        ...(extra.reconciler ? { reconcile: { ...extra.reconciler.counters } } : {}),
       };
     },
     health: () => ({

@@ -38,6 +38,28 @@ export interface MetricsSnapshot {
   capacity: { cpuMilli: number; cores: number; memoryBytes: number; diskBytes: number; gpus: number };
   /** What is committed on this host (null until its own record exists). */
   allocated: { cpuMilli: number; memoryBytes: number; diskBytes: number } | null;
+  /** Placement counters (monotonic) and deploys this agent coordinates that are pending. */
+  placement?: {
+    rounds: number;
+    bidsAsked: number;
+    awardsAccepted: number;
+    awardsRefused: number;
+    dropped: number;
+    decided: number;
+    pendingDeploys: number;
+    workloads: number;
+  };
+  /** Reconcile-loop counters (monotonic). */
+  reconcile?: {
+    created: number;
+    restarted: number;
+    replaced: number;
+    updated: number;
+    removed: number;
+    adopted: number;
+    errors: number;
+    hookFailures: number;
+  };
 }
 
 export interface AgentMetrics {
@@ -178,6 +200,39 @@ export function createAgentMetrics(
     'Failed writes of durable state (retried on the next persist interval).',
     (s) => s.agent.persistErrors,
   );
+
+  const placement: [keyof NonNullable<MetricsSnapshot['placement']>, string][] = [
+    ['rounds', 'Auction rounds this agent ran as a coordinator.'],
+    ['bidsAsked', 'Bid requests sent to hosts (one per host per round).'],
+    ['awardsAccepted', 'Replica awards this host accepted and committed to its books.'],
+    ['awardsRefused', 'Replica awards this host refused (no room by the time they arrived).'],
+    ['dropped', 'Replicas this host dropped (deleted, scaled away, or a better claim elsewhere).'],
+    ['decided', 'Replicas decided by rounds this agent coordinated.'],
+  ];
+  for (const [k, help] of placement) {
+    const snake = k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    counter(`shoal_placement_${snake}_total`, help, (s) => s.placement?.[k] ?? 0);
+  }
+  gauge(
+    'shoal_placement_pending_deploys',
+    'Deploys this agent coordinates with unplaced replicas.',
+    (s) => s.placement?.pendingDeploys ?? 0,
+  );
+  gauge('shoal_host_workloads', 'Replicas committed on this host.', (s) => s.placement?.workloads ?? 0);
+  const reconcile: [keyof NonNullable<MetricsSnapshot['reconcile']>, string][] = [
+    ['created', 'Workloads created and started by the reconcile loop.'],
+    ['restarted', 'Workloads restarted (exit per restart policy, or unhealthy).'],
+    ['replaced', 'Workloads recreated because their spec changed.'],
+    ['updated', 'Live resource updates (realloc).'],
+    ['removed', 'Workloads stopped and removed (no longer awarded here).'],
+    ['adopted', 'Running workloads adopted from the engine at start.'],
+    ['errors', 'Engine actions that failed (retried with backoff).'],
+    ['hookFailures', 'afterStart hooks that failed with force (start treated as failed).'],
+  ];
+  for (const [k, help] of reconcile) {
+    const snake = k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    counter(`shoal_reconcile_${snake}_total`, help, (s) => s.reconcile?.[k] ?? 0);
+  }
 
   gauge('shoal_host_cpu_millicores', 'CPU this host advertises, in millicores.', (s) => s.capacity.cpuMilli);
   gauge('shoal_host_cores', 'Whole cores this host offers for binding.', (s) => s.capacity.cores);

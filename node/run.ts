@@ -107,9 +107,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   });
   agent.use(reconciler);
   await agent.start();
-  const api = await startApi(agentBackend(agent, sync, clock, clock.now()), opts.api, {
-    deploys: deploysBackend(sync, placement, agent.membership),
-  });
+  const api = await startApi(
+    agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),
+    opts.api,
+    {
+      deploys: deploysBackend(sync, placement, agent.membership),
+    },
+  );
   log.info(
     {
       id: agent.id,

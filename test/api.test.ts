@@ -370,5 +370,9 @@ describe('a real agent in-process', () => {
     expect(s.get('shoal_hosts_live')).toBe(1);
     expect(s.get('shoal_state_published_total')).toBeGreaterThanOrEqual(0);
     expect(s.get('shoal_uptime_seconds')).toBeGreaterThanOrEqual(0);
+    // The real agent also exports placement and reconcile-loop counters.
+    expect(s.get('shoal_placement_rounds_total')).toBe(0);
+    expect(s.get('shoal_host_workloads')).toBe(0);
+    expect(s.get('shoal_reconcile_created_total')).toBe(0);
   });
 });
