@@ -45,6 +45,8 @@ export interface DeploysBackend {
   setResources(id: string, resources: JsonObject): boolean;
   remove(id: string): boolean;
   newId(name: string): string;
+  /** Resolve once accepted changes are durable (group commit). */
+  flush(): Promise<void>;
 }
 
 const ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -93,6 +95,7 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
       }
       throw err;
     }
+    await backend.flush(); // accepted = durable: a crash after 201 must not lose the deploy
     return reply.code(201).send(backend.get(r.id) ?? { id: r.id });
   });
   app.get('/v1/deploys', async () => backend.list());
@@ -128,12 +131,14 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
       }
       backend.scale(id, n);
     }
+    await backend.flush();
     return backend.get(id);
   });
   app.delete<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
     if (!backend.remove(req.params.id)) {
       return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
     }
+    await backend.flush();
     return reply.code(204).send();
   });
 }

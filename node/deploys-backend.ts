@@ -96,5 +96,6 @@ export function deploysBackend(
       return true;
     },
     newId: (name) => `${name}-${randomBytes(3).toString('hex')}`,
+    flush: () => sync.flush(),
   };
 }

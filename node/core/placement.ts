@@ -144,6 +144,7 @@ export class Placement implements SubProtocol {
   private roundSeq = 0;
   private timer: Timer | undefined;
   private soon: Timer | undefined;
+  private persistTimer: Timer | undefined;
   private running = false;
   private dirty = false;
   readonly counters = {
@@ -287,12 +288,16 @@ export class Placement implements SubProtocol {
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
     this.onLocalChange?.();
-    // Durable before anyone relies on it: a crash right after an award must not forget the claim.
-    try {
-      this.persist();
-    } catch (err) {
-      this.deps.log.error({ err: String(err) }, 'placement: could not persist workloads; will retry');
-    }
+    // Written within milliseconds (coalesced). A crash before that loses no workload: the engine's
+    // labels carry each replica's claim and allocation, and the restarted agent adopts them.
+    this.persistTimer ??= this.deps.clock.setTimer(5, () => {
+      this.persistTimer = undefined;
+      try {
+        this.persist();
+      } catch (err) {
+        this.deps.log.error({ err: String(err) }, 'placement: could not persist workloads; will retry');
+      }
+    });
   }
 
   /**

@@ -41,11 +41,14 @@ const HASH_DIFFERS = 0x01;
 export interface StateSyncConfig {
   antiEntropyIntervalMs: number;
   requestTimeoutMs: number;
+  /** Group-commit window of flush(). */
+  groupCommitMs: number;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
   antiEntropyIntervalMs: 1000,
   requestTimeoutMs: 3000,
+  groupCommitMs: 5,
 };
 
 export interface StateSyncDeps {
@@ -81,6 +84,8 @@ export class StateSync implements SubProtocol {
   private ownVersion = 0;
   /** Workloads set by the placement layer, applied at the next writeSelf. */
   private pendingWorkloads: { workloads: WorkloadRecord[]; allocated: Resources } | undefined;
+  private flushWaiters: (() => void)[] = [];
+  private flushTimer: Timer | undefined;
   private dirty = false;
   private timer: Timer | undefined;
   private running = false;
@@ -155,13 +160,6 @@ export class StateSync implements SubProtocol {
   private gossipIntent(w: IntentWire | undefined): boolean {
     if (!w) return false;
     this.dirty = true;
-    // An accepted deploy is durable before the caller answers (a crash must not lose it). A full
-    // disk is logged and retried by the persist loop; the intent is still gossiped to peers.
-    try {
-      this.persist();
-    } catch (err) {
-      this.deps.log.error({ err: String(err) }, 'could not persist deploy intent yet; will retry');
-    }
     this.publish({ hosts: [], intents: [w] });
     this.onChange?.({ hosts: [], intents: [w.id] });
     return true;
@@ -349,6 +347,32 @@ export class StateSync implements SubProtocol {
       );
       this.dirty = true;
     }
+  }
+
+  /**
+   * Resolve once everything changed so far is on disk — group commit: a burst of writers waits
+   * for one snapshot write (within `groupCommitMs`) instead of one fsync'd write each. Callers that
+   * acknowledge a user (the deploy API) await this, so an accepted deploy survives a crash. A
+   * failing disk is logged and retried by the persist loop; the waiters are released anyway (the
+   * change is already gossiped to peers).
+   */
+  flush(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.flushWaiters.push(resolve);
+      this.flushTimer ??= this.deps.clock.setTimer(this.cfg.groupCommitMs, () => this.doFlush());
+    });
+  }
+
+  private doFlush(): void {
+    this.flushTimer = undefined;
+    const waiters = this.flushWaiters;
+    this.flushWaiters = [];
+    try {
+      this.persist();
+    } catch (err) {
+      this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
+    }
+    for (const w of waiters) w();
   }
 
   persist(): void {
