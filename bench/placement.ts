@@ -25,7 +25,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  *     `--wave-gap` virtual ms. Measured: replicas decided per wall second and per virtual second,
  *     submit→decided latency per replica in virtual ms (`Placement.onDecided`), the overcommit
  *     check after every 10 virtual ms and the exactly-once check at rest.
- * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine process`, debug
+ * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine sim`, debug
  *     logs). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
  *     `--concurrency` requests in flight. t0 = just before the POST; decided = the pino `time` of
  *     the coordinator's `placement: decided` line (same machine clock). Also reported: HTTP round
@@ -322,7 +322,8 @@ function agentCpuSeconds(c: ClusterProcs): number {
 async function startProcs(c: ClusterProcs, n: number): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
-  const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'process'];
+  // The simulated engine: this part measures placement decisions, not process spawning.
+  const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim'];
   const common = { clusterKey: key, logLevel: 'debug' as const, readyTimeoutMs: 120_000, extraArgs: flags };
   const seed = await c.spawn({ ...common, labels: ['zone=z0'] });
   // Batches of 3: tsx compiling for 9 processes at once on 2 cores starves the running agents.

@@ -58,7 +58,7 @@ program
   )
   .addOption(
     new Option('--engine <engine>', 'workload engine')
-      .choices(['docker', 'process', 'auto'])
+      .choices(['docker', 'process', 'sim', 'auto'])
       .env(env('ENGINE'))
       .default('auto'),
   )

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { DockerEngine } from '../engines/docker.ts';
 import type { Engine } from '../engines/engine.ts';
 import { ProcessEngine } from '../engines/process.ts';
+import { SimEngine, SimMachine } from '../engines/sim.ts';
 import { loadOrCreateIdentity } from '../gossip/identity.ts';
 import { Libp2pTransport } from '../gossip/libp2p.ts';
 import { loadSwarmKey } from '../gossip/swarm-key.ts';
@@ -181,6 +182,15 @@ async function chooseEngine(
   log: Logger,
 ): Promise<Engine> {
   const kind = opts.engine ?? 'auto';
+  if (kind === 'sim') {
+    // Simulated workloads on the real clock: placement and the reconcile loop run for real, nothing
+    // is started on the host (demos, benchmarks of the control plane).
+    const clock = new RealClock({ unref: true });
+    return new SimEngine({
+      hostId,
+      machine: new SimMachine({ clock, random: new Prng(randomBytes(4).readUInt32LE(0)) }),
+    });
+  }
   if (kind === 'docker' || kind === 'auto') {
     const docker = new DockerEngine({ hostId, socketPath: opts.dockerSocket, logger: log });
     try {
