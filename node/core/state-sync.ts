@@ -43,15 +43,12 @@ export interface StateSyncConfig {
   requestTimeoutMs: number;
   /** Group-commit window of flush(). */
   groupCommitMs: number;
-  /** Own-record changes within this window are published as one version. */
-  coalesceMs: number;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
   antiEntropyIntervalMs: 1000,
   requestTimeoutMs: 3000,
   groupCommitMs: 5,
-  coalesceMs: 10,
 };
 
 export interface StateSyncDeps {
@@ -88,7 +85,6 @@ export class StateSync implements SubProtocol {
   /** Workloads set by the placement layer, applied at the next writeSelf. */
   private pendingWorkloads: { workloads: WorkloadRecord[]; allocated: Resources } | undefined;
   private flushWaiters: (() => void)[] = [];
-  private selfTimer: Timer | undefined;
   private flushTimer: Timer | undefined;
   private dirty = false;
   private timer: Timer | undefined;
@@ -143,12 +139,7 @@ export class StateSync implements SubProtocol {
   /** Replace this host's workloads (its claims) and usage, publish a new version of its record. */
   setWorkloads(workloads: WorkloadRecord[], allocated: Resources): void {
     this.pendingWorkloads = { workloads, allocated };
-    // Coalesce: a burst of awards and status changes becomes one new version of the record (one
-    // publish, one merge on every agent) instead of one per change.
-    this.selfTimer ??= this.deps.clock.setTimer(this.cfg.coalesceMs, () => {
-      this.selfTimer = undefined;
-      if (this.running) this.writeSelf();
-    });
+    this.writeSelf();
   }
 
   /** Create or replace a deploy intent locally and gossip it. Returns false if the id was deleted. */
