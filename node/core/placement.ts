@@ -66,6 +66,8 @@ export interface PlacementConfig {
    * of re-placed elsewhere and stopped. Self-healing re-places after this grace.
    */
   reassignGraceMs: number;
+  /** How long an acknowledged award counts as a claim while its record is on the way. */
+  ackMemoryMs: number;
 }
 
 export const defaultPlacementConfig: PlacementConfig = {
@@ -77,6 +79,7 @@ export const defaultPlacementConfig: PlacementConfig = {
   maxCandidates: 16,
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
+  ackMemoryMs: 5_000,
 };
 
 export interface PlacementDeps {
@@ -139,6 +142,15 @@ export class Placement implements SubProtocol {
   /** Per-host deploys with a round in flight (their slots are per host, so the deploy is the unit). */
   private readonly perHostBusy = new Set<string>();
   private readonly coordinatorCache = new Map<string, string>();
+  /**
+   * Awards hosts acknowledged, by deploy → slot key → claim, until the claim shows in the host's
+   * gossiped record (or `ackMemoryMs` passes). Between the ack and the record reaching us the slot
+   * would otherwise look unclaimed and be auctioned twice.
+   */
+  private readonly acked = new Map<
+    string,
+    Map<string, { host: string; gen: number; replica: number; until: number }>
+  >();
   private coordinatorCacheKey: readonly string[] | undefined;
   private readonly backoff = new Map<string, { until: number; delay: number; info: PendingInfo }>();
   private roundSeq = 0;
@@ -618,6 +630,22 @@ export class Placement implements SubProtocol {
         if (!cur || claimBeats(c, cur)) per.set(w.replica, c);
       }
     }
+    for (const [deployId, m] of this.acked) {
+      for (const [key, a] of m) {
+        const rec = this.deps.sync.state.hosts.live(a.host);
+        const visible = rec?.workloads.some(
+          (w) => w.deployId === deployId && w.replica === a.replica && w.gen >= a.gen,
+        );
+        if (visible || a.until <= now) {
+          m.delete(key);
+          continue;
+        }
+        const per = claims.get(deployId) ?? new Map<number, { gen: number; host: string }>();
+        claims.set(deployId, per);
+        if (!per.has(a.replica)) per.set(a.replica, { gen: a.gen, host: a.host });
+      }
+      if (m.size === 0) this.acked.delete(deployId);
+    }
     const work: RoundItem[] = [];
     for (const intent of this.deps.sync.state.intents.all()) {
       if (isPerHost(intent.strategy)) {
@@ -682,6 +710,12 @@ export class Placement implements SubProtocol {
         set.add(w.replica);
         held.set(rec.id, set);
       }
+    }
+    for (const a of this.acked.get(intent.id)?.values() ?? []) {
+      if (a.replica >= n) continue;
+      const set = held.get(a.host) ?? new Set<number>();
+      set.add(a.replica);
+      held.set(a.host, set);
     }
     const items: RoundItem[] = [];
     const liveIds = new Set(records.map((r) => r.id));
@@ -884,8 +918,9 @@ export class Placement implements SubProtocol {
       } else this.backoff.delete(it.request.deployId);
     }
     // 4. Awards (batched per host); losers' reservations are released.
+    const awardHosts = [...awards.keys()].sort();
     const acks = await Promise.all(
-      [...awards.keys()].sort().map(async (h) => {
+      awardHosts.map(async (h) => {
         const msg: PlacementMessage = { t: 'award', round, items: awards.get(h)! };
         try {
           return h === this.id
@@ -908,9 +943,17 @@ export class Placement implements SubProtocol {
       }
     }
     const at = this.deps.clock.now();
-    for (const ack of acks) {
+    for (const [i, ack] of acks.entries()) {
       if (!ack || ack.t !== 'award-ack') continue;
+      const host = awardHosts[i]!;
       for (const it of ack.items) {
+        const sent = awards.get(host)?.find((a) => a.deployId === it.deployId);
+        const m = this.acked.get(it.deployId) ?? new Map();
+        for (const r of it.accepted) {
+          const gen = sent?.slots.find((x) => x.replica === r)?.gen ?? 1;
+          m.set(`${host}/${r}`, { host, gen, replica: r, until: at + this.cfg.ackMemoryMs });
+        }
+        if (m.size > 0) this.acked.set(it.deployId, m);
         if (it.accepted.length > 0) {
           this.counters.decided += it.accepted.length;
           this.deps.log.debug(
