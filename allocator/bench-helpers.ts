@@ -1,6 +1,6 @@
 /**
  * Deterministic generators for benchmarks and property tests: random clusters and requests from
- * a seed, using an inline PRNG (mulberry32) so the allocator stays free of `Math.random`.
+ * a seed, using an inline PRNG (mulberry32) so the allocator stays free of ambient randomness.
  */
 import { emptyLedger } from './ledger.ts';
 import type { Host, HostCapacity, PlacementRequest, ResourceRequest, TypicalShape } from './types.ts';

@@ -10,7 +10,26 @@ import { tcp } from '@libp2p/tcp';
 import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
-import { type Logger, nullLogger } from '../node/core/io.ts';
+/**
+ * The structured logger the transport writes to (a pino logger, or the agent's Logger — any
+ * object of this shape). Declared here so gossip/ depends on nothing above it.
+ */
+export interface TransportLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): TransportLogger;
+}
+
+const nullLogger: TransportLogger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  child: () => nullLogger,
+};
+
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameTooLargeError, frameHeader } from './frame.ts';
 import { encodeSwarmKey, parseSwarmKey, SWARM_KEY_BYTES } from './swarm-key.ts';
 import {
@@ -50,7 +69,7 @@ export interface Libp2pTransportOptions {
    * swarm.key file. Peers without the same key cannot complete a connection.
    */
   swarmKey?: Uint8Array;
-  logger?: Logger;
+  logger?: TransportLogger;
   /** Budget for dialling a peer (all its addresses) before a send is dropped. Default 5 s. */
   dialTimeoutMs?: number;
   /** Gossipsub heartbeat; lower forms meshes faster at some CPU cost. Default 200 ms. */
@@ -102,7 +121,7 @@ type Services = { identify: unknown; ping: unknown; pubsub: GossipSub };
 export class Libp2pTransport implements Transport {
   readonly id: PeerId;
   readonly #node: Libp2p<Services>;
-  readonly #log: Logger;
+  readonly #log: TransportLogger;
   readonly #dialTimeoutMs: number;
   #state: State = 'new';
   #handlers: TransportHandlers | undefined;

@@ -20,10 +20,10 @@ import { Reconciler } from './core/reconcile.ts';
 import { StateSync } from './core/state-sync.ts';
 import { deploysBackend } from './deploys-backend.ts';
 import { detectHost } from './host.ts';
+import { RealClock } from './io/clock.ts';
 import { DiskStore } from './io/disk-store.ts';
 import { createLogger } from './io/logger.ts';
 import { EngineProber } from './io/prober.ts';
-import { RealClock } from './io/real-clock.ts';
 
 /** Options of `shoal agent` (see node/cli.ts; every flag has a SHOAL_* twin). */
 export interface AgentOptions {

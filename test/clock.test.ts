@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RealClock } from '../node/io/real-clock.ts';
+import { RealClock } from '../node/io/clock.ts';
 import { EventLoop, SIM_EPOCH_MS, VirtualClock } from '../sim/clock.ts';
 import { clockConformance } from './conformance/clock.ts';
 

@@ -22,8 +22,8 @@ import {
   type WorkloadHealth,
 } from '../node/core/health.ts';
 import { type Logger, nullLogger } from '../node/core/io.ts';
+import { RealClock } from '../node/io/clock.ts';
 import { EngineProber, hostHttp, hostTcp } from '../node/io/prober.ts';
-import { RealClock } from '../node/io/real-clock.ts';
 import { EventLoop, VirtualClock } from '../sim/clock.ts';
 import { SimProber } from '../sim/prober.ts';
 

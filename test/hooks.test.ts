@@ -11,7 +11,7 @@ import { SimEngine, SimMachine, simProgram } from '../engines/sim.ts';
 import { SpecFieldError } from '../node/core/health.ts';
 import { DEFAULT_HOOK_TIMEOUT_MS, type Hook, parseHooks, runHook } from '../node/core/hooks.ts';
 import { Prng } from '../node/core/random.ts';
-import { RealClock } from '../node/io/real-clock.ts';
+import { RealClock } from '../node/io/clock.ts';
 import { EventLoop, VirtualClock } from '../sim/clock.ts';
 
 function fieldOf(fn: () => unknown): string {
