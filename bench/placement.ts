@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { SeededRandom } from '../allocator/bench-helpers.ts';
 import { emptyLedger, reserve } from '../allocator/ledger.ts';
@@ -8,7 +7,14 @@ import { GiB, MiB } from '../allocator/units.ts';
 import type { DeployIntent } from '../crdt/types.ts';
 import type { HostFacts } from '../node/host.ts';
 import { SimCluster } from '../sim/cluster.ts';
-import { type AgentProc, ClusterProcs, type LogLine, sleep, waitFor } from '../test/cluster-procs.ts';
+import {
+  agentCpuSeconds,
+  allLines,
+  ClusterProcs,
+  type LogLine,
+  sleep,
+  waitFor,
+} from '../test/cluster-procs.ts';
 // Types only: a value import of './index.ts' would be circular with its top-level `await main()`.
 import { type Bench, type BenchResult, summarize } from './stats.ts';
 
@@ -299,25 +305,6 @@ async function simPart(o: Options) {
 }
 
 // ───────────────────────────── (b) real agent processes ─────────────────────────────
-
-function allLines(p: AgentProc): LogLine[] {
-  return [...p.previousRuns.flat(), ...p.lines];
-}
-
-/** CPU seconds (user + system) used so far by the running agents (Linux /proc; 0 elsewhere). */
-function agentCpuSeconds(c: ClusterProcs): number {
-  let ticks = 0;
-  for (const i of c.runningIndices()) {
-    try {
-      const stat = readFileSync(`/proc/${c.get(i).pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch {
-      // not Linux, or the process just exited
-    }
-  }
-  return ticks / 100; // USER_HZ
-}
 
 async function startProcs(c: ClusterProcs, n: number): Promise<number> {
   const t0 = Date.now();

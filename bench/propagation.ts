@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { type AgentProc, ClusterProcs, type LogLine, sleep, waitFor } from '../test/cluster-procs.ts';
+import { agentCpuSeconds, allLines, ClusterProcs, sleep, waitFor } from '../test/cluster-procs.ts';
 // Types only: a value import of './index.ts' would be circular with its top-level `await main()`
 // (index.ts imports this module while still evaluating) and Node exits with code 13.
 import { type Bench, type BenchResult, summarize } from './stats.ts';
@@ -62,25 +61,6 @@ function prng(seed: number): (n: number) => number {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
-
-function allLines(p: AgentProc): LogLine[] {
-  return [...p.previousRuns.flat(), ...p.lines];
-}
-
-/** CPU seconds (user + system) used so far by the running agents (Linux /proc; 0 elsewhere). */
-function agentCpuSeconds(c: ClusterProcs): number {
-  let ticks = 0;
-  for (const i of c.runningIndices()) {
-    try {
-      const stat = readFileSync(`/proc/${c.get(i).pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch {
-      // not Linux, or the process just exited
-    }
-  }
-  return ticks / 100; // USER_HZ
-}
 
 /** Start N agents (agent 0 the seed, the rest join through it) and wait until they agree. */
 async function startCluster(c: ClusterProcs, n: number): Promise<number> {

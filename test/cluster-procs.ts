@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -431,4 +431,24 @@ export class ClusterProcs {
       .join('\n');
     return `--- stdout (last lines) ---\n${out}\n--- stderr ---\n${p.stderr.slice(-2_000)}`;
   }
+}
+
+/** Every log line of an agent, over all its runs (restarts included). */
+export function allLines(p: AgentProc): LogLine[] {
+  return [...p.previousRuns.flat(), ...p.lines];
+}
+
+/** CPU seconds (user + system) used so far by the running agents (Linux /proc; 0 elsewhere). */
+export function agentCpuSeconds(c: ClusterProcs): number {
+  let ticks = 0;
+  for (const i of c.runningIndices()) {
+    try {
+      const stat = readFileSync(`/proc/${c.get(i).pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // not Linux, or the process just exited
+    }
+  }
+  return ticks / 100; // USER_HZ
 }
