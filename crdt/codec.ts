@@ -460,7 +460,6 @@ class Validator {
     const fields = this.arr(o.fields, `${p}.fields`, this.lim.maxRegisters).map((r, i) =>
       this.register(r, `${p}.fields[${i}]`),
     );
-    if (deleted && fields.length) this.fail(`${p}.fields`, 'a deleted intent carries no fields');
     return { id, fields, deleted };
   }
 

@@ -8,8 +8,11 @@
  *  - concurrent edits of the same register: the larger stamp wins (later wall time, then
  *    counter, then actor id) — the same winner on every agent; an edit made after seeing another
  *    always has a larger stamp (the HLC observes every merged stamp);
- *  - delete wins: a deleted deploy id stays deleted; edits concurrent with or later than the
- *    delete are ignored (a deploy is re-created under a fresh id; `name` can be reused).
+ *  - delete removes every register stamped at or before the delete; an edit concurrent with the
+ *    delete (stamp ≤ the delete's, or one register alone) leaves no live deploy; a full put made
+ *    after the delete re-creates the deploy under the same id (users redeploy a Compose file
+ *    after `shoal rm`). The merged state is order-independent: deleted = the largest delete
+ *    stamp, each register = its largest stamp above it.
  * State size is bounded by (deploys × registers), independent of the number of edits: there is
  * no history. Deleted deploys and removed spec keys are dropped by `gc(before)` after a horizon.
  */
@@ -115,7 +118,7 @@ export class IntentTable {
     return this.write(id, patch, false, now);
   }
 
-  /** Delete (final for this id). Returns the tombstone delta to gossip. */
+  /** Delete (a later full `put` re-creates it). Returns the tombstone delta to gossip. */
   remove(id: string, now: number): IntentWire {
     validateId(id, 'id');
     const w: IntentWire = { id, fields: [], deleted: this.clock.tick(now) };
@@ -151,7 +154,7 @@ export class IntentTable {
         throw new StateMessageError('local', 'spec', `larger than ${MAX_SPEC_BYTES} bytes`);
     }
     const e = this.entries.get(id);
-    if (e?.deleted) return undefined;
+    if (e?.deleted && !full && this.get(id) === undefined) return undefined;
     const fields: RegisterWire[] = [];
     for (const [k, v] of sets) {
       const cur = e?.regs.get(k);
@@ -177,40 +180,40 @@ export class IntentTable {
     if (w.deleted) this.clock.observe(w.deleted);
     for (const r of w.fields) this.clock.observe(r[1]);
     const e = this.entries.get(w.id);
-    if (w.deleted) {
-      if (e?.deleted && compareStamps(w.deleted, e.deleted) <= 0) return false;
-      this.touch(w.id, e);
-      if (e) {
-        e.deleted = w.deleted;
-        e.regs.clear();
-      } else {
-        this.entries.set(w.id, { id: w.id, regs: new Map(), deleted: w.deleted });
-      }
-      return true;
-    }
-    if (e?.deleted) return false;
+    const del =
+      w.deleted && (!e?.deleted || compareStamps(w.deleted, e.deleted) > 0)
+        ? w.deleted
+        : (e?.deleted ?? null);
+    const newDelete = del !== null && del !== (e?.deleted ?? null);
     const wins = new Map<string, Register>();
     for (const r of w.fields) {
+      if (del && compareStamps(r[1], del) <= 0) continue; // written before the delete
       const value = r.length === 3 ? r[2] : undefined;
       const canon = value === undefined ? '' : canonicalJson(value);
       const cur = wins.get(r[0]) ?? e?.regs.get(r[0]);
-      if (cur) {
+      if (cur && !(newDelete && compareStamps(cur.stamp, del!) <= 0)) {
         const c = compareStamps(r[1], cur.stamp);
         if (c < 0 || (c === 0 && canon <= cur.canon)) continue;
       }
       wins.set(r[0], { stamp: r[1], value, canon });
     }
-    if (!wins.size) return false;
+    if (!wins.size && !newDelete) return false;
     this.touch(w.id, e);
-    if (e) for (const [k, r] of wins) e.regs.set(k, r);
-    else this.entries.set(w.id, { id: w.id, regs: wins, deleted: null });
+    if (e) {
+      if (newDelete) {
+        e.deleted = del;
+        for (const [k, r] of e.regs) if (compareStamps(r.stamp, del!) <= 0) e.regs.delete(k);
+      }
+      for (const [k, r] of wins) e.regs.set(k, r);
+    } else {
+      this.entries.set(w.id, { id: w.id, regs: wins, deleted: del });
+    }
     return true;
   }
 
   /** Registers the entry would hold after merging `w` (used to bound a peer's delta first). */
   registerCountAfter(w: IntentWire): number {
     const e = this.entries.get(w.id);
-    if (w.deleted || e?.deleted) return 0;
     let n = e ? e.regs.size : 0;
     for (const r of w.fields) if (!e?.regs.has(r[0])) n++;
     return n;
@@ -226,8 +229,9 @@ export class IntentTable {
     return e.view ?? undefined;
   }
 
+  /** Deleted and not re-created since (an incomplete resurrection counts as deleted). */
   isDeleted(id: string): boolean {
-    return !!this.entries.get(id)?.deleted;
+    return !!this.entries.get(id)?.deleted && this.get(id) === undefined;
   }
 
   /** Complete, live intents sorted by id. */
@@ -302,13 +306,15 @@ export class IntentTable {
   gc(before: number): number {
     let n = 0;
     for (const [id, e] of this.entries) {
-      if (e.deleted) {
-        if (e.deleted[0] < before) {
-          this.touch(id, e);
+      if (e.deleted && e.deleted[0] < before) {
+        this.touch(id, e);
+        if (e.regs.size === 0) {
           this.entries.delete(id);
           n++;
+          continue;
         }
-        continue;
+        e.deleted = null; // re-created long ago: the delete has reached everyone
+        n++;
       }
       for (const [k, r] of e.regs) {
         if (r.value === undefined && r.stamp[0] < before) {
@@ -346,7 +352,6 @@ function toWire(e: Entry): IntentWire {
 }
 
 function materialise(e: Entry): DeployIntent | null {
-  if (e.deleted) return null;
   const name = e.regs.get('name');
   const replicas = e.regs.get('replicas');
   const strategy = e.regs.get('strategy');

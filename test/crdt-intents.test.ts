@@ -191,7 +191,7 @@ describe('IntentTable semantics', () => {
     expect(b.hash()).toBe(a.hash());
   });
 
-  it('delete wins over concurrent and later edits; the id stays deleted', () => {
+  it('delete wins over a concurrent edit; a full put after the delete re-creates the id', () => {
     const a = new IntentTable('a');
     const b = new IntentTable('b');
     b.merge(a.put('d', base, 1000)!);
@@ -199,13 +199,28 @@ describe('IntentTable semantics', () => {
     const edit = b.update('d', { replicas: 9 }, 5000)!; // later wall time, concurrent
     a.merge(edit);
     b.merge(del);
-    expect(a.get('d')).toBeUndefined();
+    expect(a.get('d')).toBeUndefined(); // one register alone is no deploy
     expect(b.get('d')).toBeUndefined();
-    expect(a.put('d', base, 6000)).toBeUndefined();
+    expect(a.isDeleted('d')).toBe(true);
+    expect(b.update('d', { replicas: 3 }, 6000)).toBeUndefined(); // cannot edit a deleted deploy
     expect(a.hash()).toBe(b.hash());
     expect(a.gc(1001)).toBe(0);
-    expect(a.gc(1002)).toBe(1);
-    expect(a.size).toBe(0);
+    expect(a.gc(1002)).toBe(1); // the delete is past the horizon; the stray register stays
+    const re = a.put('d', { ...base, replicas: 2 }, 7000)!; // `shoal rm` then redeploy
+    b.merge(re);
+    expect(a.get('d')?.replicas).toBe(2);
+    expect(b.get('d')?.replicas).toBe(2);
+    expect(b.isDeleted('d')).toBe(false);
+    // An old register from before the delete, arriving late, does not come back.
+    const c = new IntentTable('c');
+    c.merge(b.wire('d')!);
+    c.merge({ id: 'd', fields: [['spec.old', [999, 0, 'z'], 1]], deleted: null });
+    expect(c.get('d')?.spec.old).toBeUndefined();
+    const gone = new IntentTable('g');
+    gone.put('x', base, 10);
+    gone.remove('x', 20);
+    expect(gone.gc(21)).toBe(1);
+    expect(gone.size).toBe(0);
   });
 
   it('an edit made after seeing another wins even with a slower clock (HLC)', () => {
