@@ -416,18 +416,30 @@ class Validator {
   }
 
   workload(x: unknown, p: string): WorkloadRecord {
-    const o = this.obj(x, p, [
-      'id',
-      'deployId',
-      'replica',
-      'gen',
-      'resources',
-      'status',
-      'engine',
-      'startedAt',
-      'exitCode',
-      'health',
-    ]);
+    const o = this.obj(
+      x,
+      p,
+      [
+        'id',
+        'deployId',
+        'replica',
+        'gen',
+        'resources',
+        'status',
+        'engine',
+        'startedAt',
+        'exitCode',
+        'health',
+        'version',
+        'restarts',
+        'error',
+      ],
+      ['version', 'restarts', 'error'],
+    );
+    const extra: Pick<WorkloadRecord, 'version' | 'restarts' | 'error'> = {};
+    if (o.error !== undefined) extra.error = this.str(o.error, `${p}.error`, 300);
+    if (o.version !== undefined) extra.version = this.str(o.version, `${p}.version`, 64, 1);
+    if (o.restarts !== undefined) extra.restarts = this.int(o.restarts, `${p}.restarts`, 0, 1_000_000_000);
     return {
       id: this.id(o.id, `${p}.id`),
       deployId: this.id(o.deployId, `${p}.deployId`),
@@ -442,6 +454,7 @@ class Validator {
         o.health === null
           ? null
           : this.oneOf(o.health, `${p}.health`, ['starting', 'healthy', 'unhealthy'] as const),
+      ...extra,
     };
   }
 

@@ -90,6 +90,12 @@ export interface WorkloadRecord {
   exitCode: number | null;
   /** Health check verdict (null: no check configured, or not running). */
   health: 'starting' | 'healthy' | 'unhealthy' | null;
+  /** Hash of the deploy template the replica runs (rolling updates watch it); absent until known. */
+  version?: string;
+  /** Restarts of this replica since it was placed here (restart policy, job retries). */
+  restarts?: number;
+  /** Why the replica is not running (e.g. the image does not exist), when known. */
+  error?: string;
 }
 
 /**

@@ -19,6 +19,39 @@ export interface ReplicaView {
   health?: string | null;
   /** Why this replica keeps its old resources after a realloc (known on its host's agent). */
   reallocRefused?: string;
+  /** Template hash the replica runs, and whether that is the deploy's current template. */
+  version?: string;
+  updated?: boolean;
+  restarts?: number;
+  /** Why it is not running (e.g. image not found), when its host knows. */
+  error?: string;
+}
+
+export interface RolloutView {
+  version: number;
+  state: string;
+  target: string;
+  stable: string;
+  updated: number;
+  total: number;
+  reason?: string;
+}
+
+export interface HistoryView {
+  version: number;
+  hash: string;
+  at: number;
+  state: string;
+  reason?: string;
+  image?: string;
+}
+
+export interface JobView {
+  status: 'pending' | 'running' | 'succeeded' | 'failed';
+  exitCode: number | null;
+  succeeded: number;
+  failed: number;
+  attempts: number;
 }
 
 export interface DeployView {
@@ -33,11 +66,21 @@ export interface DeployView {
   coordinator: string;
   /** Unplaced replicas and why, when the answering agent is the coordinator. */
   pending?: { pending: number; reasons: string[]; retryAt: number };
+  /** Template version (increases with every rolled-out change) and the rollout's progress. */
+  version?: number;
+  rollout?: RolloutView;
+  history?: HistoryView[];
+  /** Run-to-completion jobs only. */
+  job?: JobView;
 }
 
 export interface DeploysBackend {
-  /** Create or replace; throws IntentSpecError naming the field on bad input. */
-  submit(id: string, fields: Omit<DeployIntent, 'id' | 'revision'>): void;
+  /** Create or replace (a rolling update); throws IntentSpecError naming the field on bad input. */
+  submit(id: string, fields: Omit<DeployIntent, 'id' | 'revision'>): 'created' | 'updated';
+  /** Change spec keys (null removes one); template changes roll out. Throws IntentSpecError. */
+  updateSpec(id: string, patch: JsonObject): boolean;
+  /** Restore the previous template (rolled out like an edit). */
+  rollback(id: string): { version: number; hash: string } | { error: string };
   list(): DeployView[];
   get(id: string): DeployView | undefined;
   scale(id: string, replicas: number): boolean;
@@ -83,10 +126,44 @@ export function readDeployBody(
   return { id, fields: { name, replicas, strategy, spec } };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBackend): void {
+  // Deploy ids default to the name: submitting one deploy at two agents converges on one deploy
+  // (field-wise last-writer-wins), and re-submitting it is an update (rolled out).
   app.post<{ Body: unknown }>('/v1/deploys', async (req, reply) => {
-    const r = readDeployBody(req.body, (n) => backend.newId(n));
+    const r = readDeployBody(req.body, (n) => n);
     if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
+    let outcome: 'created' | 'updated';
+    try {
+      outcome = backend.submit(r.id, r.fields);
+    } catch (err) {
+      if (err instanceof IntentSpecError) {
+        return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
+      }
+      throw err;
+    }
+    await backend.flush(); // accepted = durable: a crash after 201 must not lose the deploy
+    return reply.code(outcome === 'created' ? 201 : 200).send(backend.get(r.id) ?? { id: r.id });
+  });
+  app.post<{ Params: { id: string } }>('/v1/deploys/:id/rollback', async (req, reply) => {
+    const id = req.params.id;
+    if (!backend.get(id)) return reply.code(404).send({ error: 'not-found', message: `no deploy ${id}` });
+    const r = backend.rollback(id);
+    if ('error' in r) return reply.code(409).send({ error: 'conflict', message: r.error });
+    await backend.flush();
+    return backend.get(id);
+  });
+  // Run-to-completion jobs: a deploy whose spec has `job` ({retries?, backoffMs?}); ids are unique
+  // per run (like `docker run`).
+  app.post<{ Body: unknown }>('/v1/jobs', async (req, reply) => {
+    const body = isJsonObject(req.body) ? { ...req.body } : req.body;
+    if (isJsonObject(body) && isJsonObject(body.spec) && body.spec.job === undefined) {
+      body.spec = { ...body.spec, job: {} };
+    }
+    const r = readDeployBody(body, (n) => backend.newId(n));
+    if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
+    if (backend.get(r.id)) return reply.code(409).send({ error: 'conflict', message: `job ${r.id} exists` });
     try {
       backend.submit(r.id, r.fields);
     } catch (err) {
@@ -95,9 +172,35 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
       }
       throw err;
     }
-    await backend.flush(); // accepted = durable: a crash after 201 must not lose the deploy
+    await backend.flush();
     return reply.code(201).send(backend.get(r.id) ?? { id: r.id });
   });
+  const jobView = (id: string) => {
+    const d = backend.get(id);
+    if (!d?.job) return undefined;
+    const i = d.instances[0];
+    return { id, ...d.job, host: i?.host ?? null, instances: d.instances };
+  };
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req, reply) => {
+    const j = jobView(req.params.id);
+    if (!j) return reply.code(404).send({ error: 'not-found', message: `no job ${req.params.id}` });
+    return j;
+  });
+  app.get<{ Params: { id: string }; Querystring: { timeoutMs?: string } }>(
+    '/v1/jobs/:id/wait',
+    async (req, reply) => {
+      const t = req.query.timeoutMs === undefined ? 30_000 : Number(req.query.timeoutMs);
+      if (!Number.isFinite(t) || t < 0 || t > 600_000)
+        return reply.code(400).send({ error: 'bad-request', message: 'timeoutMs: expected 0..600000' });
+      const until = Date.now() + t;
+      for (;;) {
+        const j = jobView(req.params.id);
+        if (!j) return reply.code(404).send({ error: 'not-found', message: `no job ${req.params.id}` });
+        if (j.status === 'succeeded' || j.status === 'failed' || Date.now() >= until) return j;
+        await sleep(Math.min(200, Math.max(1, until - Date.now())));
+      }
+    },
+  );
   app.get('/v1/deploys', async () => backend.list());
   app.get<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
     const d = backend.get(req.params.id);
@@ -107,10 +210,11 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
   app.patch<{ Params: { id: string }; Body: unknown }>('/v1/deploys/:id', async (req, reply) => {
     const b = req.body;
     const bad = (message: string) => reply.code(400).send({ error: 'bad-request', message });
-    if (!isJsonObject(b)) return bad('body: expected {"replicas": N} and/or {"resources": {...}}');
+    if (!isJsonObject(b))
+      return bad('body: expected {"replicas": N}, {"resources": {...}} and/or {"spec": {...}}');
     for (const k of Object.keys(b)) {
-      if (k !== 'replicas' && k !== 'resources')
-        return bad(`${k}: unknown field (expected replicas, resources)`);
+      if (k !== 'replicas' && k !== 'resources' && k !== 'spec')
+        return bad(`${k}: unknown field (expected replicas, resources, spec)`);
     }
     const id = req.params.id;
     if (!backend.get(id)) return reply.code(404).send({ error: 'not-found', message: `no deploy ${id}` });
@@ -119,6 +223,16 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
         return bad('resources: expected an object {cpu: {milli}, memoryBytes, ...}');
       try {
         backend.setResources(id, b.resources);
+      } catch (err) {
+        if (err instanceof IntentSpecError) return bad(`${err.field}: ${err.problem}`);
+        throw err;
+      }
+    }
+    if (b.spec !== undefined) {
+      if (!isJsonObject(b.spec))
+        return bad('spec: expected an object of spec keys to change (null removes one)');
+      try {
+        backend.updateSpec(id, b.spec);
       } catch (err) {
         if (err instanceof IntentSpecError) return bad(`${err.field}: ${err.problem}`);
         throw err;

@@ -1,16 +1,39 @@
 import { randomBytes } from 'node:crypto';
-import type { DeployIntent, WorkloadRecord } from '../crdt/types.ts';
+import type { DeployIntent, Json, JsonObject, WorkloadRecord } from '../crdt/types.ts';
 
-function runtime(w: WorkloadRecord): { status: string; exitCode: number | null; health: string | null } {
-  return { status: w.status, exitCode: w.exitCode, health: w.health };
+function runtime(w: WorkloadRecord): Partial<ReplicaView> {
+  const v: Partial<ReplicaView> = { status: w.status, exitCode: w.exitCode, health: w.health };
+  if (w.version) v.version = w.version;
+  if (w.restarts) v.restarts = w.restarts;
+  if (w.error) v.error = w.error;
+  return v;
+}
+
+/** User specs may not carry the keys the cluster writes. */
+function rejectSystemKeys(id: string, spec: JsonObject): void {
+  for (const k of SYSTEM_KEYS) {
+    if (spec[k] !== undefined)
+      throw new IntentSpecError(id, `spec.${k}`, 'written by the cluster; not settable');
+  }
 }
 
 import type { Membership } from './core/membership.ts';
 import type { Placement } from './core/placement.ts';
 import { workloadId } from './core/placement.ts';
-import { placementSpec } from './core/placement-adapter.ts';
+import { IntentSpecError, placementSpec } from './core/placement-adapter.ts';
+import {
+  historyOf,
+  instanceKey,
+  rollbackTarget,
+  rolloutOf,
+  SYSTEM_KEYS,
+  TEMPLATE_KEYS,
+  templateHash,
+  templateOf,
+  withSystemKeys,
+} from './core/rollout.ts';
 import type { StateSync } from './core/state-sync.ts';
-import type { DeploysBackend, DeployView, ReplicaView } from './deploys-api.ts';
+import type { DeploysBackend, DeployView, JobView, ReplicaView } from './deploys-api.ts';
 
 /** The deploy routes' view of an agent: intents (CRDT) joined with live claims (host records). */
 export function deploysBackend(
@@ -73,10 +96,70 @@ export function deploysBackend(
       coordinator,
     };
     if (pend) out.pending = { pending: pend.pending, reasons: pend.reasons, retryAt: pend.retryAt };
+    const ro = rolloutOf(intent.spec);
+    const current = templateHash(templateOf(intent.spec));
+    if (ro) {
+      const updated = new Set(ro.updated);
+      for (const i of instances) {
+        if (i.host === null) continue;
+        const runsCurrent =
+          current === ro.stable.hash ||
+          (ro.target === current && updated.has(instanceKey(intent.strategy, i.host, i.replica)));
+        i.updated = runsCurrent && i.version === current;
+      }
+      out.version = ro.version;
+      out.rollout = {
+        version: ro.version,
+        state: ro.state,
+        target: ro.target,
+        stable: ro.stable.hash,
+        updated: instances.filter((i) => i.updated).length,
+        total: instances.length,
+        ...(ro.reason ? { reason: ro.reason } : {}),
+      };
+      out.history = historyOf(intent.spec).map((h) => ({
+        version: h.version,
+        hash: h.hash,
+        at: h.at,
+        state: h.state,
+        ...(h.reason ? { reason: h.reason } : {}),
+        ...(typeof h.template.image === 'string' ? { image: h.template.image } : {}),
+      }));
+    }
+    if (intent.spec.job !== undefined) out.job = jobStatus(intent, instances);
     return out;
   };
+  const now = () => Date.now();
   return {
-    submit: (id, fields) => placement.submit(id, fields),
+    submit: (id, fields) => {
+      rejectSystemKeys(id, fields.spec);
+      const existing = sync.state.intents.get(id);
+      placement.submit(id, { ...fields, spec: withSystemKeys(existing?.spec, fields.spec, now()) });
+      return existing ? 'updated' : 'created';
+    },
+    updateSpec: (id, patch) => {
+      const cur = sync.state.intents.get(id);
+      if (!cur) return false;
+      rejectSystemKeys(id, patch);
+      const spec: JsonObject = { ...cur.spec };
+      for (const [k, v] of Object.entries(patch)) {
+        if (v === null) delete spec[k];
+        else spec[k] = v as Json;
+      }
+      placement.submit(id, { name: cur.name, replicas: cur.replicas, strategy: cur.strategy, spec });
+      return true;
+    },
+    rollback: (id) => {
+      const cur = sync.state.intents.get(id);
+      if (!cur) return { error: `no deploy ${id}` };
+      const t = rollbackTarget(cur.spec);
+      if ('error' in t) return t;
+      const spec: JsonObject = { ...cur.spec };
+      for (const k of TEMPLATE_KEYS) delete spec[k];
+      Object.assign(spec, t.template);
+      sync.updateIntent(id, { spec });
+      return { version: t.version, hash: t.hash };
+    },
     list: () => sync.state.intents.all().map(view),
     get: (id) => {
       const i = sync.state.intents.get(id);
@@ -97,5 +180,42 @@ export function deploysBackend(
     },
     newId: (name) => `${name}-${randomBytes(3).toString('hex')}`,
     flush: () => sync.flush(),
+  };
+}
+
+/** A job's progress from its instances: succeeded when every replica exited 0. */
+export function jobStatus(intent: DeployIntent, instances: readonly ReplicaView[]): JobView {
+  const retries =
+    typeof intent.spec.job === 'object' && intent.spec.job !== null && !Array.isArray(intent.spec.job)
+      ? Number(intent.spec.job.retries ?? 0)
+      : 0;
+  let succeeded = 0;
+  let failed = 0;
+  let running = 0;
+  let exitCode: number | null = null;
+  let attempts = 0;
+  for (const i of instances) {
+    attempts = Math.max(attempts, 1 + (i.restarts ?? 0));
+    if (i.status === 'exited' && i.exitCode === 0) succeeded++;
+    else if ((i.status === 'failed' || i.status === 'exited') && (i.restarts ?? 0) >= retries) {
+      failed++;
+      if (exitCode === null || exitCode === 0) exitCode = i.exitCode ?? null;
+    } else if (i.host !== null) running++;
+  }
+  const total = intent.replicas;
+  const status: JobView['status'] =
+    failed > 0
+      ? 'failed'
+      : succeeded === total && total > 0
+        ? 'succeeded'
+        : running > 0
+          ? 'running'
+          : 'pending';
+  return {
+    status,
+    exitCode: status === 'succeeded' ? 0 : status === 'failed' ? exitCode : null,
+    succeeded,
+    failed,
+    attempts,
   };
 }

@@ -1,3 +1,4 @@
+import { Rollouts } from './core/rollout.ts';
 import '../gossip/polyfill.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -107,6 +108,15 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     health,
   });
   agent.use(reconciler);
+  const rollouts = new Rollouts({
+    id: agent.id,
+    clock,
+    log: agentLog.child({ mod: 'rollout' }),
+    sync,
+    membership: agent.membership,
+    coordinatorOf: (d) => placement.coordinatorOf(d),
+  });
+  agent.use(rollouts);
   await agent.start();
   const api = await startApi(
     agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),

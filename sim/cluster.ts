@@ -7,6 +7,7 @@ import type { MembershipConfig } from '../node/core/membership.ts';
 import { Placement, type PlacementConfig } from '../node/core/placement.ts';
 import { Prng } from '../node/core/random.ts';
 import { Reconciler } from '../node/core/reconcile.ts';
+import { Rollouts } from '../node/core/rollout.ts';
 import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
 import type { HostFacts } from '../node/host.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
@@ -176,6 +177,16 @@ export class SimCluster {
         health,
       });
       agent.use(reconciler);
+      agent.use(
+        new Rollouts({
+          id,
+          clock,
+          log: log.child({ mod: 'rollout' }),
+          sync,
+          membership: agent.membership,
+          coordinatorOf: (d) => placement.coordinatorOf(d),
+        }),
+      );
     }
     return { id, index: i, agent, sync, placement, reconciler, engine, clock, store, up: true };
   }

@@ -285,18 +285,25 @@ export class Placement implements SubProtocol {
 
   /** Publish this host's claims (its committed replicas) in its record. */
   private publishSelf(): void {
-    const workloads: WorkloadRecord[] = this.workloads().map((w) => ({
-      id: workloadId(w.deployId, w.replica),
-      deployId: w.deployId,
-      replica: w.replica,
-      gen: w.gen,
-      resources: resourcesOf(w.allocation),
-      status: this.statuses.get(workloadId(w.deployId, w.replica))?.status ?? 'pending',
-      engine: this.engineKind,
-      startedAt: this.statuses.get(workloadId(w.deployId, w.replica))?.startedAt ?? null,
-      exitCode: this.statuses.get(workloadId(w.deployId, w.replica))?.exitCode ?? null,
-      health: this.statuses.get(workloadId(w.deployId, w.replica))?.health ?? null,
-    }));
+    const workloads: WorkloadRecord[] = this.workloads().map((w) => {
+      const st = this.statuses.get(workloadId(w.deployId, w.replica));
+      const rec: WorkloadRecord = {
+        id: workloadId(w.deployId, w.replica),
+        deployId: w.deployId,
+        replica: w.replica,
+        gen: w.gen,
+        resources: resourcesOf(w.allocation),
+        status: st?.status ?? 'pending',
+        engine: this.engineKind,
+        startedAt: st?.startedAt ?? null,
+        exitCode: st?.exitCode ?? null,
+        health: st?.health ?? null,
+      };
+      if (st?.version) rec.version = st.version;
+      if (st?.restarts) rec.restarts = st.restarts;
+      if (st?.error) rec.error = st.error;
+      return rec;
+    });
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
     this.onLocalChange?.();
@@ -973,6 +980,10 @@ export interface WorkloadStatusView {
   exitCode: number | null;
   startedAt: number | null;
   health: WorkloadRecord['health'];
+  /** Template hash the engine runs (label shoal.spec-hash). */
+  version?: string;
+  restarts?: number;
+  error?: string;
 }
 
 export interface RoundItem {

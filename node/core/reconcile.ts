@@ -8,6 +8,7 @@ import { type Hooks, parseHooks, runHook } from './hooks.ts';
 import type { Clock, Logger, Timer } from './io.ts';
 import type { LocalWorkload, Placement, WorkloadStatusView } from './placement.ts';
 import { workloadId } from './placement.ts';
+import { specFor, templateHash, templateOf } from './rollout.ts';
 import type { StateSync } from './state-sync.ts';
 
 /**
@@ -30,6 +31,12 @@ export interface DesiredWorkload {
   /** Hash of what defines the workload (image, command, env, limits): a change means replace. */
   hash: string;
   restart: RestartPolicy;
+  /** Restarts allowed (restartPolicy.maxAttempts, job.retries); absent = unlimited. */
+  maxRestarts?: number;
+  /** First restart delay (restartPolicy.delayMs, job.backoffMs); doubles per restart. */
+  backoffMs?: number;
+  /** Run to completion (spec.job): exit 0 is final. */
+  job?: boolean;
   /** Health check and hooks (not part of the hash: editing them never replaces the workload). */
   healthcheck?: HealthCheck;
   hooks?: Hooks;
@@ -100,7 +107,8 @@ export function diff(
       const failed = (a.exitCode ?? 0) !== 0 || a.oomKilled === true || a.lost === true;
       const again = want.restart === 'always' || (want.restart === 'on-failure' && failed);
       const r = restarts.get(a.id);
-      if (again && (!r || r.notBefore <= now)) out.push({ kind: 'restart', id: a.id, want });
+      const exhausted = want.maxRestarts !== undefined && (r?.count ?? 0) >= want.maxRestarts;
+      if (again && !exhausted && (!r || r.notBefore <= now)) out.push({ kind: 'restart', id: a.id, want });
     }
   }
   for (const a of [...byId.values()].sort((x, y) => (x.id < y.id ? -1 : 1))) {
@@ -126,15 +134,35 @@ function strList(v: Json | undefined): string[] | undefined {
   return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
 }
 
-/** The engine spec of a committed replica, from its deploy's intent spec. */
+function strMap(v: Json | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) if (typeof x === 'string') out[k] = x;
+  }
+  return out;
+}
+
+function isObject(v: Json | undefined): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function num(v: Json | undefined): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined;
+}
+
+/**
+ * The engine spec of a committed replica, from the spec it must run (`specFor`: its deploy's
+ * spec, with the rollout's stable template unless this replica was updated). The spec-hash label
+ * is the template hash (node/core/rollout.ts), which the host publishes as the replica's version.
+ */
 export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): DesiredWorkload {
   const id = workloadId(w.deployId, w.replica);
   const image = str(spec.image);
   const command = strList(spec.command);
-  const env: Record<string, string> = {};
-  if (spec.env && typeof spec.env === 'object' && !Array.isArray(spec.env)) {
-    for (const [k, v] of Object.entries(spec.env)) if (typeof v === 'string') env[k] = v;
-  }
+  const args = strList(spec.args);
+  const env = strMap(spec.env);
+  const workdir = str(spec.workdir);
+  const userLabels = strMap(spec.labels);
   const a: Allocation = w.allocation;
   const cpuset = a.cpu.cores.map((c) => c.index);
   const ws: WorkloadSpec = {
@@ -143,6 +171,8 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
     hostId,
     ...(image ? { image } : {}),
     ...(command ? { command } : {}),
+    ...(args ? { args } : {}),
+    ...(workdir ? { workdir } : {}),
     env,
     resources: {
       cpuMilli: a.limits.cpuMilli,
@@ -150,17 +180,14 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
       ...(cpuset.length > 0 ? { cpuset } : {}),
     },
   };
-  const hash = createHash('sha256')
-    .update(JSON.stringify([image ?? null, command ?? null, Object.entries(env).sort()]))
-    .digest('hex')
-    .slice(0, 16);
+  const hash = templateHash(templateOf(spec));
   ws.labels = {
+    ...Object.fromEntries(Object.entries(userLabels).filter(([k]) => !k.startsWith('shoal.'))),
     [LABEL_REPLICA]: String(w.replica),
     [LABEL_GEN]: String(w.gen),
     [LABEL_HASH]: hash,
     [LABEL_ALLOC]: JSON.stringify(a),
   };
-  const restart = str(spec.restart);
   let healthcheck: HealthCheck | undefined;
   let hooks: Hooks | undefined;
   try {
@@ -169,16 +196,30 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
   } catch {
     // validated when the deploy was accepted; an invalid edit from a peer just disables them
   }
+  const job = spec.job !== undefined && spec.job !== null;
+  const jobCfg = isObject(spec.job) ? spec.job : {};
+  const policy = isObject(spec.restartPolicy) ? spec.restartPolicy : {};
+  const restartRaw = str(spec.restart);
+  const restart: RestartPolicy = job
+    ? 'on-failure'
+    : restartRaw === 'no' || restartRaw === 'on-failure'
+      ? restartRaw
+      : 'always';
+  const maxRestarts = job ? (num(jobCfg.retries) ?? 0) : num(policy.maxAttempts);
+  const backoffMs = job ? num(jobCfg.backoffMs) : num(policy.delayMs);
   return {
     ...(healthcheck ? { healthcheck } : {}),
     ...(hooks ? { hooks } : {}),
+    ...(maxRestarts !== undefined ? { maxRestarts } : {}),
+    ...(backoffMs !== undefined ? { backoffMs } : {}),
+    ...(job ? { job } : {}),
     id,
     deployId: w.deployId,
     replica: w.replica,
     gen: w.gen,
     spec: ws,
     hash,
-    restart: restart === 'no' || restart === 'on-failure' ? restart : 'always',
+    restart,
   };
 }
 
@@ -237,6 +278,10 @@ export class Reconciler implements SubProtocol {
   private readonly hooks = new Map<string, Hooks>();
   /** Engine state per workload id, for the host record and the API. */
   readonly actual = new Map<string, WorkloadInfo>();
+  /** The last failed create/start/replace per workload (cleared by a success), for the record. */
+  private readonly failures = new Map<string, { hash: string; error: string }>();
+  /** Desired workloads of the last pass (their backoff and template hash). */
+  private readonly wanted = new Map<string, DesiredWorkload>();
 
   constructor(
     private readonly deps: {
@@ -315,12 +360,16 @@ export class Reconciler implements SubProtocol {
     const unknown = new Set<string>();
     for (const w of placement.workloads()) {
       const intent = sync.state.intents.get(w.deployId);
-      if (intent) desired.push(desiredOf(engine.hostId, w, intent.spec));
+      if (intent) desired.push(desiredOf(engine.hostId, w, specFor(intent, engine.hostId, w.replica)));
       // A committed replica whose deploy this agent does not know (yet): leave what runs alone —
       // removal is for deleted, scaled-away or superseded replicas (Placement drops those).
       else if (!sync.state.intents.isDeleted(w.deployId)) unknown.add(workloadId(w.deployId, w.replica));
     }
-    for (const d of desired) if (d.hooks) this.hooks.set(d.id, d.hooks);
+    for (const d of desired) {
+      if (d.hooks) this.hooks.set(d.id, d.hooks);
+      this.wanted.set(d.id, d);
+    }
+    for (const id of this.wanted.keys()) if (!desired.some((d) => d.id === id)) this.wanted.delete(id);
     const health = this.deps.health;
     const actions = diff(
       desired,
@@ -333,10 +382,14 @@ export class Reconciler implements SubProtocol {
       if (!this.running) return;
       try {
         await this.apply(act);
+        this.failures.delete(act.kind === 'create' ? act.want.id : act.id);
       } catch (err) {
         this.counters.errors++;
         const id = act.kind === 'create' ? act.want.id : act.id;
         log.warn({ workload: id, action: act.kind, err: (err as Error).message }, 'reconcile: action failed');
+        if (act.kind !== 'remove') {
+          this.failures.set(id, { hash: act.want.hash, error: (err as Error).message.slice(0, 300) });
+        }
         this.backoff(id);
       }
     }
@@ -463,16 +516,32 @@ export class Reconciler implements SubProtocol {
 
   private backoff(id: string): void {
     const r = this.restarts.get(id) ?? { count: 0, notBefore: 0 };
-    const delay = Math.min(this.cfg.restartBackoffMaxMs, this.cfg.restartBackoffMinMs * 2 ** r.count);
+    const min = this.wanted.get(id)?.backoffMs ?? this.cfg.restartBackoffMinMs;
+    const delay = Math.min(this.cfg.restartBackoffMaxMs, min * 2 ** r.count);
     this.restarts.set(id, { count: r.count + 1, notBefore: this.deps.clock.now() + delay });
   }
 
   /** Workload status for the host record: the engine's view plus the health verdict. */
   statuses(): Map<string, WorkloadStatusView> {
     const out = new Map<string, WorkloadStatusView>();
+    for (const [id, f] of this.failures) {
+      // Never created (e.g. the image does not exist): failed, at the version it tried to run.
+      if (this.actual.has(id)) continue;
+      const v: WorkloadStatusView = {
+        status: 'failed',
+        exitCode: null,
+        startedAt: null,
+        health: null,
+        version: f.hash,
+        error: f.error,
+      };
+      const n = this.restarts.get(id)?.count;
+      if (n) v.restarts = n;
+      out.set(id, v);
+    }
     for (const [id, a] of this.actual) {
       const code = a.exitCode ?? null;
-      out.set(id, {
+      const v: WorkloadStatusView = {
         status:
           a.state === 'running'
             ? 'running'
@@ -484,7 +553,14 @@ export class Reconciler implements SubProtocol {
         exitCode: code,
         startedAt: a.startedAt ?? null,
         health: a.state === 'running' ? (this.deps.health?.status(id)?.status ?? null) : null,
-      });
+      };
+      const version = a.labels[LABEL_HASH];
+      if (version) v.version = version;
+      const n = this.restarts.get(id)?.count;
+      if (n) v.restarts = n;
+      const f = this.failures.get(id);
+      if (f && f.hash === version) v.error = f.error;
+      out.set(id, v);
     }
     return out;
   }

@@ -1,0 +1,516 @@
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../../crdt/hash.ts';
+import type { DeployIntent, HostRecord, Json, JsonObject, WorkloadRecord } from '../../crdt/types.ts';
+import type { SubProtocol } from './agent.ts';
+import type { Clock, Logger, Timer } from './io.ts';
+import type { Membership } from './membership.ts';
+import { isPerHost } from './placement-adapter.ts';
+import type { StateSync } from './state-sync.ts';
+
+/**
+ * Rolling updates, rollbacks and deploy history — leaderless, like placement.
+ *
+ * A deploy's *template* is the part of its spec that defines what runs (image, command, env, ...;
+ * TEMPLATE_KEYS); changing it means replacing the replica. Users edit the template like any other
+ * spec key (LWW registers, so concurrent edits merge field by field). What each replica runs is
+ * decided by the system-written register `spec.rollout`:
+ *   - `stable`: the template every replica runs unless marked updated (the last fully rolled-out one);
+ *   - `target`: the template hash being rolled out; `updated`: the instances (replica index, or
+ *     `host/k` for per-host strategies) that run the current template.
+ * A replica runs the current template iff `target` equals the current template's hash and it is in
+ * `updated` (or no rollout record exists yet: a fresh deploy); otherwise it runs `stable`.
+ *
+ * The deploy's coordinator (the same rendezvous rule as placement) drives the rollout: it adds
+ * `update.parallelism` instances at a time to `updated`, waits until each runs the new template,
+ * is healthy (or has no check) and has stayed so for `update.monitorMs`, waits `update.delayMs`,
+ * and continues. A failure (create/start failed, exited, unhealthy, restarted, or no progress
+ * within the deadline) triggers `update.failureAction`: `rollback` writes the stable template back
+ * into the spec (so the spec users read is the one that runs) and every replica returns to it;
+ * `pause` stops the rollout until the next edit; `continue` ignores it. The rollout's state lives in
+ * the intent, so a new coordinator (the old one died) continues where it stopped. `spec.history`
+ * keeps the last HISTORY_MAX versions; `rollbackTarget` gives what `shoal rollback` restores.
+ */
+
+export const TEMPLATE_KEYS = [
+  'image',
+  'command',
+  'args',
+  'env',
+  'workdir',
+  'user',
+  'labels',
+  'ports',
+  'volumes',
+  'engine',
+] as const;
+
+/** System-written spec keys (users cannot set them). */
+export const SYSTEM_KEYS = ['rollout', 'history'] as const;
+
+export const HISTORY_MAX = 10;
+
+export type RolloutPhase = 'rolling' | 'done' | 'rolled-back' | 'paused';
+
+export interface RolloutRecord {
+  /** Increases with every new target. */
+  version: number;
+  target: string;
+  stable: { hash: string; version: number; template: JsonObject };
+  updated: string[];
+  state: RolloutPhase;
+  reason?: string;
+  /** Coordinator clock when this version's rollout started / last batch was started. */
+  startedAt: number;
+  batchAt: number;
+}
+
+export interface HistoryEntry {
+  version: number;
+  hash: string;
+  template: JsonObject;
+  at: number;
+  state: RolloutPhase;
+  reason?: string;
+}
+
+export interface UpdateConfig {
+  parallelism: number;
+  delayMs: number;
+  failureAction: 'rollback' | 'pause' | 'continue';
+  monitorMs: number;
+  maxFailureRatio: number;
+  /** A batch that shows no progress for this long fails. */
+  deadlineMs: number;
+}
+
+export const defaultUpdateConfig: UpdateConfig = {
+  parallelism: 1,
+  delayMs: 0,
+  failureAction: 'rollback',
+  monitorMs: 5000,
+  maxFailureRatio: 0,
+  deadlineMs: 120_000,
+};
+
+function isObj(v: Json | undefined): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function templateOf(spec: JsonObject): JsonObject {
+  const t: JsonObject = {};
+  for (const k of TEMPLATE_KEYS) if (spec[k] !== undefined) t[k] = spec[k];
+  return t;
+}
+
+export function templateHash(t: JsonObject): string {
+  return createHash('sha256').update(canonicalJson(t)).digest('hex').slice(0, 16);
+}
+
+export function updateConfigOf(spec: JsonObject): UpdateConfig {
+  const u = spec.update;
+  const c = { ...defaultUpdateConfig };
+  if (!isObj(u)) return c;
+  if (typeof u.parallelism === 'number' && u.parallelism >= 0) c.parallelism = Math.floor(u.parallelism);
+  if (typeof u.delayMs === 'number' && u.delayMs >= 0) c.delayMs = u.delayMs;
+  if (u.failureAction === 'pause' || u.failureAction === 'continue' || u.failureAction === 'rollback')
+    c.failureAction = u.failureAction;
+  if (typeof u.monitorMs === 'number' && u.monitorMs >= 0) c.monitorMs = u.monitorMs;
+  if (typeof u.maxFailureRatio === 'number' && u.maxFailureRatio >= 0 && u.maxFailureRatio <= 1)
+    c.maxFailureRatio = u.maxFailureRatio;
+  if (typeof u.deadlineMs === 'number' && u.deadlineMs > 0) c.deadlineMs = u.deadlineMs;
+  return c;
+}
+
+/** The rollout record of a spec, or undefined when absent or malformed (treated as a fresh deploy). */
+export function rolloutOf(spec: JsonObject): RolloutRecord | undefined {
+  const r = spec.rollout;
+  if (!isObj(r)) return undefined;
+  const st = r.stable;
+  if (
+    typeof r.version !== 'number' ||
+    typeof r.target !== 'string' ||
+    !isObj(st) ||
+    typeof st.hash !== 'string' ||
+    typeof st.version !== 'number' ||
+    !isObj(st.template) ||
+    !Array.isArray(r.updated) ||
+    !r.updated.every((x) => typeof x === 'string') ||
+    (r.state !== 'rolling' && r.state !== 'done' && r.state !== 'rolled-back' && r.state !== 'paused')
+  ) {
+    return undefined;
+  }
+  return {
+    version: r.version,
+    target: r.target,
+    stable: { hash: st.hash, version: st.version, template: st.template },
+    updated: r.updated as string[],
+    state: r.state,
+    ...(typeof r.reason === 'string' ? { reason: r.reason } : {}),
+    startedAt: typeof r.startedAt === 'number' ? r.startedAt : 0,
+    batchAt: typeof r.batchAt === 'number' ? r.batchAt : 0,
+  };
+}
+
+export function historyOf(spec: JsonObject): HistoryEntry[] {
+  const h = spec.history;
+  if (!Array.isArray(h)) return [];
+  const out: HistoryEntry[] = [];
+  for (const e of h) {
+    if (!isObj(e) || typeof e.version !== 'number' || typeof e.hash !== 'string' || !isObj(e.template))
+      continue;
+    out.push({
+      version: e.version,
+      hash: e.hash,
+      template: e.template,
+      at: typeof e.at === 'number' ? e.at : 0,
+      state: (e.state as RolloutPhase) ?? 'done',
+      ...(typeof e.reason === 'string' ? { reason: e.reason } : {}),
+    });
+  }
+  return out;
+}
+
+/** The instance key of a replica: its index, or `host/k` for per-host strategies (fill, each). */
+export function instanceKey(strategy: string, host: string, replica: number): string {
+  return isPerHost(strategy) ? `${host}/${replica}` : String(replica);
+}
+
+/**
+ * The spec one replica must run (pure): the intent's spec with the template keys taken from the
+ * rollout's stable template unless this instance runs the current template.
+ */
+export function specFor(intent: DeployIntent, host: string, replica: number): JsonObject {
+  const spec = intent.spec;
+  const ro = rolloutOf(spec);
+  if (!ro) return spec;
+  const current = templateHash(templateOf(spec));
+  if (current === ro.stable.hash) return spec;
+  if (ro.target === current && ro.updated.includes(instanceKey(intent.strategy, host, replica))) return spec;
+  const out: JsonObject = {};
+  for (const [k, v] of Object.entries(spec)) {
+    if (!(TEMPLATE_KEYS as readonly string[]).includes(k)) out[k] = v;
+  }
+  for (const [k, v] of Object.entries(ro.stable.template)) out[k] = v;
+  return out;
+}
+
+/** The template `shoal rollback` restores: the stable one mid-rollout, else the previous version. */
+export function rollbackTarget(spec: JsonObject): HistoryEntry | { error: string } {
+  const ro = rolloutOf(spec);
+  const current = templateHash(templateOf(spec));
+  if (ro && ro.stable.hash !== current) {
+    return {
+      version: ro.stable.version,
+      hash: ro.stable.hash,
+      template: ro.stable.template,
+      at: 0,
+      state: 'done',
+    };
+  }
+  const prev = historyOf(spec)
+    .filter((h) => h.hash !== current && h.state === 'done')
+    .sort((a, b) => b.version - a.version)[0];
+  return prev ?? { error: 'no previous version to roll back to' };
+}
+
+/** One claimed instance of a deploy as gossip shows it. */
+export interface InstanceView {
+  key: string;
+  host: string;
+  w: WorkloadRecord;
+}
+
+/** The current claims of a deploy (highest gen per instance, then lower host id), live hosts only. */
+export function instancesOf(intent: DeployIntent, records: readonly HostRecord[]): Map<string, InstanceView> {
+  const out = new Map<string, InstanceView>();
+  for (const rec of records) {
+    for (const w of rec.workloads) {
+      if (w.deployId !== intent.id || w.replica >= intent.replicas) continue;
+      const key = instanceKey(intent.strategy, rec.id, w.replica);
+      const cur = out.get(key);
+      if (!cur || w.gen > cur.w.gen || (w.gen === cur.w.gen && rec.id < cur.host)) {
+        out.set(key, { key, host: rec.id, w });
+      }
+    }
+  }
+  return out;
+}
+
+type Verdict = { ok: true } | { ok: false; reason: string } | { wait: true };
+
+export interface RolloutDeps {
+  id: string;
+  clock: Clock;
+  log: Logger;
+  sync: StateSync;
+  membership: Membership;
+  coordinatorOf(deployId: string): string;
+}
+
+/** The coordinator side: advances the rollouts of the deploys this agent coordinates. */
+export class Rollouts implements SubProtocol {
+  readonly tag = 0xfe; // no wire traffic
+  private timer: Timer | undefined;
+  private running = false;
+  /** When this coordinator first saw an updated instance confirmed healthy (instance → ms). */
+  private readonly since = new Map<string, number>();
+  /** Restart counts of instances when they were added to a batch. */
+  private readonly baseline = new Map<string, number>();
+  readonly counters = { started: 0, completed: 0, rolledBack: 0, paused: 0 };
+
+  constructor(
+    private readonly deps: RolloutDeps,
+    private readonly intervalMs = 500,
+  ) {}
+
+  start(): void {
+    this.running = true;
+    this.tick();
+  }
+
+  stop(): void {
+    this.running = false;
+    this.timer?.cancel();
+  }
+
+  private tick(): void {
+    if (!this.running) return;
+    this.timer = this.deps.clock.setTimer(this.intervalMs, () => this.tick());
+    try {
+      this.step();
+    } catch (err) {
+      this.deps.log.error({ err: String((err as Error)?.stack ?? err) }, 'rollout: step failed');
+    }
+  }
+
+  private liveRecords(): HostRecord[] {
+    const m = this.deps.membership;
+    return this.deps.sync.state.hosts.allLive().filter((r) => {
+      if (r.id === this.deps.id) return true;
+      const st = m.get(r.id)?.status;
+      return st === 'alive' || st === 'suspect';
+    });
+  }
+
+  /** One pass over the deploys this agent coordinates. Public for tests. */
+  step(): void {
+    const now = this.deps.clock.now();
+    let records: HostRecord[] | undefined;
+    for (const intent of this.deps.sync.state.intents.all()) {
+      if (intent.spec.job !== undefined) continue; // jobs run to completion; they are not rolled
+      if (this.deps.coordinatorOf(intent.id) !== this.deps.id) continue;
+      records ??= this.liveRecords();
+      this.advance(intent, records, now);
+    }
+  }
+
+  private write(intent: DeployIntent, patch: JsonObject): void {
+    this.deps.sync.updateIntent(intent.id, { spec: { ...intent.spec, ...patch } });
+  }
+
+  private advance(intent: DeployIntent, records: HostRecord[], now: number): void {
+    const spec = intent.spec;
+    const template = templateOf(spec);
+    const current = templateHash(template);
+    const ro = rolloutOf(spec);
+    const history = historyOf(spec);
+    if (!ro) {
+      // First sight of this deploy: record version 1 as stable.
+      const rec: RolloutRecord = {
+        version: 1,
+        target: current,
+        stable: { hash: current, version: 1, template },
+        updated: [],
+        state: 'done',
+        startedAt: now,
+        batchAt: now,
+      };
+      this.write(intent, {
+        rollout: rec as unknown as Json,
+        history: [{ version: 1, hash: current, template, at: now, state: 'done' }] as unknown as Json,
+      });
+      return;
+    }
+    if (ro.target !== current) {
+      // A new template (an edit, or `shoal rollback`): start rolling it out from the stable one.
+      const version = ro.version + 1;
+      const next: RolloutRecord = {
+        version,
+        target: current,
+        stable: ro.stable,
+        updated: [],
+        state: current === ro.stable.hash ? 'done' : 'rolling',
+        startedAt: now,
+        batchAt: 0,
+      };
+      if (next.state === 'done') next.stable = { hash: current, version, template };
+      const h = [...history, { version, hash: current, template, at: now, state: next.state }].slice(
+        -HISTORY_MAX,
+      );
+      this.counters.started++;
+      this.deps.log.info(
+        { deploy: intent.id, version, from: ro.stable.hash, to: current },
+        'rollout: new version',
+      );
+      this.write(intent, { rollout: next as unknown as Json, history: h as unknown as Json });
+      return;
+    }
+    if (ro.state !== 'rolling') return;
+    const cfg = updateConfigOf(spec);
+    const instances = instancesOf(intent, records);
+    const updated = new Set(ro.updated);
+    const hasCheck = spec.healthcheck !== undefined && spec.healthcheck !== null;
+    let confirmed = 0;
+    let inFlight = 0;
+    const failures: string[] = [];
+    for (const key of updated) {
+      const inst = instances.get(key);
+      if (!inst) continue; // scaled away or being re-placed: not counted
+      const v = this.verdict(intent, inst, ro, cfg, hasCheck, now);
+      if ('wait' in v) inFlight++;
+      else if (v.ok) confirmed++;
+      else failures.push(v.reason);
+    }
+    const total = isPerHost(intent.strategy) ? instances.size : intent.replicas;
+    if (failures.length > 0 && failures.length > cfg.maxFailureRatio * Math.max(1, total)) {
+      this.fail(intent, ro, history, cfg, failures[0]!, now);
+      return;
+    }
+    const todo = [...instances.keys()].filter((k) => !updated.has(k)).sort(byInstance);
+    if (todo.length === 0 && inFlight === 0) {
+      // Every instance runs the new template and passed its monitor period.
+      const stable = { hash: current, version: ro.version, template };
+      const done: RolloutRecord = { ...ro, stable, updated: [], state: 'done', batchAt: now };
+      const h = history.map((e) => (e.version === ro.version ? { ...e, state: 'done' as const } : e));
+      this.counters.completed++;
+      this.since.clear();
+      this.deps.log.info({ deploy: intent.id, version: ro.version, confirmed }, 'rollout: complete');
+      this.write(intent, { rollout: done as unknown as Json, history: h as unknown as Json });
+      return;
+    }
+    const width = cfg.parallelism === 0 ? todo.length : cfg.parallelism;
+    if (inFlight >= width || todo.length === 0) return;
+    if (ro.batchAt > 0 && inFlight === 0 && now < ro.batchAt + cfg.delayMs) return;
+    const batch = todo.slice(0, width - inFlight);
+    for (const k of batch) this.baseline.set(`${intent.id}/${k}`, instances.get(k)?.w.restarts ?? 0);
+    const next: RolloutRecord = { ...ro, updated: [...ro.updated, ...batch].sort(byInstance), batchAt: now };
+    this.deps.log.info({ deploy: intent.id, version: ro.version, batch }, 'rollout: next batch');
+    this.write(intent, { rollout: next as unknown as Json });
+  }
+
+  private verdict(
+    intent: DeployIntent,
+    inst: InstanceView,
+    ro: RolloutRecord,
+    cfg: UpdateConfig,
+    hasCheck: boolean,
+    now: number,
+  ): Verdict {
+    const w = inst.w;
+    const key = `${intent.id}/${inst.key}`;
+    const where = `replica ${inst.key} on ${inst.host}`;
+    if (w.version !== ro.target) {
+      // Not yet running the new template. A failed create of the new template shows as status
+      // failed with version = target (reconcile reports it), so this is still progress pending.
+      if (ro.batchAt > 0 && now - ro.batchAt > cfg.deadlineMs)
+        return { ok: false, reason: `${where}: not updated within ${cfg.deadlineMs} ms` };
+      return { wait: true };
+    }
+    if (w.status === 'failed' || w.status === 'exited')
+      return {
+        ok: false,
+        reason: `${where}: ${w.status}${w.exitCode !== null ? ` (exit code ${w.exitCode})` : ''}${w.error ? `: ${w.error}` : ''}`,
+      };
+    if (w.health === 'unhealthy') return { ok: false, reason: `${where}: health check failing` };
+    const base = this.baseline.get(key);
+    if (base !== undefined && (w.restarts ?? 0) > base)
+      return { ok: false, reason: `${where}: restarted ${(w.restarts ?? 0) - base} time(s)` };
+    const ready = w.status === 'running' && (!hasCheck || w.health === 'healthy');
+    if (!ready) {
+      this.since.delete(key);
+      if (ro.batchAt > 0 && now - ro.batchAt > cfg.deadlineMs)
+        return {
+          ok: false,
+          reason: `${where}: not ${hasCheck ? 'healthy' : 'running'} within ${cfg.deadlineMs} ms`,
+        };
+      return { wait: true };
+    }
+    const first = this.since.get(key) ?? now;
+    this.since.set(key, first);
+    return now - first >= cfg.monitorMs ? { ok: true } : { wait: true };
+  }
+
+  private fail(
+    intent: DeployIntent,
+    ro: RolloutRecord,
+    history: HistoryEntry[],
+    cfg: UpdateConfig,
+    reason: string,
+    now: number,
+  ): void {
+    if (cfg.failureAction === 'continue') return;
+    const state: RolloutPhase = cfg.failureAction === 'rollback' ? 'rolled-back' : 'paused';
+    const h = history.map((e) => (e.version === ro.version ? { ...e, state, reason } : e));
+    if (state === 'paused') {
+      this.counters.paused++;
+      this.deps.log.warn({ deploy: intent.id, version: ro.version, reason }, 'rollout: paused');
+      this.write(intent, {
+        rollout: { ...ro, state, reason } as unknown as Json,
+        history: h as unknown as Json,
+      });
+      return;
+    }
+    // Roll back: the stable template becomes the spec again; every replica returns to it.
+    this.counters.rolledBack++;
+    this.since.clear();
+    this.deps.log.warn({ deploy: intent.id, version: ro.version, reason }, 'rollout: failed, rolling back');
+    const spec: JsonObject = { ...intent.spec };
+    for (const k of TEMPLATE_KEYS) delete spec[k];
+    Object.assign(spec, ro.stable.template);
+    spec.rollout = {
+      ...ro,
+      target: ro.stable.hash,
+      updated: [],
+      state,
+      reason,
+      batchAt: now,
+    } as unknown as Json;
+    spec.history = h as unknown as Json;
+    this.deps.sync.updateIntent(intent.id, { spec });
+  }
+}
+
+function byInstance(a: string, b: string): number {
+  const na = Number(a);
+  const nb = Number(b);
+  if (Number.isInteger(na) && Number.isInteger(nb)) return na - nb;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The spec to write for a user's create/replace: the user's keys plus the system keys. A new
+ * deploy starts at version 1 (stable = its template, written in the same put, so no extra gossip);
+ * an existing one keeps its rollout and history (the coordinator rolls the edit out).
+ */
+export function withSystemKeys(existing: JsonObject | undefined, spec: JsonObject, now: number): JsonObject {
+  const out: JsonObject = { ...spec };
+  for (const k of SYSTEM_KEYS) delete out[k];
+  if (existing && rolloutOf(existing)) {
+    for (const k of SYSTEM_KEYS) if (existing[k] !== undefined) out[k] = existing[k];
+    return out;
+  }
+  const template = templateOf(out);
+  const hash = templateHash(template);
+  const rec: RolloutRecord = {
+    version: 1,
+    target: hash,
+    stable: { hash, version: 1, template },
+    updated: [],
+    state: 'done',
+    startedAt: now,
+    batchAt: now,
+  };
+  out.rollout = rec as unknown as Json;
+  out.history = [{ version: 1, hash, template, at: now, state: 'done' }] as unknown as Json;
+  return out;
+}

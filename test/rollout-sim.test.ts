@@ -1,0 +1,181 @@
+import { describe, expect, it } from 'vitest';
+import { simProgram } from '../engines/sim.ts';
+import { rollbackTarget, specFor, templateHash, templateOf, withSystemKeys } from '../node/core/rollout.ts';
+import { deploysBackend } from '../node/deploys-backend.ts';
+import { SimCluster } from '../sim/cluster.ts';
+
+/**
+ * Rolling updates, automatic rollback, manual rollback and run-to-completion jobs on the real core
+ * (placement + reconcile + rollouts) with the sim engine, in virtual time.
+ */
+
+const GiB = 2 ** 30;
+const V1 = 'shoal/app:1';
+const V2 = 'shoal/app:2';
+
+const spec = (image: string, extra: Record<string, unknown> = {}) => ({
+  resources: { cpu: { milli: 500 }, memoryBytes: GiB },
+  image,
+  command: simProgram({}),
+  update: { parallelism: 1, monitorMs: 1000 },
+  ...extra,
+});
+
+async function cluster(seed: number, images?: string[]) {
+  const c = new SimCluster({
+    seed,
+    size: 4,
+    engine: { startDelayMs: [20, 80], ...(images ? { images } : {}) },
+  });
+  await c.start();
+  await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000);
+  return c;
+}
+
+/** Running sim workloads of deploy `d` across the cluster, with their template hash. */
+function running(c: SimCluster, d: string) {
+  const out: { host: string; id: string; version: string; createdAt: number }[] = [];
+  for (const a of c.agents) {
+    for (const w of c.machines[a.index]?.all(a.id) ?? []) {
+      if (w.spec.deployId === d && w.state === 'running') {
+        out.push({
+          host: a.id,
+          id: w.spec.id,
+          version: w.spec.labels?.['shoal.spec-hash'] ?? '',
+          createdAt: w.createdAt,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+describe('rolling updates (sim)', () => {
+  it('rolls a new image out one replica at a time behind the monitor period, and records history', async () => {
+    const c = await cluster(41);
+    const api = deploysBackend(c.get(2).sync, c.get(2).placement, c.get(2).agent.membership);
+    api.submit('web', { name: 'web', replicas: 4, strategy: 'spread', spec: spec(V1) });
+    const v1 = templateHash(templateOf(spec(V1)));
+    const v2 = templateHash(templateOf(spec(V2)));
+    expect(await c.runUntil(() => running(c, 'web').length === 4, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    expect(running(c, 'web').every((w) => w.version === v1)).toBe(true);
+
+    // Edit at another agent: only the template changes; the coordinator rolls it out.
+    const api3 = deploysBackend(c.get(3).sync, c.get(3).placement, c.get(3).agent.membership);
+    api3.updateSpec('web', { image: V2 });
+    let maxDown = 0;
+    let lastNew = 0;
+    let monotonic = true;
+    const t = await c.runUntil(
+      () => {
+        const r = running(c, 'web');
+        maxDown = Math.max(maxDown, 4 - r.length);
+        const n = r.filter((w) => w.version === v2).length;
+        if (n < lastNew) monotonic = false;
+        lastNew = n;
+        return n === 4 && api.get('web')?.rollout?.state === 'done';
+      },
+      60_000,
+      20,
+    );
+    expect(t).toBeGreaterThanOrEqual(0);
+    expect(maxDown).toBeLessThanOrEqual(1); // parallelism 1, stop-first
+    expect(monotonic).toBe(true);
+    // Four batches, each waiting ≥ 1 s of monitoring: the rollout cannot have been instant.
+    expect(t).toBeGreaterThanOrEqual(4 * 1000);
+    const view = api.get('web')!;
+    expect(view.version).toBe(2);
+    expect(view.history?.map((h) => [h.version, h.image, h.state])).toEqual([
+      [1, V1, 'done'],
+      [2, V2, 'done'],
+    ]);
+    expect(view.instances.every((i) => i.updated && i.version === v2)).toBe(true);
+
+    // `shoal rollback`: back to version 1's template, rolled out the same way (as version 3).
+    expect(api3.rollback('web')).toMatchObject({ version: 1 });
+    expect(
+      await c.runUntil(
+        () =>
+          running(c, 'web').filter((w) => w.version === v1).length === 4 &&
+          api.get('web')?.rollout?.state === 'done',
+        60_000,
+        20,
+      ),
+    ).toBeGreaterThanOrEqual(0);
+    expect(api.get('web')!.spec.image).toBe(V1);
+    expect(api.get('web')!.version).toBe(3);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+
+  it('a broken image fails on the first replica and the deploy rolls back by itself; the others are never touched', async () => {
+    const c = await cluster(42, [V1]); // V2 does not exist on any host
+    const api = deploysBackend(c.get(0).sync, c.get(0).placement, c.get(0).agent.membership);
+    api.submit('svc', { name: 'svc', replicas: 3, strategy: 'spread', spec: spec(V1) });
+    expect(await c.runUntil(() => running(c, 'svc').length === 3, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    const before = new Map(running(c, 'svc').map((w) => [w.id, w.createdAt]));
+    api.updateSpec('svc', { image: V2 });
+    const t = await c.runUntil(() => api.get('svc')?.rollout?.state === 'rolled-back', 30_000, 20);
+    expect(t).toBeGreaterThanOrEqual(0);
+    const view = api.get('svc')!;
+    expect(view.spec.image).toBe(V1); // the spec users read is the one that runs
+    expect(view.rollout?.reason).toMatch(/replica \d on .*: failed/);
+    expect(view.rollout?.reason).toMatch(/shoal\/app:2/);
+    expect(view.history?.at(-1)).toMatchObject({ version: 2, image: V2, state: 'rolled-back' });
+    // Back to three running V1 replicas; exactly one of them was re-created.
+    expect(await c.runUntil(() => running(c, 'svc').length === 3, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    const after = running(c, 'svc');
+    const untouched = after.filter((w) => before.get(w.id) === w.createdAt);
+    expect(untouched.length).toBe(2);
+    await c.run(3_000);
+    expect(running(c, 'svc').length).toBe(3); // and it stays so: no flapping
+  });
+
+  it('pure helpers: specFor picks the stable template unless the replica was updated; rollbackTarget', () => {
+    const s1 = withSystemKeys(undefined, spec(V1) as never, 1000);
+    const intent = { id: 'x', name: 'x', replicas: 2, strategy: 'binpack', revision: [0, 0, 'a'] as const };
+    expect(specFor({ ...intent, spec: s1 }, 'h', 0).image).toBe(V1);
+    const edited = { ...s1, image: V2 };
+    expect(specFor({ ...intent, spec: edited }, 'h', 0).image).toBe(V1); // not yet rolled
+    const ro = {
+      ...(s1.rollout as object),
+      target: templateHash(templateOf(edited)),
+      updated: ['1'],
+      state: 'rolling',
+    };
+    const rolling = { ...edited, rollout: ro } as never;
+    expect(specFor({ ...intent, spec: rolling }, 'h', 0).image).toBe(V1);
+    expect(specFor({ ...intent, spec: rolling }, 'h', 1).image).toBe(V2);
+    expect(rollbackTarget(rolling)).toMatchObject({ version: 1 });
+    expect(rollbackTarget(s1 as never)).toEqual({ error: 'no previous version to roll back to' });
+    // Re-submitting keeps the rollout state and history (an update, not a fresh deploy).
+    const again = withSystemKeys(rolling, spec(V2) as never, 2000);
+    expect(again.rollout).toEqual(ro);
+  });
+});
+
+describe('jobs (sim)', () => {
+  it('a job runs to completion: exit 0 succeeds; exit 3 is retried `retries` times with backoff, then fails with its code', async () => {
+    const c = await cluster(43);
+    const api = deploysBackend(c.get(1).sync, c.get(1).placement, c.get(1).agent.membership);
+    const job = (runMs: number, exitCode: number, retries: number) => ({
+      resources: { cpu: { milli: 200 }, memoryBytes: GiB / 4 },
+      image: V1,
+      command: simProgram({ runMs, exitCode }),
+      job: { retries, backoffMs: 200 },
+    });
+    api.submit('ok', { name: 'ok', replicas: 1, strategy: 'binpack', spec: job(300, 0, 2) });
+    api.submit('bad', { name: 'bad', replicas: 1, strategy: 'binpack', spec: job(100, 3, 2) });
+    const done = (id: string) => {
+      const s = api.get(id)?.job?.status;
+      return s === 'succeeded' || s === 'failed';
+    };
+    expect(await c.runUntil(() => done('ok') && done('bad'), 30_000, 20)).toBeGreaterThanOrEqual(0);
+    expect(api.get('ok')!.job).toMatchObject({ status: 'succeeded', exitCode: 0, attempts: 1 });
+    expect(api.get('bad')!.job).toMatchObject({ status: 'failed', exitCode: 3, attempts: 3 });
+    // Finished jobs stay finished (no restart of exit 0, no 4th attempt).
+    await c.run(5_000);
+    expect(api.get('ok')!.job!.attempts).toBe(1);
+    expect(api.get('bad')!.job!.attempts).toBe(3);
+    expect(api.get('bad')!.instances[0]!.status).toBe('failed');
+  });
+});
