@@ -179,3 +179,43 @@ describe('jobs (sim)', () => {
     expect(api.get('bad')!.instances[0]!.status).toBe('failed');
   });
 });
+
+describe('draining (sim)', () => {
+  it("a drained host's replicas move elsewhere before it stops them (never fewer running), then it takes no new work until undone", async () => {
+    const c = await cluster(44);
+    const api = deploysBackend(c.get(0).sync, c.get(0).placement, c.get(0).agent.membership);
+    api.submit('web', { name: 'web', replicas: 6, strategy: 'spread', spec: spec(V1) });
+    expect(await c.runUntil(() => running(c, 'web').length === 6, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    const victim = c.agents.find((a) => a.index !== 0 && running(c, 'web').some((w) => w.host === a.id))!;
+    const moved = running(c, 'web').filter((w) => w.host === victim.id).length;
+    expect(moved).toBeGreaterThan(0);
+    victim.sync.setDraining(true);
+    let minRunning = 6;
+    const t = await c.runUntil(
+      () => {
+        minRunning = Math.min(minRunning, running(c, 'web').length);
+        return (
+          running(c, 'web').length === 6 &&
+          running(c, 'web').every((w) => w.host !== victim.id) &&
+          victim.placement.workloads().length === 0
+        );
+      },
+      30_000,
+      20,
+    );
+    expect(t).toBeGreaterThanOrEqual(0);
+    expect(minRunning).toBe(6); // make before break
+    const rec = c.get(0).sync.state.hosts.live(victim.id)!;
+    expect(rec.draining).toBe(true);
+    expect(rec.workloads).toEqual([]);
+    // While drained, new work goes elsewhere; undone, it bids again.
+    api.submit('more', { name: 'more', replicas: 4, strategy: 'spread', spec: spec(V1) });
+    await c.runUntil(() => running(c, 'more').length === 4, 15_000, 20);
+    expect(running(c, 'more').some((w) => w.host === victim.id)).toBe(false);
+    victim.sync.setDraining(false);
+    api.submit('late', { name: 'late', replicas: 4, strategy: 'spread', spec: spec(V1) });
+    await c.runUntil(() => running(c, 'late').length === 4, 15_000, 20);
+    expect(running(c, 'late').some((w) => w.host === victim.id)).toBe(true);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+});

@@ -66,6 +66,8 @@ export interface PlacementConfig {
    * of re-placed elsewhere and stopped. Self-healing re-places after this grace.
    */
   reassignGraceMs: number;
+  /** A draining host keeps a moved replica until its new copy runs, at most this long. */
+  drainHandoffMs: number;
   /** How long an acknowledged award counts as a claim while its record is on the way. */
   ackMemoryMs: number;
 }
@@ -79,6 +81,7 @@ export const defaultPlacementConfig: PlacementConfig = {
   maxCandidates: 16,
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
+  drainHandoffMs: 30_000,
   ackMemoryMs: 5_000,
 };
 
@@ -147,6 +150,8 @@ export class Placement implements SubProtocol {
    * gossiped record (or `ackMemoryMs` passes). Between the ack and the record reaching us the slot
    * would otherwise look unclaimed and be auctioned twice.
    */
+  /** Draining: when this host first saw each of its replicas superseded (make before break). */
+  private readonly handoff = new Map<string, number>();
   private readonly acked = new Map<
     string,
     Map<string, { host: string; gen: number; replica: number; until: number }>
@@ -363,6 +368,14 @@ export class Placement implements SubProtocol {
   /** Answer a batch of bid requests from this host's exact books; reserve what is offered. */
   private answerBids(msg: Extract<PlacementMessage, { t: 'bid' }>): Extract<PlacementMessage, { t: 'bids' }> {
     const now = this.deps.clock.now();
+    if (this.deps.sync.self()?.draining) {
+      const items = msg.items.map((it) => ({
+        deployId: it.request.deployId,
+        ok: false as const,
+        reason: 'host is draining',
+      }));
+      return { t: 'bids', round: msg.round, items };
+    }
     const items = msg.items.map((it) => {
       const host = this.selfHost();
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
@@ -443,7 +456,9 @@ export class Placement implements SubProtocol {
       else {
         const intent = state.intents.get(w.deployId);
         if (intent && w.replica >= intent.replicas) drop = `scaled to ${intent.replicas}`;
-        else if (intent && isPerHost(intent.strategy)) {
+        else if (intent && isPerHost(intent.strategy) && this.deps.sync.self()?.draining) {
+          drop = 'host draining';
+        } else if (intent && isPerHost(intent.strategy)) {
           // Slots are (host, k): no other host can hold ours. Only a host limit can be exceeded
           // (two coordinators, a healed partition): the lowest host ids keep the deploy.
           const limit = typeof intent.spec.hostLimit === 'number' ? intent.spec.hostLimit : undefined;
@@ -459,6 +474,12 @@ export class Placement implements SubProtocol {
             if (rec.id === this.id) continue;
             const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
             if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
+              // Draining: make before break — keep serving until the new copy runs (bounded).
+              if (this.deps.sync.self()?.draining && c.status !== 'running') {
+                const since = this.handoff.get(key) ?? this.deps.clock.now();
+                this.handoff.set(key, since);
+                if (this.deps.clock.now() - since < this.cfg.drainHandoffMs) break;
+              }
               drop = `superseded by ${rec.id} (gen ${c.gen})`;
               break;
             }
@@ -466,6 +487,7 @@ export class Placement implements SubProtocol {
         }
       }
       if (drop) {
+        this.handoff.delete(key);
         this.local.delete(key);
         this.counters.dropped++;
         changed = true;
@@ -649,14 +671,23 @@ export class Placement implements SubProtocol {
         }
         const per = claims.get(deployId) ?? new Map<number, { gen: number; host: string }>();
         claims.set(deployId, per);
-        if (!per.has(a.replica)) per.set(a.replica, { gen: a.gen, host: a.host });
+        const cur = per.get(a.replica);
+        if (!cur || a.gen > cur.gen) per.set(a.replica, { gen: a.gen, host: a.host });
       }
       if (m.size === 0) this.acked.delete(deployId);
     }
+    const draining = new Set(records.filter((r) => r.draining).map((r) => r.id));
     const work: RoundItem[] = [];
     for (const intent of this.deps.sync.state.intents.all()) {
       if (isPerHost(intent.strategy)) {
-        if (this.coordinatorOf(intent.id) === this.id) work.push(...this.perHostWork(intent, records, now));
+        if (this.coordinatorOf(intent.id) === this.id)
+          work.push(
+            ...this.perHostWork(
+              intent,
+              records.filter((r) => !r.draining),
+              now,
+            ),
+          );
         else this.backoff.delete(intent.id);
         continue;
       }
@@ -665,7 +696,11 @@ export class Placement implements SubProtocol {
       const busy = this.inflight.get(intent.id);
       const slots: { replica: number; gen: number }[] = [];
       for (let r = 0; r < intent.replicas; r++) {
-        if (per?.has(r) || busy?.has(r)) continue;
+        if (busy?.has(r)) continue;
+        const c = per?.get(r);
+        // A replica on a draining host is placed anew elsewhere (gen + 1); the draining host
+        // keeps its copy until the new one runs.
+        if (c && !draining.has(c.host)) continue;
         slots.push({ replica: r, gen: (maxGen.get(`${intent.id}\0${r}`) ?? 0) + 1 });
       }
       if (slots.length === 0 || this.coordinatorOf(intent.id) !== this.id) {
@@ -683,14 +718,20 @@ export class Placement implements SubProtocol {
       }
       const existing: ExistingPlacement[] = [];
       const counts = new Map<string, number>();
-      for (const c of per?.values() ?? []) counts.set(c.host, (counts.get(c.host) ?? 0) + 1);
+      for (const c of per?.values() ?? []) {
+        if (!draining.has(c.host)) counts.set(c.host, (counts.get(c.host) ?? 0) + 1);
+      }
       for (const rec of records) {
         const n = counts.get(rec.id);
         if (n) existing.push({ hostId: rec.id, count: n, labels: rec.capacity.labels });
       }
       work.push({ request: spec.request, strategy: spec.strategy, slots, existing });
     }
-    if (work.length > 0) void this.round(work, records);
+    if (work.length > 0)
+      void this.round(
+        work,
+        records.filter((r) => !r.draining),
+      );
   }
 
   /**

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Allocation } from '../../allocator/types.ts';
 import type { Json, JsonObject } from '../../crdt/types.ts';
 import type { Engine, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';

@@ -142,6 +142,16 @@ export class StateSync implements SubProtocol {
     this.writeSelf();
   }
 
+  /**
+   * Drain this host (or undo): it stops bidding, and coordinators move its replicas elsewhere
+   * (docs/placement.md "Draining"). Kept in the host record, so it survives restarts.
+   */
+  setDraining(on: boolean): void {
+    if ((this.self()?.draining ?? false) === on && this.drainingFlag === on) return;
+    this.drainingFlag = on;
+    this.writeSelf();
+  }
+
   /** Create or replace a deploy intent locally and gossip it. Returns false if the id was deleted. */
   putIntent(id: string, fields: IntentFields): boolean {
     return this.gossipIntent(this.state.intents.put(id, fields, this.deps.clock.now()));
@@ -164,6 +174,8 @@ export class StateSync implements SubProtocol {
     this.onChange?.({ hosts: [], intents: [w.id] });
     return true;
   }
+
+  private drainingFlag: boolean | undefined;
 
   /** The facts this host currently advertises. */
   hostFacts(): HostFacts {
@@ -189,7 +201,7 @@ export class StateSync implements SubProtocol {
       capacity: capacityOf(this.host),
       allocated: this.pendingWorkloads?.allocated ?? prev?.allocated ?? zeroResources(),
       workloads: this.pendingWorkloads?.workloads ?? prev?.workloads ?? [],
-      draining: prev?.draining ?? false,
+      draining: this.drainingFlag ?? prev?.draining ?? false,
       updatedAt: this.deps.clock.now(),
     };
     this.state.apply({ hosts: [rec], intents: [] });
