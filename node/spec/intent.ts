@@ -185,9 +185,13 @@ const healthcheckSchema = z.discriminatedUnion(
         type: z.literal('http'),
         port: port(),
         path: z
-          .string()
-          .max(2_048)
-          .regex(HTTP_PATH_RE)
+          .string({ error: 'expected a string' })
+          .max(2_048, {
+            error: "expected a path starting with '/' (printable ASCII, no spaces, at most 2048 characters)",
+          })
+          .regex(HTTP_PATH_RE, {
+            error: "expected a path starting with '/' (printable ASCII, no spaces, at most 2048 characters)",
+          })
           .default(HEALTHCHECK_DEFAULTS.path)
           .meta({ description: "Starts with '/'; printable ASCII, no spaces" }),
         expectStatus: expectStatus.default([...HEALTHCHECK_DEFAULTS.expectStatus]),
@@ -480,7 +484,12 @@ export function toSpecIssues(issues: readonly z.core.$ZodIssue[], root: string):
     }
     if (iss.code === 'invalid_type' && iss.input === undefined && iss.expected !== 'undefined') {
       message = `required: ${message}`;
-    } else if ((iss.code === 'invalid_type' || iss.code === 'invalid_value') && 'input' in iss) {
+    } else if (
+      !(iss.code === 'invalid_union' && iss.discriminator !== undefined) &&
+      (iss.input === null ||
+        ['number', 'boolean'].includes(typeof iss.input) ||
+        (typeof iss.input === 'string' && !message.includes(JSON.stringify(iss.input))))
+    ) {
       message = `${message}, got ${describe(iss.input)}`;
     }
     if (iss.code === 'invalid_union' && iss.discriminator !== undefined) {
