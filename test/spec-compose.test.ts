@@ -13,7 +13,7 @@ import {
   SpecError,
   shellSplit,
 } from '../node/spec/compose.ts';
-import { validateIntentSpec } from '../node/spec/intent.ts';
+import { validateIntent, validateIntentSpec } from '../node/spec/intent.ts';
 
 const FIXTURES = new URL('./fixtures/compose/', import.meta.url);
 const IMG = 'shoal/busybox:latest';
@@ -881,5 +881,38 @@ describe('property', () => {
       }),
       { numRuns: 150, seed: 7 },
     );
+  });
+});
+
+describe('docs/spec.md examples', () => {
+  const md = readFileSync(new URL('../docs/spec.md', import.meta.url), 'utf8');
+  it('the Compose example parses to what the page says', () => {
+    const yaml = md.split('```yaml\n')[1]!.split('```')[0]!;
+    const r = parseCompose(yaml, { file: 'example.yaml', env: { REGION: 'eu' } });
+    expect(r.warnings).toEqual([]);
+    const [web, db] = r.deploys;
+    expect([web!.id, web!.replicas, db!.id]).toEqual(['shop-web', 3, 'shop-db']);
+    expect(web!.spec.resources).toEqual({ cpu: { milli: 250 }, memoryBytes: 128 * 2 ** 20, diskBytes: 0 });
+    expect(web!.spec.limits).toEqual({ cpuMilli: 1000, memoryBytes: 256 * 2 ** 20 });
+    expect(web!.spec.constraints).toEqual(['tier = edge']);
+    expect(web!.spec.spread).toEqual({ label: 'zone' });
+    expect(db!.spec.resources).toEqual({
+      cpu: { milli: 2000, bind: true },
+      memoryBytes: 2 ** 30,
+      diskBytes: 0,
+    });
+    expect(db!.spec.volumes).toEqual([
+      {
+        type: 'volume',
+        source: 'shop_dbdata',
+        target: '/var/lib/db',
+        readOnly: false,
+        sizeBytes: 10 * 2 ** 30,
+      },
+    ]);
+  });
+  it('the JSON example is a valid intent', () => {
+    const body = JSON.parse(md.split('```json\n')[1]!.split('```')[0]!);
+    expect(validateIntent(body).ok).toBe(true);
   });
 });
