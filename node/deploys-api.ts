@@ -1,6 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { DeployIntent, Json, JsonObject } from '../crdt/types.ts';
 import { IntentSpecError } from './core/placement-adapter.ts';
+import { SYSTEM_KEYS } from './core/rollout.ts';
+import { parseCompose, SpecError } from './spec/compose.ts';
+import { validateIntent } from './spec/intent.ts';
 
 /**
  * Deploy routes (placement side): create, list, get, scale, delete. Any agent accepts them; the
@@ -123,29 +126,97 @@ export function readDeployBody(
   if (typeof strategy !== 'string') return 'strategy: expected a string';
   const spec = body.spec as Json | undefined;
   if (!isJsonObject(spec)) return 'spec: expected an object (with resources: {cpu: {milli}, memoryBytes})';
-  return { id, fields: { name, replicas, strategy, spec } };
+  for (const k of SYSTEM_KEYS) {
+    if (spec[k] !== undefined) return `spec.${k}: written by the cluster; not settable`;
+  }
+  const v = validateIntent({ name, replicas, strategy, spec });
+  if (!v.ok) return v.issues.map((i) => `${i.path}: ${i.message}`).join('; ');
+  return { id, fields: { name, replicas, strategy, spec: v.spec.spec } };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBackend): void {
-  // Deploy ids default to the name: submitting one deploy at two agents converges on one deploy
-  // (field-wise last-writer-wins), and re-submitting it is an update (rolled out).
-  app.post<{ Body: unknown }>('/v1/deploys', async (req, reply) => {
-    const r = readDeployBody(req.body, (n) => n);
-    if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
-    let outcome: 'created' | 'updated';
+const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml'];
+
+/**
+ * A Compose file as the body (`Content-Type: application/yaml`, query `file`, `project`): parsed
+ * and validated here, each service submitted as a deploy. Interpolation sees no environment on
+ * the server (`${VAR:-default}` defaults apply); the CLI parses files locally with the user's.
+ */
+async function submitCompose(
+  backend: DeploysBackend,
+  text: string,
+  query: { file?: string; project?: string },
+  job: boolean,
+): Promise<{ code: number; body: unknown }> {
+  let parsed: ReturnType<typeof parseCompose>;
+  try {
+    parsed = parseCompose(text, {
+      file: query.file ?? 'compose.yaml',
+      env: {},
+      ...(query.project ? { project: query.project } : {}),
+    });
+  } catch (err) {
+    if (err instanceof SpecError) {
+      return { code: 400, body: { error: 'bad-request', message: err.message, issues: err.issues } };
+    }
+    throw err;
+  }
+  let created = false;
+  const ids: string[] = [];
+  for (const d of parsed.deploys) {
+    const spec = job && d.spec.job === undefined ? { ...d.spec, job: {} } : d.spec;
+    const id = job ? backend.newId(d.id) : d.id;
     try {
-      outcome = backend.submit(r.id, r.fields);
+      if (
+        backend.submit(id, { name: d.name, replicas: d.replicas, strategy: d.strategy, spec }) === 'created'
+      )
+        created = true;
     } catch (err) {
-      if (err instanceof IntentSpecError) {
-        return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
-      }
+      if (err instanceof IntentSpecError)
+        return {
+          code: 400,
+          body: { error: 'bad-request', message: `${d.id}: ${err.field}: ${err.problem}` },
+        };
       throw err;
     }
-    await backend.flush(); // accepted = durable: a crash after 201 must not lose the deploy
-    return reply.code(outcome === 'created' ? 201 : 200).send(backend.get(r.id) ?? { id: r.id });
-  });
+    ids.push(id);
+  }
+  await backend.flush();
+  return {
+    code: created ? 201 : 200,
+    body: { deploys: ids.map((id) => backend.get(id) ?? { id }), warnings: parsed.warnings },
+  };
+}
+
+export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBackend): void {
+  app.addContentTypeParser(YAML_TYPES, { parseAs: 'string', bodyLimit: 1024 * 1024 }, (_req, body, done) =>
+    done(null, body),
+  );
+  // Deploy ids default to the name: submitting one deploy at two agents converges on one deploy
+  // (field-wise last-writer-wins), and re-submitting it is an update (rolled out).
+  app.post<{ Body: unknown; Querystring: { file?: string; project?: string } }>(
+    '/v1/deploys',
+    async (req, reply) => {
+      if (typeof req.body === 'string') {
+        const r = await submitCompose(backend, req.body, req.query, false);
+        return reply.code(r.code).send(r.body);
+      }
+      const r = readDeployBody(req.body, (n) => n);
+      if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
+      let outcome: 'created' | 'updated';
+      try {
+        outcome = backend.submit(r.id, r.fields);
+      } catch (err) {
+        if (err instanceof IntentSpecError) {
+          return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
+        }
+        throw err;
+      }
+      await backend.flush(); // accepted = durable: a crash after 201 must not lose the deploy
+      return reply.code(outcome === 'created' ? 201 : 200).send(backend.get(r.id) ?? { id: r.id });
+    },
+  );
   app.post<{ Params: { id: string } }>('/v1/deploys/:id/rollback', async (req, reply) => {
     const id = req.params.id;
     if (!backend.get(id)) return reply.code(404).send({ error: 'not-found', message: `no deploy ${id}` });
@@ -156,25 +227,33 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
   });
   // Run-to-completion jobs: a deploy whose spec has `job` ({retries?, backoffMs?}); ids are unique
   // per run (like `docker run`).
-  app.post<{ Body: unknown }>('/v1/jobs', async (req, reply) => {
-    const body = isJsonObject(req.body) ? { ...req.body } : req.body;
-    if (isJsonObject(body) && isJsonObject(body.spec) && body.spec.job === undefined) {
-      body.spec = { ...body.spec, job: {} };
-    }
-    const r = readDeployBody(body, (n) => backend.newId(n));
-    if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
-    if (backend.get(r.id)) return reply.code(409).send({ error: 'conflict', message: `job ${r.id} exists` });
-    try {
-      backend.submit(r.id, r.fields);
-    } catch (err) {
-      if (err instanceof IntentSpecError) {
-        return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
+  app.post<{ Body: unknown; Querystring: { file?: string; project?: string } }>(
+    '/v1/jobs',
+    async (req, reply) => {
+      if (typeof req.body === 'string') {
+        const r = await submitCompose(backend, req.body, req.query, true);
+        return reply.code(r.code).send(r.body);
       }
-      throw err;
-    }
-    await backend.flush();
-    return reply.code(201).send(backend.get(r.id) ?? { id: r.id });
-  });
+      const body = isJsonObject(req.body) ? { ...req.body } : req.body;
+      if (isJsonObject(body) && isJsonObject(body.spec) && body.spec.job === undefined) {
+        body.spec = { ...body.spec, job: {} };
+      }
+      const r = readDeployBody(body, (n) => backend.newId(n));
+      if (typeof r === 'string') return reply.code(400).send({ error: 'bad-request', message: r });
+      if (backend.get(r.id))
+        return reply.code(409).send({ error: 'conflict', message: `job ${r.id} exists` });
+      try {
+        backend.submit(r.id, r.fields);
+      } catch (err) {
+        if (err instanceof IntentSpecError) {
+          return reply.code(400).send({ error: 'bad-request', message: `${err.field}: ${err.problem}` });
+        }
+        throw err;
+      }
+      await backend.flush();
+      return reply.code(201).send(backend.get(r.id) ?? { id: r.id });
+    },
+  );
   const jobView = (id: string) => {
     const d = backend.get(id);
     if (!d?.job) return undefined;

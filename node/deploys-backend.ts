@@ -34,6 +34,7 @@ import {
 } from './core/rollout.ts';
 import type { StateSync } from './core/state-sync.ts';
 import type { DeploysBackend, DeployView, JobView, ReplicaView } from './deploys-api.ts';
+import { validateIntent } from './spec/intent.ts';
 
 /** The deploy routes' view of an agent: intents (CRDT) joined with live claims (host records). */
 export function deploysBackend(
@@ -142,11 +143,23 @@ export function deploysBackend(
       if (!cur) return false;
       rejectSystemKeys(id, patch);
       const spec: JsonObject = { ...cur.spec };
+      for (const k of SYSTEM_KEYS) delete spec[k];
       for (const [k, v] of Object.entries(patch)) {
         if (v === null) delete spec[k];
         else spec[k] = v as Json;
       }
-      placement.submit(id, { name: cur.name, replicas: cur.replicas, strategy: cur.strategy, spec });
+      const v = validateIntent({ name: cur.name, replicas: cur.replicas, strategy: cur.strategy, spec });
+      if (!v.ok) {
+        const [first, ...rest] = v.issues;
+        const more = rest.map((i) => `; ${i.path}: ${i.message}`).join('');
+        throw new IntentSpecError(id, first!.path, `${first!.message}${more}`);
+      }
+      placement.submit(id, {
+        name: cur.name,
+        replicas: cur.replicas,
+        strategy: cur.strategy,
+        spec: withSystemKeys(cur.spec, v.spec.spec, now()),
+      });
       return true;
     },
     rollback: (id) => {

@@ -121,7 +121,7 @@ describe('validateIntentSpec: normalisation', () => {
           monitorMs: 5_000,
           maxFailureRatio: 0,
           order: 'stop-first',
-          failureAction: 'pause',
+          failureAction: 'rollback',
         },
         rollbackConfig: {
           parallelism: 0,

@@ -44,7 +44,7 @@ export const DEFAULT_HOOK_TIMEOUT_MS = 10_000;
 export const UPDATE_DEFAULTS = {
   parallelism: 1,
   delayMs: 0,
-  failureAction: 'pause',
+  failureAction: 'rollback',
   monitorMs: 5_000,
   maxFailureRatio: 0,
   order: 'stop-first',
@@ -286,6 +286,9 @@ const updateFields = {
   parallelism: intIn(0, 10_000).default(UPDATE_DEFAULTS.parallelism).meta({ description: '0 = all at once' }),
   delayMs: durationMs().default(UPDATE_DEFAULTS.delayMs),
   monitorMs: durationMs().default(UPDATE_DEFAULTS.monitorMs),
+  deadlineMs: durationMs()
+    .optional()
+    .meta({ description: 'a batch that shows no progress for this long fails (default 120000)' }),
   maxFailureRatio: z
     .number({ error: 'expected a number in 0..1' })
     .min(0, { error: 'expected a number in 0..1' })
@@ -293,9 +296,10 @@ const updateFields = {
     .default(UPDATE_DEFAULTS.maxFailureRatio),
   order: oneOf(['stop-first', 'start-first']).default(UPDATE_DEFAULTS.order),
 };
-const UPDATE_WHAT = '{parallelism?, delayMs?, failureAction?, monitorMs?, maxFailureRatio?, order?}';
+const UPDATE_WHAT =
+  '{parallelism?, delayMs?, failureAction?, monitorMs?, deadlineMs?, maxFailureRatio?, order?}';
 const updateSchema = strict(
-  { ...updateFields, failureAction: oneOf(['rollback', 'pause', 'continue']).default('pause') },
+  { ...updateFields, failureAction: oneOf(['rollback', 'pause', 'continue']).default('rollback') },
   UPDATE_WHAT,
 );
 /** A rollback that fails cannot roll back again. */
