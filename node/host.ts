@@ -19,6 +19,8 @@ export interface HostFacts {
   diskBytes: number;
   gpus: GpuFacts[];
   labels: Record<string, string>;
+  /** The machine's host name, advertised as label `shoal.hostname` (Compose `node.hostname`). */
+  hostname?: string;
 }
 
 export interface HostOverrides {
@@ -222,6 +224,7 @@ export function detectHost(dataDir: string, o: HostOverrides = {}): HostFacts {
     diskBytes: p.diskBytes ?? detectDisk(dataDir),
     gpus: p.gpus ?? detectGpus(),
     labels: p.labels,
+    hostname: os.hostname(),
   };
 }
 

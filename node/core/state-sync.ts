@@ -177,6 +177,14 @@ export class StateSync implements SubProtocol {
 
   private drainingFlag: boolean | undefined;
 
+  /** Capacity plus the labels every host carries: `shoal.id` (and `shoal.hostname` when known). */
+  private capacityWithSystemLabels(): Capacity {
+    const c = capacityOf(this.host);
+    c.labels['shoal.id'] = this.id;
+    if (this.host.hostname) c.labels['shoal.hostname'] = this.host.hostname;
+    return c;
+  }
+
   /** The facts this host currently advertises. */
   hostFacts(): HostFacts {
     return this.host;
@@ -198,7 +206,7 @@ export class StateSync implements SubProtocol {
       version: this.ownVersion,
       deleted: false,
       addrs: this.deps.transport.addrs(),
-      capacity: capacityOf(this.host),
+      capacity: this.capacityWithSystemLabels(),
       allocated: this.pendingWorkloads?.allocated ?? prev?.allocated ?? zeroResources(),
       workloads: this.pendingWorkloads?.workloads ?? prev?.workloads ?? [],
       draining: this.drainingFlag ?? prev?.draining ?? false,
