@@ -1,11 +1,23 @@
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { registerAuth } from './auth.ts';
 import { type DeploysBackend, registerDeployRoutes } from './deploys-api.ts';
 import { HostConfigError } from './host.ts';
 import { type AgentMetrics, createAgentMetrics, type MetricsSnapshot } from './metrics.ts';
+import {
+  ApiErrorSchema,
+  checkResponses,
+  openApiDocument,
+  type RouteTable,
+  route,
+  trackRoutes,
+} from './openapi.ts';
 
 /**
- * The HTTP API every agent serves under /v1/ (read side for now). It talks to the agent through
- * this narrow facade so it can be tested without a network.
+ * The HTTP API every agent serves under /v1/. It talks to the agent through this narrow facade so
+ * it can be tested without a network. Routes are registered with `route()` (node/openapi.ts) so
+ * that GET /v1/openapi.json describes them; every route needs the agent's bearer token
+ * (node/auth.ts) unless registered `public`.
  */
 
 export interface NodeInfo {
@@ -46,6 +58,15 @@ export interface ApiOptions {
   metrics?: AgentMetrics;
   /** Deploy routes (/v1/deploys…), when the agent runs placement. */
   deploys?: DeploysBackend;
+  /**
+   * Bearer token required on every non-public route (node/auth.ts). The agent always sets it;
+   * absent = no auth, for in-process tests only.
+   */
+  token?: string;
+  /** Require the token on GET /metrics too (`shoal agent --metrics-auth`). */
+  metricsAuth?: boolean;
+  /** Validate every JSON answer against its documented schema (tests; see node/openapi.ts). */
+  checkResponses?: boolean;
 }
 
 export interface ApiServer {
@@ -53,6 +74,7 @@ export interface ApiServer {
   port: number;
   close(): Promise<void>;
   app: FastifyInstance;
+  routes: RouteTable;
 }
 
 /** Split "host:port" (IPv6 as "[::1]:4700"). */
@@ -104,34 +126,239 @@ function jsonType(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
 }
 
+// ───────────────────────────── schemas (documentation + test-time response check) ─────────────────────────────
+
+const Labels = z.record(z.string(), z.string()).meta({ description: 'host labels, e.g. {"zone":"a"}' });
+
+export const NodeInfoSchema = z.object({
+  id: z.string().meta({ description: 'peer id' }),
+  status: z.enum(['alive', 'suspect', 'dead', 'left']),
+  incarnation: z.number().int(),
+  addrs: z.array(z.string()).meta({ description: 'libp2p multiaddrs' }),
+  capacity: z.unknown().meta({
+    description: 'what the host offers (cpuMilli, cores, memory, disk, gpus, labels, …); null if unknown',
+  }),
+  allocated: z.unknown().meta({ description: 'what its workloads use; null if unknown' }),
+  labels: Labels,
+  statusAgeMs: z
+    .number()
+    .meta({ description: 'ms since the status last changed, as the answering agent sees it' }),
+  self: z.boolean().meta({ description: 'true for the answering agent' }),
+});
+
+export const SelfPatchSchema = z
+  .object({
+    labels: Labels.optional().meta({ description: 'replaces the whole label set' }),
+    cpu: z.union([z.string(), z.number()]).optional().meta({ description: 'cores, e.g. "4" or 2.5' }),
+    memory: z.union([z.string(), z.number()]).optional().meta({ description: 'e.g. "8GiB"' }),
+    disk: z.union([z.string(), z.number()]).optional().meta({ description: 'e.g. "500GiB"' }),
+    gpu: z.union([z.string(), z.number()]).optional().meta({ description: 'none | 2xA100:80GiB,T4:16GiB' }),
+  })
+  .strict();
+
+const HealthSchema = z.looseObject({ ok: z.literal(true), id: z.string() });
+const StateSchema = z.looseObject({ hash: z.string().meta({ description: 'hash of the cluster state' }) });
+
+export const ReplicaViewSchema = z.looseObject({
+  replica: z.number().int(),
+  host: z.string().nullable().meta({ description: 'peer id of the host running it; null while unplaced' }),
+  gen: z.number().int().nullable(),
+  status: z.string().optional().meta({ description: 'pending, starting, running, exited, failed' }),
+  exitCode: z.number().int().nullable().optional(),
+  health: z
+    .string()
+    .nullable()
+    .optional()
+    .meta({ description: 'starting, healthy, unhealthy; null without a check' }),
+  reallocRefused: z.string().optional(),
+});
+
+export const DeployViewSchema = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  replicas: z.number().int(),
+  strategy: z.string(),
+  spec: z.record(z.string(), z.unknown()),
+  placed: z.number().int(),
+  instances: z.array(ReplicaViewSchema),
+  coordinator: z.string().meta({ description: 'the agent coordinating this deploy' }),
+  pending: z
+    .object({ pending: z.number().int(), reasons: z.array(z.string()), retryAt: z.number() })
+    .optional(),
+});
+
+const DeployBodySchema = z.object({
+  id: z.string().optional().meta({ description: 'default: <name>-<random>' }),
+  name: z.string(),
+  replicas: z.number().int().min(0).max(10_000).optional(),
+  strategy: z.string().optional(),
+  spec: z.record(z.string(), z.unknown()).meta({ description: 'intent spec (resources, image, …)' }),
+});
+
+const DeployPatchSchema = z.object({
+  replicas: z.number().int().min(0).max(10_000).optional(),
+  resources: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Docs of the deploy routes (node/deploys-api.ts registers them with plain app.get/post/…). */
+function describeDeployRoutes(table: RouteTable): void {
+  const tags = ['deploys'];
+  table.describe('POST', '/v1/deploys', {
+    summary: 'Create or replace a deploy',
+    tags,
+    body: DeployBodySchema,
+    response: { 201: DeployViewSchema, 400: ApiErrorSchema },
+  });
+  table.describe('GET', '/v1/deploys', {
+    summary: 'Every deploy with its replicas',
+    tags,
+    response: { 200: z.array(DeployViewSchema) },
+  });
+  table.describe('GET', '/v1/deploys/:id', {
+    summary: 'One deploy',
+    tags,
+    response: { 200: DeployViewSchema, 404: ApiErrorSchema },
+  });
+  table.describe('PATCH', '/v1/deploys/:id', {
+    summary: 'Scale a deploy or change its resources',
+    tags,
+    body: DeployPatchSchema,
+    response: { 200: DeployViewSchema, 400: ApiErrorSchema, 404: ApiErrorSchema },
+  });
+  table.describe('DELETE', '/v1/deploys/:id', {
+    summary: 'Remove a deploy (its replicas stop)',
+    tags,
+    response: { 204: null, 404: ApiErrorSchema },
+  });
+}
+
+export interface BuiltApi {
+  app: FastifyInstance;
+  routes: RouteTable;
+}
+
 export function buildApi(backend: ApiBackend, opts: ApiOptions = {}): FastifyInstance {
+  return buildApiWithRoutes(backend, opts).app;
+}
+
+/** The API app and the table of its routes (for the OpenAPI document and its tests). */
+export function buildApiWithRoutes(backend: ApiBackend, opts: ApiOptions = {}): BuiltApi {
   const app = Fastify({ logger: false });
+  const routes = trackRoutes(app);
+  if (opts.token !== undefined) registerAuth(app, { token: opts.token });
+  if (opts.checkResponses) checkResponses(app, routes);
+  // Compose files arrive as YAML text (POST /v1/deploys, /v1/jobs); handlers parse them.
+  app.addContentTypeParser(
+    ['application/yaml', 'application/x-yaml', 'text/yaml'],
+    { parseAs: 'string' },
+    (_req, body, done) => done(null, body),
+  );
   const metrics = opts.metrics ?? createAgentMetrics(() => backend.metrics());
-  app.get('/v1/health', async () => ({ ok: true, id: backend.id(), ...backend.health() }));
-  if (opts.deploys) registerDeployRoutes(app, opts.deploys);
-  app.get('/v1/nodes', async () => backend.nodes());
-  app.get<{ Params: { id: string } }>('/v1/nodes/:id', async (req, reply) => {
-    const n = backend.nodes().find((x) => x.id === req.params.id);
-    if (!n) return reply.code(404).send({ error: 'not-found', message: `no node ${req.params.id}` });
-    return n;
-  });
-  app.get('/v1/state', async () => backend.state());
-  app.patch<{ Body: unknown }>('/v1/node', async (req, reply) => {
-    const patch = readSelfPatch(req.body);
-    if (typeof patch === 'string') return badRequest(reply, patch);
-    try {
-      return backend.patchSelf(patch);
-    } catch (err) {
-      // Bad values are the caller's fault (400, naming the field); anything else is ours (500).
-      if (err instanceof HostConfigError) return badRequest(reply, err.message);
-      throw err;
-    }
-  });
-  // Prometheus scrape endpoint: no /v1 prefix (scrapers expect /metrics), no auth.
-  app.get('/metrics', async (_req, reply) => {
-    const text = await metrics.render();
-    return reply.header('content-type', metrics.contentType).send(text);
-  });
+  const system = ['system'];
+  route(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/health',
+      summary: 'Liveness of the answering agent (no token needed)',
+      tags: system,
+      public: true,
+      response: { 200: HealthSchema },
+    },
+    async () => ({ ok: true, id: backend.id(), ...backend.health() }),
+  );
+  route(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/openapi.json',
+      summary: 'This document (OpenAPI 3.1; no token needed)',
+      tags: system,
+      public: true,
+      response: { 200: z.record(z.string(), z.unknown()) },
+    },
+    async () => openApiDocument(routes, API_INFO),
+  );
+  if (opts.deploys) {
+    registerDeployRoutes(app, opts.deploys);
+    describeDeployRoutes(routes);
+  }
+  const nodes = ['nodes'];
+  route(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/nodes',
+      summary: 'Cluster members as the answering agent sees them',
+      tags: nodes,
+      response: { 200: z.array(NodeInfoSchema) },
+    },
+    async () => backend.nodes(),
+  );
+  route<{ Params: { id: string } }>(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/nodes/:id',
+      summary: 'One member',
+      tags: nodes,
+      response: { 200: NodeInfoSchema, 404: ApiErrorSchema },
+    },
+    async (req, reply) => {
+      const n = backend.nodes().find((x) => x.id === req.params.id);
+      if (!n) return reply.code(404).send({ error: 'not-found', message: `no node ${req.params.id}` });
+      return n;
+    },
+  );
+  route(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/state',
+      summary: 'Cluster state summary and hash',
+      tags: system,
+      response: { 200: StateSchema },
+    },
+    async () => backend.state(),
+  );
+  route<{ Body: unknown }>(
+    app,
+    {
+      method: 'PATCH',
+      url: '/v1/node',
+      summary: 'Change what the answering agent advertises for its host',
+      tags: nodes,
+      body: SelfPatchSchema,
+      response: { 200: NodeInfoSchema, 400: ApiErrorSchema },
+    },
+    async (req, reply) => {
+      const patch = readSelfPatch(req.body);
+      if (typeof patch === 'string') return badRequest(reply, patch);
+      try {
+        return backend.patchSelf(patch);
+      } catch (err) {
+        // Bad values are the caller's fault (400, naming the field); anything else is ours (500).
+        if (err instanceof HostConfigError) return badRequest(reply, err.message);
+        throw err;
+      }
+    },
+  );
+  // Prometheus scrape endpoint: no /v1 prefix (scrapers expect /metrics); open unless metricsAuth.
+  route(
+    app,
+    {
+      method: 'GET',
+      url: '/metrics',
+      summary: 'Prometheus metrics (no token needed unless the agent runs with --metrics-auth)',
+      tags: system,
+      public: !opts.metricsAuth,
+      response: { 200: { contentType: 'text/plain', description: 'Prometheus text exposition 0.0.4' } },
+    },
+    async (_req, reply) => {
+      const text = await metrics.render();
+      return reply.header('content-type', metrics.contentType).send(text);
+    },
+  );
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url}` });
   });
@@ -141,8 +368,15 @@ export function buildApi(backend: ApiBackend, opts: ApiOptions = {}): FastifyIns
       .code(status)
       .send({ error: status >= 500 ? 'internal' : 'bad-request', message: String(err.message) });
   });
-  return app;
+  return { app, routes };
 }
+
+const API_INFO = {
+  title: 'shoal agent API',
+  version: '1',
+  description:
+    'Every agent serves this API; call any of them. Send `Authorization: Bearer <token>` on every route except those marked with an empty security list.',
+};
 
 export async function startApi(
   backend: ApiBackend,
@@ -150,10 +384,16 @@ export async function startApi(
   opts: ApiOptions = {},
 ): Promise<ApiServer> {
   const { host, port } = parseHostPort(listen);
-  const app = buildApi(backend, opts);
+  const { app, routes } = buildApiWithRoutes(backend, opts);
   await app.listen({ host, port });
   const addr = app.server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;
   const shownHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
-  return { url: `http://${shownHost}:${boundPort}`, port: boundPort, close: () => app.close(), app };
+  return {
+    url: `http://${shownHost}:${boundPort}`,
+    port: boundPort,
+    close: () => app.close(),
+    app,
+    routes,
+  };
 }

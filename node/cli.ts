@@ -1,5 +1,32 @@
-import { existsSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, extname } from 'node:path';
+import { MultiBar, Presets } from 'cli-progress';
+import { Command, CommanderError, Option } from 'commander';
+import { stringify as stringifyYaml } from 'yaml';
+import {
+  formatHistory,
+  formatPs,
+  formatTable,
+  parseCount,
+  parseEnvPairs,
+  parseSeconds,
+  parseSince,
+  parseTarget,
+  pickWorkloads,
+  progressOf,
+  shortId,
+  UsageError,
+} from './cli-format.ts';
+import {
+  type DeployView,
+  type ExecResult,
+  type JobStatus,
+  type LogLine,
+  resolveToken,
+  ShoalClient,
+  type WorkloadView,
+} from './client.ts';
 import {
   formatAge,
   formatBytes,
@@ -13,6 +40,10 @@ import {
 /**
  * `shoal` command line. Every flag of `shoal agent` has a SHOAL_* environment twin
  * (e.g. --data-dir ↔ SHOAL_DATA_DIR; repeatable flags take comma-separated env values).
+ * Commands that talk to an agent take --addr (SHOAL_ADDR), --token (SHOAL_TOKEN; default: the
+ * local agent's <data-dir>/token) and --json (machine-readable output only, on stdout).
+ * Exit codes: 0 ok, 1 error (the agent's message is printed), 2 malformed command line; `exec`
+ * and `run` exit with the remote command's code.
  */
 
 const program = new Command();
@@ -20,7 +51,9 @@ program
   .name('shoal')
   .description('A container orchestrator with no master: run one agent per host, deploy to any of them.')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Parse errors throw (→ exit 2) instead of exiting; subcommands inherit this.
+  .exitOverride();
 
 function env(name: string): string {
   return `SHOAL_${name}`;
@@ -74,6 +107,14 @@ program
       .default([]),
   )
   .addOption(
+    new Option('--token-file <path>', 'API token file (default: <data-dir>/token, made on first start)').env(
+      env('TOKEN_FILE'),
+    ),
+  )
+  .addOption(
+    new Option('--metrics-auth', 'require the API token on GET /metrics too').env(env('METRICS_AUTH')),
+  )
+  .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['trace', 'debug', 'info', 'warn', 'error'])
       .env(env('LOG_LEVEL'))
@@ -90,6 +131,10 @@ program
     });
     const { parseHostPort } = await import('./api.ts');
     parseHostPort(opts.api, '--api');
+    if (opts.tokenFile !== undefined) {
+      const { readTokenFile } = await import('./auth.ts');
+      readTokenFile(opts.tokenFile, '--token-file');
+    }
     const { runAgent } = await import('./run.ts');
     await runAgent(opts);
   });
@@ -109,63 +154,52 @@ program
     );
   });
 
-function addrOption(): Option {
-  return new Option('--addr <host:port>', 'any agent’s API address')
-    .env(env('ADDR'))
-    .default('127.0.0.1:4700');
+// ───────────────────────────── talking to an agent ─────────────────────────────
+
+interface ClientFlags {
+  addr: string;
+  token?: string;
+  dataDir?: string;
+  json?: boolean;
 }
 
-/**
- * Call an agent's API. Errors are one readable line: unreachable agents name the address, API
- * errors carry the agent's message (which names the offending field).
- */
-async function callApi(
-  addr: string,
-  path: string,
-  init: { method?: string; body?: unknown } = {},
-): Promise<unknown> {
-  const base = /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, '') : `http://${addr}`;
-  let res: Response;
-  try {
-    res = await fetch(`${base}${path}`, {
-      method: init.method ?? 'GET',
-      headers: init.body === undefined ? {} : { 'content-type': 'application/json' },
-      body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      signal: AbortSignal.timeout(10_000),
-    });
-  } catch (err) {
-    throw new Error(
-      `cannot reach an agent at ${addr}: ${reason(err)} (is \`shoal agent\` running there? see --addr)`,
-    );
-  }
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = text === '' ? null : JSON.parse(text);
-  } catch {
-    throw new Error(`${addr}${path}: HTTP ${res.status}, not JSON: ${text.slice(0, 200)}`);
-  }
-  if (!res.ok) {
-    const message = (body as { message?: unknown } | null)?.message;
-    throw new Error(
-      typeof message === 'string' ? message : `${addr}${path}: HTTP ${res.status}: ${text.slice(0, 200)}`,
-    );
-  }
-  return body;
+/** --addr, --token, --data-dir and --json: every command that talks to an agent takes them. */
+function clientCommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .addOption(
+      new Option('--addr <host:port>', 'any agent’s API address').env(env('ADDR')).default('127.0.0.1:4700'),
+    )
+    .addOption(
+      new Option('--token <token>', 'API token (default: <data-dir>/token of a local agent)').env(
+        env('TOKEN'),
+      ),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', 'local agent data dir to read the token from')
+        .env(env('DATA_DIR'))
+        .default('.data/agent'),
+    )
+    .option('--json', 'machine-readable output only, on stdout');
 }
 
-/** The innermost useful reason of a fetch failure (ECONNREFUSED 127.0.0.1:1, timeout, …). */
-function reason(err: unknown): string {
-  if (err instanceof Error && err.name === 'TimeoutError') return 'no answer within 10 s';
-  const cause = err instanceof Error ? err.cause : undefined;
-  if (cause instanceof Error) {
-    const code = (cause as Error & { code?: unknown }).code;
-    return typeof code === 'string' && !cause.message.includes(code)
-      ? `${code} ${cause.message}`
-      : cause.message;
-  }
-  return err instanceof Error ? err.message : String(err);
+function clientOf(flags: ClientFlags): ShoalClient {
+  return new ShoalClient({ addr: flags.addr, token: resolveToken(flags) });
 }
+
+function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+/** Args after a literal `--` on the command line (commander passes them as operands). */
+function argsAfterDashDash(): string[] | undefined {
+  const i = process.argv.indexOf('--');
+  return i < 0 ? undefined : process.argv.slice(i + 1);
+}
+
+/** Exit code of the action (commands that mirror a remote exit code set it). */
+let exitCode = 0;
 
 interface NodeRow {
   id: string;
@@ -176,33 +210,14 @@ interface NodeRow {
   labels?: Record<string, string>;
   statusAgeMs?: number;
   self?: boolean;
+  draining?: boolean;
 }
 
-export function formatTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
-program
-  .command('nodes')
-  .description('list cluster members as one agent sees them')
-  .addOption(addrOption())
-  .option('--json', 'print JSON')
-  .action(async (opts: { addr: string; json?: boolean }) => {
-    const nodes = (await callApi(opts.addr, '/v1/nodes')) as NodeRow[];
-    if (opts.json) {
-      process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`);
-      return;
-    }
-    process.stdout.write(`${formatNodes(nodes)}\n`);
-  });
+clientCommand('nodes', 'list cluster members as one agent sees them').action(async (opts: ClientFlags) => {
+  const nodes = await clientOf(opts).request<NodeRow[]>('GET', '/v1/nodes');
+  if (opts.json) printJson(nodes);
+  else process.stdout.write(`${formatNodes(nodes)}\n`);
+});
 
 /** The `shoal nodes` table (also printed by `shoal node set` for the changed node). */
 function formatNodes(nodes: NodeRow[]): string {
@@ -216,9 +231,10 @@ function formatNodes(nodes: NodeRow[]): string {
       n.capacity?.memory !== undefined
         ? `${formatBytes(n.allocated?.memory ?? 0)}/${formatBytes(n.capacity.memory)}`
         : '-';
+    const status = n.statusAgeMs === undefined ? n.status : `${n.status} ${formatAge(n.statusAgeMs)}`;
     rows.push([
       `${n.id}${n.self ? ' *' : ''}`,
-      n.statusAgeMs === undefined ? n.status : `${n.status} ${formatAge(n.statusAgeMs)}`,
+      n.draining ? `${status} draining` : status,
       cpu,
       mem,
       String(n.capacity?.gpus?.length ?? 0),
@@ -246,19 +262,25 @@ node
   .option('--memory <size>', 'memory, e.g. 8GiB')
   .option('--disk <size>', 'disk, e.g. 500GiB')
   .option('--gpu <spec>', 'GPUs: none | 2xA100:80GiB,T4:16GiB')
-  .addOption(addrOption())
+  .addOption(
+    new Option('--addr <host:port>', 'any agent’s API address').env(env('ADDR')).default('127.0.0.1:4700'),
+  )
+  .addOption(new Option('--token <token>', 'API token (default: <data-dir>/token)').env(env('TOKEN')))
+  .addOption(
+    new Option('--data-dir <dir>', 'local agent data dir').env(env('DATA_DIR')).default('.data/agent'),
+  )
   .option('--json', 'print JSON')
   .action(
-    async (opts: {
-      label?: string[];
-      clearLabels?: boolean;
-      cpu?: string;
-      memory?: string;
-      disk?: string;
-      gpu?: string;
-      addr: string;
-      json?: boolean;
-    }) => {
+    async (
+      opts: ClientFlags & {
+        label?: string[];
+        clearLabels?: boolean;
+        cpu?: string;
+        memory?: string;
+        disk?: string;
+        gpu?: string;
+      },
+    ) => {
       // Check locally first so errors name the flags; the agent validates again.
       const body: Record<string, unknown> = {};
       if (opts.label && opts.clearLabels)
@@ -284,22 +306,624 @@ node
       if (Object.keys(body).length === 0) {
         throw new Error('nothing to set: give --label, --clear-labels, --cpu, --memory, --disk or --gpu');
       }
-      const n = (await callApi(opts.addr, '/v1/node', { method: 'PATCH', body })) as NodeRow;
-      process.stdout.write(opts.json ? `${JSON.stringify(n, null, 2)}\n` : `${formatNodes([n])}\n`);
+      const n = await clientOf(opts).request<NodeRow>('PATCH', '/v1/node', { body });
+      if (opts.json) printJson(n);
+      else process.stdout.write(`${formatNodes([n])}\n`);
     },
   );
 
-program
-  .command('state')
-  .description('cluster state summary and hash as one agent sees it')
-  .addOption(addrOption())
-  .action(async (opts: { addr: string }) => {
-    process.stdout.write(`${JSON.stringify(await callApi(opts.addr, '/v1/state'), null, 2)}\n`);
+clientCommand('state', 'cluster state summary and hash as one agent sees it').action(
+  async (opts: ClientFlags) => {
+    printJson(await clientOf(opts).request('GET', '/v1/state'));
+  },
+);
+
+// ───────────────────────────── deploys ─────────────────────────────
+
+interface SubmitAnswer {
+  deploys: DeployView[];
+  warnings: string[];
+}
+
+/** POST /v1/deploys answers `{deploys, warnings}`; agents before Compose support answer one view. */
+function submitAnswer(v: unknown): SubmitAnswer {
+  const o = (v ?? {}) as Partial<SubmitAnswer> & Partial<DeployView>;
+  if (Array.isArray(o.deploys)) return { deploys: o.deploys, warnings: o.warnings ?? [] };
+  if (typeof o.id === 'string') return { deploys: [o as DeployView], warnings: [] };
+  throw new Error(`unexpected answer from the agent: ${JSON.stringify(v).slice(0, 200)}`);
+}
+
+/** A spec file as a request body: JSON files as JSON (the intent form), anything else as YAML (Compose). */
+function fileBody(file: string, field: string): { contentType: string; text: string } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  if (extname(file).toLowerCase() === '.json') {
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+    }
+    return { contentType: 'application/json', text };
+  }
+  return { contentType: 'application/yaml', text };
+}
+
+interface WaitFlags {
+  timeout: string;
+  json?: boolean;
+}
+
+/**
+ * Poll GET /v1/deploys/:id until each deploy is done (every replica running, healthy when
+ * checked, rollout finished) or failed, or the timeout passes. Progress goes to stderr (bars on a
+ * terminal, a line per change otherwise; nothing with --json). Resolves with the last views;
+ * sets exit code 1 when one failed or the wait timed out.
+ */
+async function waitForDeploys(client: ShoalClient, ids: string[], flags: WaitFlags): Promise<DeployView[]> {
+  const timeoutMs = parseSeconds(flags.timeout, '--timeout');
+  const deadline = timeoutMs === 0 ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
+  const quiet = flags.json === true;
+  const tty = process.stderr.isTTY === true && !quiet;
+  const bars = tty
+    ? new MultiBar(
+        {
+          format: ' {bar} {value}/{total} {text}',
+          hideCursor: true,
+          clearOnComplete: false,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      )
+    : undefined;
+  const bar = new Map<string, ReturnType<MultiBar['create']>>();
+  const lastText = new Map<string, string>();
+  const views = new Map<string, DeployView>();
+  const interrupted = new AbortController();
+  const onSigint = () => interrupted.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    for (;;) {
+      const all = await Promise.all(ids.map((id) => client.request<DeployView>('GET', `/v1/deploys/${id}`)));
+      let allDone = true;
+      for (const d of all) {
+        views.set(d.id, d);
+        const p = progressOf(d);
+        const total = p.rollout && !p.done ? p.rollout.total : p.desired;
+        const value = p.rollout && !p.done ? p.rollout.updated : p.ready;
+        if (bars) {
+          let b = bar.get(d.id);
+          if (!b) {
+            b = bars.create(Math.max(total, 1), value, { text: p.text });
+            bar.set(d.id, b);
+          }
+          b.setTotal(Math.max(total, 1));
+          b.update(value, { text: p.text });
+        } else if (!quiet && lastText.get(d.id) !== p.text) {
+          process.stderr.write(`${p.text}\n`);
+        }
+        lastText.set(d.id, p.text);
+        if (!p.done) allDone = false;
+        if (p.failed) exitCode = 1;
+      }
+      if (allDone) break;
+      if (Date.now() >= deadline) {
+        bars?.stop();
+        exitCode = 1;
+        for (const id of ids) {
+          const p = progressOf(views.get(id)!);
+          if (!p.done) process.stderr.write(`shoal: ${id}: timed out after ${flags.timeout} s (${p.text})\n`);
+        }
+        return [...views.values()];
+      }
+      await sleep(500, interrupted.signal);
+      if (interrupted.signal.aborted) {
+        bars?.stop();
+        process.stderr.write('shoal: stopped waiting; the deploy goes on (see shoal ps)\n');
+        exitCode = 130;
+        return [...views.values()];
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    bars?.stop();
+  }
+  for (const d of views.values()) {
+    const p = progressOf(d);
+    if (p.failed) process.stderr.write(`shoal: ${d.id}: ${p.failed}\n`);
+  }
+  return [...views.values()];
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((done) => {
+    const onAbort = () => {
+      clearTimeout(t);
+      done();
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      done();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+clientCommand('deploy', 'deploy a Compose file (or a JSON intent) and wait until it runs')
+  .argument('<file>', 'Compose file (YAML) or a JSON intent {name, replicas, spec}')
+  .option('--project <name>', 'project name (deploy ids become <project>-<service>)')
+  .option('--detach', 'return once the agent accepted the deploy')
+  .option('--timeout <seconds>', 'how long to wait for every replica (0 = no limit)', '300')
+  .action(async (file: string, opts: ClientFlags & WaitFlags & { project?: string; detach?: boolean }) => {
+    parseSeconds(opts.timeout, '--timeout');
+    const client = clientOf(opts);
+    const raw = fileBody(file, '<file>');
+    const answer = submitAnswer(
+      await client.request('POST', '/v1/deploys', {
+        raw,
+        query: { file: basename(file), project: opts.project },
+      }),
+    );
+    if (!opts.json) {
+      for (const w of answer.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write(`accepted: ${answer.deploys.map((d) => d.id).join(', ')}\n`);
+    }
+    if (opts.detach) {
+      if (opts.json) printJson(answer);
+      return;
+    }
+    const views = await waitForDeploys(
+      client,
+      answer.deploys.map((d) => d.id),
+      opts,
+    );
+    if (opts.json) printJson({ deploys: views, warnings: answer.warnings });
+  });
+
+clientCommand('ps', 'replicas of every deploy (or one): host, status, health, age')
+  .argument('[deploy]', 'only this deploy')
+  .option('--wide', 'full host ids')
+  .action(async (deploy: string | undefined, opts: ClientFlags & { wide?: boolean }) => {
+    const client = clientOf(opts);
+    const views =
+      deploy === undefined
+        ? await client.request<DeployView[]>('GET', '/v1/deploys')
+        : [await client.request<DeployView>('GET', `/v1/deploys/${encodeURIComponent(deploy)}`)];
+    if (opts.json) printJson(views);
+    else if (views.length === 0) process.stdout.write('no deploys\n');
+    else process.stdout.write(`${formatPs(views, Date.now(), opts.wide)}\n`);
+  });
+
+clientCommand('inspect', 'a deploy’s full view as JSON')
+  .argument('<deploy>')
+  .action(async (deploy: string, opts: ClientFlags) => {
+    printJson(await clientOf(opts).request('GET', `/v1/deploys/${encodeURIComponent(deploy)}`));
+  });
+
+clientCommand('scale', 'set the number of replicas of a deploy')
+  .argument('<deploy>')
+  .argument('<replicas>')
+  .action(async (deploy: string, n: string, opts: ClientFlags) => {
+    const replicas = parseCount(n, '<replicas>');
+    const v = await clientOf(opts).request<DeployView>('PATCH', `/v1/deploys/${encodeURIComponent(deploy)}`, {
+      body: { replicas },
+    });
+    if (opts.json) printJson(v);
+    else process.stdout.write(`${v.id}: scaled to ${v.replicas} replica${v.replicas === 1 ? '' : 's'}\n`);
+  });
+
+clientCommand('rm', 'remove a deploy (its replicas stop)')
+  .argument('<deploy>')
+  .action(async (deploy: string, opts: ClientFlags) => {
+    await clientOf(opts).request('DELETE', `/v1/deploys/${encodeURIComponent(deploy)}`);
+    if (opts.json) printJson({ removed: deploy });
+    else process.stdout.write(`removed ${deploy}\n`);
+  });
+
+clientCommand('update', 'rolling update of a deploy: new image, env or Compose file')
+  .argument('<deploy>')
+  .option('--image <image>', 'new image')
+  .option('--env <k=v>', 'set an environment variable (repeatable)', (v: string, prev: string[] = []) => [
+    ...prev,
+    v,
+  ])
+  .option('--file <file>', 'new Compose file (the service of this deploy replaces its spec)')
+  .option('--detach', 'return once the agent accepted the update')
+  .option('--timeout <seconds>', 'how long to wait for the rollout (0 = no limit)', '300')
+  .action(
+    async (
+      deploy: string,
+      opts: ClientFlags & WaitFlags & { image?: string; env?: string[]; file?: string; detach?: boolean },
+    ) => {
+      parseSeconds(opts.timeout, '--timeout');
+      const path = `/v1/deploys/${encodeURIComponent(deploy)}`;
+      const client = clientOf(opts);
+      let view: DeployView;
+      if (opts.file !== undefined) {
+        if (opts.image !== undefined || opts.env !== undefined) {
+          throw new UsageError('--file: give either --file or --image/--env, not both');
+        }
+        view = await client.request<DeployView>('PATCH', path, {
+          raw: fileBody(opts.file, '--file'),
+          query: { file: basename(opts.file) },
+        });
+      } else {
+        const spec: Record<string, unknown> = {};
+        if (opts.image !== undefined) {
+          if (opts.image.trim() === '') throw new UsageError('--image: expected an image name');
+          spec.image = opts.image;
+        }
+        if (opts.env !== undefined) spec.env = parseEnvPairs(opts.env, '--env');
+        if (Object.keys(spec).length === 0)
+          throw new UsageError('nothing to update: give --image, --env or --file');
+        view = await client.request<DeployView>('PATCH', path, { body: { spec } });
+      }
+      if (opts.detach) {
+        if (opts.json) printJson(view);
+        else
+          process.stderr.write(
+            `${view.id}: update accepted${view.version ? ` (version ${view.version})` : ''}\n`,
+          );
+        return;
+      }
+      const [last] = await waitForDeploys(client, [view.id], opts);
+      if (opts.json) printJson(last);
+    },
+  );
+
+clientCommand('rollback', 'roll a deploy back to its previous version')
+  .argument('<deploy>')
+  .option('--detach', 'return once the agent accepted the rollback')
+  .option('--timeout <seconds>', 'how long to wait (0 = no limit)', '300')
+  .action(async (deploy: string, opts: ClientFlags & WaitFlags & { detach?: boolean }) => {
+    parseSeconds(opts.timeout, '--timeout');
+    const client = clientOf(opts);
+    const view = await client.request<DeployView>(
+      'POST',
+      `/v1/deploys/${encodeURIComponent(deploy)}/rollback`,
+    );
+    if (opts.detach) {
+      if (opts.json) printJson(view);
+      else
+        process.stderr.write(
+          `${view.id}: rolling back${view.version ? ` to version ${view.version}` : ''}\n`,
+        );
+      return;
+    }
+    const [last] = await waitForDeploys(client, [view.id], opts);
+    if (opts.json) printJson(last);
+  });
+
+clientCommand('history', 'versions of a deploy (rolling updates)')
+  .argument('<deploy>')
+  .action(async (deploy: string, opts: ClientFlags) => {
+    const v = await clientOf(opts).request<DeployView>('GET', `/v1/deploys/${encodeURIComponent(deploy)}`);
+    if (!Array.isArray(v.history)) {
+      throw new Error(`${deploy}: the agent reports no version history (is it an older shoal?)`);
+    }
+    if (opts.json) printJson(v.history);
+    else process.stdout.write(`${formatHistory(v, Date.now())}\n`);
+  });
+
+// ───────────────────────────── workloads: logs, exec, jobs ─────────────────────────────
+
+async function workloadsOf(client: ShoalClient, deploy: string): Promise<WorkloadView[]> {
+  return client.request<WorkloadView[]>('GET', '/v1/workloads', { query: { deploy } });
+}
+
+/** Write one log line: stdout/stderr as it came, prefixed with the replica when several are shown. */
+function writeLogLine(l: LogLine, prefix: string | undefined, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(l)}\n`);
+    return;
+  }
+  const out = l.stream === 'stderr' ? process.stderr : process.stdout;
+  out.write(prefix === undefined ? `${l.line}\n` : `${prefix} | ${l.line}\n`);
+}
+
+clientCommand('logs', 'print (and follow) the logs of a deploy’s replicas')
+  .argument('<target>', '<deploy> or <deploy>/<replica>')
+  .option('-f, --follow', 'keep printing new lines until Ctrl-C')
+  .option('--tail <n>', 'only the last n lines of each replica')
+  .option('--since <duration>', 'only lines newer than this (10m, 1h) or a date')
+  .action(async (target: string, opts: ClientFlags & { follow?: boolean; tail?: string; since?: string }) => {
+    const t = parseTarget(target, '<target>');
+    const tail = opts.tail === undefined ? undefined : parseCount(opts.tail, '--tail', 1_000_000);
+    const since = opts.since === undefined ? undefined : parseSince(opts.since, Date.now());
+    const client = clientOf(opts);
+    const ws = pickWorkloads(await workloadsOf(client, t.deploy), t.deploy, t.replica);
+    const several = ws.length > 1;
+    const stop = new AbortController();
+    const onSigint = () => stop.abort();
+    process.once('SIGINT', onSigint);
+    const collected: LogLine[] = [];
+    try {
+      await Promise.all(
+        ws.map((w) =>
+          client.ndjson<LogLine>(
+            `/v1/workloads/${encodeURIComponent(w.id)}/logs`,
+            { query: { follow: opts.follow ? 1 : undefined, tail, since }, signal: stop.signal },
+            (l) => {
+              const line = several ? { ...l, replica: l.replica ?? w.replica } : l;
+              // Following: print as lines arrive. Otherwise: merge the replicas by time below.
+              if (opts.follow)
+                writeLogLine(line, several ? `${t.deploy}/${w.replica}` : undefined, !!opts.json);
+              else collected.push(line);
+            },
+          ),
+        ),
+      );
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+    collected.sort((a, b) => a.ts - b.ts);
+    for (const l of collected) writeLogLine(l, several ? `${t.deploy}/${l.replica}` : undefined, !!opts.json);
+  });
+
+clientCommand('exec', 'run a command in a replica and exit with its exit code')
+  .argument('<target>', '<deploy> or <deploy>/<replica> (default: the first running replica)')
+  .argument('[command...]', 'the command, after --')
+  .option('--timeout <seconds>', 'kill the command after this long', '60')
+  .action(async (target: string, command: string[], opts: ClientFlags & { timeout: string }) => {
+    const argv = argsAfterDashDash() ?? command;
+    if (argv.length === 0)
+      throw new UsageError('exec: give the command after --, e.g. shoal exec web -- ls /');
+    const timeoutMs = parseSeconds(opts.timeout, '--timeout');
+    const t = parseTarget(target, '<target>');
+    const client = clientOf(opts);
+    const ws = pickWorkloads(await workloadsOf(client, t.deploy), t.deploy, t.replica);
+    const w = ws.find((x) => x.status === 'running') ?? ws[0]!;
+    if (w.status !== undefined && w.status !== 'running') {
+      throw new Error(`${t.deploy}/${w.replica}: not running (${w.status})`);
+    }
+    const r = await client.request<ExecResult>('POST', `/v1/workloads/${encodeURIComponent(w.id)}/exec`, {
+      body: { command: argv, timeoutMs },
+      timeoutMs: timeoutMs + 10_000,
+    });
+    if (opts.json) printJson(r);
+    else {
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+    }
+    exitCode = r.exitCode;
+  });
+
+/** A deploy id for `shoal run --image`: the image's base name and a random suffix. */
+function jobName(image: string): string {
+  const base =
+    image
+      .replace(/[@:].*$/, '')
+      .split('/')
+      .pop()!
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 40) || 'job';
+  return `${base}-${randomBytes(3).toString('hex')}`;
+}
+
+clientCommand('run', 'run a job to completion, stream its logs, exit with its exit code')
+  .argument('[file]', 'Compose file whose service is the job (or use --image)')
+  .argument('[command...]', 'command for --image, after --')
+  .option('--image <image>', 'run this image as a one-off job')
+  .option('--name <name>', 'job name with --image (default: image name + random suffix)')
+  .option('--project <name>', 'project name with a file')
+  .option('--detach', 'print the job id and return')
+  .option('--timeout <seconds>', 'give up waiting after this long (0 = no limit)', '0')
+  .action(
+    async (
+      fileArg: string | undefined,
+      commandArg: string[],
+      opts: ClientFlags & {
+        image?: string;
+        name?: string;
+        project?: string;
+        detach?: boolean;
+        timeout: string;
+      },
+    ) => {
+      const after = argsAfterDashDash();
+      const timeoutMs = parseSeconds(opts.timeout, '--timeout');
+      const client = clientOf(opts);
+      let req: { raw: { contentType: string; text: string }; query: Record<string, string | undefined> };
+      if (opts.image !== undefined) {
+        // Operands before `--` would be a file: with --image there is none.
+        const before = after === undefined ? [fileArg, ...commandArg] : [];
+        if (after === undefined && before.some((x) => x !== undefined)) {
+          throw new UsageError(
+            'run --image: put the command after --, e.g. shoal run --image busybox -- echo hi',
+          );
+        }
+        const name = opts.name ?? jobName(opts.image);
+        if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(name)) {
+          throw new UsageError(`--name: expected 1-63 characters of a-z, 0-9 and -, got "${name}"`);
+        }
+        const service: Record<string, unknown> = { image: opts.image, 'x-shoal': { job: {} } };
+        if (after && after.length > 0) service.command = after;
+        req = {
+          raw: { contentType: 'application/yaml', text: stringifyYaml({ services: { [name]: service } }) },
+          query: { file: `${name}.yaml` },
+        };
+      } else {
+        if (fileArg === undefined) throw new UsageError('run: give a Compose file or --image <image>');
+        if (after !== undefined && after.length > 0)
+          throw new UsageError('run <file>: the command comes from the file; -- is for --image');
+        req = { raw: fileBody(fileArg, '<file>'), query: { file: basename(fileArg), project: opts.project } };
+      }
+      const created = await client.request<{ id?: string; deploys?: DeployView[] }>('POST', '/v1/jobs', req);
+      const id = created?.id ?? created?.deploys?.[0]?.id;
+      if (typeof id !== 'string')
+        throw new Error(`unexpected answer from the agent: ${JSON.stringify(created).slice(0, 200)}`);
+      if (opts.detach) {
+        if (opts.json) printJson({ id });
+        else process.stdout.write(`${id}\n`);
+        return;
+      }
+      if (!opts.json) process.stderr.write(`job ${id} accepted\n`);
+      const status = await followJob(client, id, timeoutMs, !!opts.json);
+      if (opts.json) printJson(status);
+      if (status.status === 'succeeded' || status.status === 'failed') {
+        exitCode = status.exitCode ?? (status.status === 'succeeded' ? 0 : 1);
+        if (!opts.json && status.status === 'failed') {
+          process.stderr.write(
+            `shoal: job ${id} failed (exit code ${status.exitCode ?? 'none'}, attempts ${status.attempts ?? 1})\n`,
+          );
+        }
+      } else {
+        exitCode = 1;
+        process.stderr.write(`shoal: job ${id}: still ${status.status} after ${opts.timeout} s\n`);
+      }
+    },
+  );
+
+/**
+ * Stream the logs of a job's workloads (new attempts included) while long-polling
+ * GET /v1/jobs/:id/wait, until the job ends or the timeout passes. With `json` the log lines go
+ * nowhere (stdout holds only the final status).
+ */
+async function followJob(
+  client: ShoalClient,
+  id: string,
+  timeoutMs: number,
+  json: boolean,
+): Promise<JobStatus> {
+  const deadline = timeoutMs === 0 ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
+  const stopLogs = new AbortController();
+  const interrupted = new AbortController();
+  const onSigint = () => interrupted.abort();
+  process.once('SIGINT', onSigint);
+  const streaming = new Set<string>();
+  const streams: Promise<void>[] = [];
+  const watchLogs = async () => {
+    while (!stopLogs.signal.aborted) {
+      const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
+      for (const w of ws) {
+        const key = `${w.id}@${w.gen ?? ''}`;
+        if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
+        streaming.add(key);
+        streams.push(
+          client
+            .ndjson<LogLine>(
+              `/v1/workloads/${encodeURIComponent(w.id)}/logs`,
+              { query: { follow: 1 }, signal: stopLogs.signal },
+              (l) => {
+                if (!json) writeLogLine(l, undefined, false);
+              },
+            )
+            .catch((err) => {
+              process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
+            }),
+        );
+      }
+      await sleep(1000, stopLogs.signal);
+    }
+  };
+  const watcher = watchLogs();
+  const interruptedP = new Promise<undefined>((r) =>
+    interrupted.signal.addEventListener('abort', () => r(undefined), { once: true }),
+  );
+  try {
+    for (;;) {
+      const left = deadline - Date.now();
+      const waitMs = Math.max(1, Math.min(30_000, left));
+      const s = await Promise.race([
+        client.request<JobStatus>('GET', `/v1/jobs/${encodeURIComponent(id)}/wait`, {
+          query: { timeoutMs: waitMs },
+          timeoutMs: waitMs + 10_000,
+          signal: interrupted.signal,
+        }),
+        interruptedP,
+      ]);
+      if (s === undefined) {
+        process.stderr.write(`shoal: stopped waiting; job ${id} goes on (see shoal ps ${id})\n`);
+        return { id, status: 'running', exitCode: null };
+      }
+      if (s.status === 'succeeded' || s.status === 'failed' || Date.now() >= deadline) {
+        // Let the last lines of a finished job arrive before closing the streams.
+        await Promise.race([Promise.all(streams), sleep(1000)]);
+        return s;
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    stopLogs.abort();
+    await watcher;
+    await Promise.all(streams);
+  }
+}
+
+// ───────────────────────────── nodes: drain ─────────────────────────────
+
+/** A node argument: a full id, or a unique part of one (e.g. the tail that tables show). */
+async function resolveNode(client: ShoalClient, arg: string): Promise<NodeRow> {
+  const nodes = await client.request<NodeRow[]>('GET', '/v1/nodes');
+  const exact = nodes.find((n) => n.id === arg);
+  if (exact) return exact;
+  const part = arg.replace(/^…/, '');
+  const matches = nodes.filter((n) => n.id.includes(part));
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length === 0) throw new Error(`<node>: no member matches "${arg}" (see shoal nodes)`);
+  throw new Error(`<node>: "${arg}" matches ${matches.length} members; give more of the id`);
+}
+
+clientCommand('drain', 'move every workload off a node and keep new ones away (--undo to allow again)')
+  .argument('<node>', 'node id (or a unique part of it)')
+  .option('--undo', 'allow workloads on the node again')
+  .option('--detach', 'return once the agent accepted the change')
+  .option('--timeout <seconds>', 'how long to wait for the node to empty (0 = no limit)', '600')
+  .action(
+    async (nodeArg: string, opts: ClientFlags & { undo?: boolean; detach?: boolean; timeout: string }) => {
+      const timeoutMs = parseSeconds(opts.timeout, '--timeout');
+      const client = clientOf(opts);
+      const n = await resolveNode(client, nodeArg);
+      const drain = !opts.undo;
+      const answer = await client.request<NodeRow>('POST', `/v1/nodes/${encodeURIComponent(n.id)}/drain`, {
+        body: { drain },
+      });
+      if (opts.detach || !drain) {
+        if (opts.json) printJson(answer);
+        else process.stderr.write(`${n.id}: ${drain ? 'draining' : 'accepts workloads again'}\n`);
+        return;
+      }
+      const deadline = timeoutMs === 0 ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
+      let last = '';
+      for (;;) {
+        const [view, ws] = await Promise.all([
+          client.request<NodeRow>('GET', `/v1/nodes/${encodeURIComponent(n.id)}`),
+          client.request<WorkloadView[]>('GET', '/v1/workloads', { query: { host: n.id } }),
+        ]);
+        const left = ws.filter((w) => w.host === n.id).length;
+        const text = `${shortId(n.id)}: ${view.draining ? 'draining' : 'drain not seen yet'}, ${left} workload${left === 1 ? '' : 's'} left`;
+        if (!opts.json && text !== last) process.stderr.write(`${text}\n`);
+        last = text;
+        if (view.draining === true && left === 0) {
+          if (opts.json) printJson(view);
+          else process.stderr.write(`${n.id}: drained\n`);
+          return;
+        }
+        if (Date.now() >= deadline) {
+          exitCode = 1;
+          process.stderr.write(`shoal: ${n.id}: not drained after ${opts.timeout} s (${text})\n`);
+          return;
+        }
+        await sleep(1000);
+      }
+    },
+  );
+
+// ───────────────────────────── run ─────────────────────────────
 
 try {
   await program.parseAsync(process.argv);
+  process.exitCode = exitCode;
 } catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version end here with code 0; parse errors were printed by commander.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
   process.stderr.write(`shoal: ${(err as Error).message}\n`);
-  process.exit(1);
+  process.exit(err instanceof UsageError ? 2 : 1);
 }

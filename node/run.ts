@@ -11,6 +11,7 @@ import { loadOrCreateIdentity } from '../gossip/identity.ts';
 import { Libp2pTransport } from '../gossip/libp2p.ts';
 import { loadSwarmKey } from '../gossip/swarm-key.ts';
 import { startApi } from './api.ts';
+import { loadOrCreateToken } from './auth.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
 import { HealthMonitor } from './core/health.ts';
@@ -40,6 +41,10 @@ export interface AgentOptions {
   disk?: string;
   gpu?: string;
   label: string[];
+  /** Operator-provided API token file (same file on every agent = one token for all). */
+  tokenFile?: string;
+  /** Require the token on GET /metrics too. */
+  metricsAuth?: boolean;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -48,6 +53,8 @@ export interface RunningAgent {
   sync: StateSync;
   placement: Placement;
   apiUrl: string;
+  /** The API bearer token (node/auth.ts). */
+  token: string;
   stop(opts?: { leave?: boolean }): Promise<void>;
 }
 
@@ -57,6 +64,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   mkdirSync(dataDir, { recursive: true });
   const log = createLogger({ level: opts.logLevel });
   const identity = await loadOrCreateIdentity(dataDir);
+  const token = loadOrCreateToken(dataDir, opts.tokenFile);
+  if (token.warning) log.warn({ file: token.path }, token.warning);
   const swarmKey = opts.clusterKey ? loadSwarmKey(opts.clusterKey) : undefined;
   const host = detectHost(dataDir, {
     cpu: opts.cpu,
@@ -123,6 +132,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     opts.api,
     {
       deploys: deploysBackend(sync, placement, agent.membership),
+      token: token.token,
+      metricsAuth: opts.metricsAuth === true,
     },
   );
   log.info(
@@ -131,6 +142,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       addrs: transport.addrs(),
       api: api.url,
       dataDir,
+      tokenFile: token.path,
       private: !!swarmKey,
       engine: engine.capabilities.kind,
       seed,
@@ -150,6 +162,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     sync,
     placement,
     apiUrl: api.url,
+    token: token.token,
     stop: (o = {}) => {
       stopping ??= (async () => {
         await api.close();

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -347,7 +347,12 @@ describe('a real agent in-process', () => {
     expect(health.ok).toBe(true);
     expect(health.id).toBe(running.agent.id);
 
-    const nodes = (await (await fetch(`${running.apiUrl}/v1/nodes`)).json()) as NodeInfo[];
+    // Protected routes want the agent's token, which it made in its data dir on first start.
+    const denied = await fetch(`${running.apiUrl}/v1/nodes`);
+    expect(denied.status).toBe(401);
+    expect(readFileSync(join(dir, 'agent', 'token'), 'utf8').trim()).toBe(running.token);
+    const auth = { headers: { authorization: `Bearer ${running.token}` } };
+    const nodes = (await (await fetch(`${running.apiUrl}/v1/nodes`, auth)).json()) as NodeInfo[];
     expect(nodes).toHaveLength(1);
     const self = nodes[0]!;
     expect(self).toMatchObject({

@@ -293,15 +293,29 @@ export class ClusterProcs {
     timeoutMs = 5_000,
   ): Promise<T> {
     const p = this.get(i);
+    const headers: Record<string, string> = { authorization: `Bearer ${this.token(i)}` };
+    if (body !== undefined) headers['content-type'] = 'application/json';
     const res = await fetch(`${p.api}${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await res.text();
     if (!res.ok) throw new Error(`agent #${i} ${method} ${path}: HTTP ${res.status}: ${text}`);
     return JSON.parse(text) as T;
+  }
+
+  /**
+   * Agent `i`'s API token (node/auth.ts): the file given with `--token-file` in extraArgs, else
+   * `<data-dir>/token`, which the agent makes on first start.
+   */
+  token(i: number): string {
+    const p = this.get(i);
+    const args = p.opts.extraArgs ?? [];
+    const k = args.indexOf('--token-file');
+    const file = k >= 0 && args[k + 1] ? args[k + 1]! : join(p.dataDir, 'token');
+    return readFileSync(file, 'utf8').trim();
   }
 
   nodes(i: number): Promise<NodeRow[]> {
