@@ -171,6 +171,20 @@ export const ReplicaViewSchema = z.looseObject({
     .optional()
     .meta({ description: 'starting, healthy, unhealthy; null without a check' }),
   reallocRefused: z.string().optional(),
+  runs: z.string().optional().meta({ description: 'hash of the template the replica runs' }),
+  version: z.number().int().optional().meta({ description: 'history version of that template' }),
+  updated: z.boolean().optional().meta({ description: 'runs the deploy’s current template' }),
+  restarts: z.number().int().optional(),
+  error: z.string().optional().meta({ description: 'why it is not running (e.g. image not found)' }),
+  startedAt: z.number().optional(),
+});
+
+const JobViewSchema = z.object({
+  status: z.enum(['pending', 'running', 'succeeded', 'failed']),
+  exitCode: z.number().int().nullable(),
+  succeeded: z.number().int(),
+  failed: z.number().int(),
+  attempts: z.number().int(),
 });
 
 export const DeployViewSchema = z.looseObject({
@@ -185,10 +199,46 @@ export const DeployViewSchema = z.looseObject({
   pending: z
     .object({ pending: z.number().int(), reasons: z.array(z.string()), retryAt: z.number() })
     .optional(),
+  version: z.number().int().optional().meta({ description: 'template version replicas converge to' }),
+  rollout: z
+    .looseObject({
+      version: z.number().int(),
+      state: z.enum(['rolling', 'done', 'rolled-back', 'paused']),
+      target: z.string(),
+      stable: z.string(),
+      updated: z.number().int(),
+      total: z.number().int(),
+      reason: z.string().optional(),
+    })
+    .optional(),
+  history: z
+    .array(
+      z.looseObject({
+        version: z.number().int(),
+        hash: z.string(),
+        at: z.number(),
+        state: z.string(),
+        reason: z.string().optional(),
+        image: z.string().optional(),
+      }),
+    )
+    .optional(),
+  job: JobViewSchema.optional(),
+});
+
+const JobStatusSchema = JobViewSchema.extend({
+  id: z.string(),
+  host: z.string().nullable(),
+  instances: z.array(ReplicaViewSchema),
+});
+
+const ComposeAnswerSchema = z.object({
+  deploys: z.array(DeployViewSchema),
+  warnings: z.array(z.string()),
 });
 
 const DeployBodySchema = z.object({
-  id: z.string().optional().meta({ description: 'default: <name>-<random>' }),
+  id: z.string().optional().meta({ description: 'default: the name (jobs: <name>-<6 hex>)' }),
   name: z.string(),
   replicas: z.number().int().min(0).max(10_000).optional(),
   strategy: z.string().optional(),
@@ -198,16 +248,51 @@ const DeployBodySchema = z.object({
 const DeployPatchSchema = z.object({
   replicas: z.number().int().min(0).max(10_000).optional(),
   resources: z.record(z.string(), z.unknown()).optional(),
+  spec: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .meta({ description: 'spec keys to change (null removes one); template changes roll out' }),
 });
 
 /** Docs of the deploy routes (node/deploys-api.ts registers them with plain app.get/post/…). */
 function describeDeployRoutes(table: RouteTable): void {
   const tags = ['deploys'];
   table.describe('POST', '/v1/deploys', {
-    summary: 'Create or replace a deploy',
+    summary:
+      'Create (201) or replace (200, rolled out) a deploy; or a Compose file (application/yaml, query file, project) → {deploys, warnings}',
     tags,
     body: DeployBodySchema,
-    response: { 201: DeployViewSchema, 400: ApiErrorSchema },
+    response: {
+      200: z.union([DeployViewSchema, ComposeAnswerSchema]),
+      201: z.union([DeployViewSchema, ComposeAnswerSchema]),
+      400: ApiErrorSchema,
+    },
+  });
+  table.describe('POST', '/v1/deploys/:id/rollback', {
+    summary: 'Roll back to the previous template (rolled out like an edit)',
+    tags,
+    response: { 200: DeployViewSchema, 404: ApiErrorSchema, 409: ApiErrorSchema },
+  });
+  const jobs = ['jobs'];
+  table.describe('POST', '/v1/jobs', {
+    summary: 'Run a job to completion (a deploy with spec.job; id <name>-<6 hex>); JSON or Compose',
+    tags: jobs,
+    body: DeployBodySchema,
+    response: {
+      201: z.union([DeployViewSchema, ComposeAnswerSchema]),
+      400: ApiErrorSchema,
+      409: ApiErrorSchema,
+    },
+  });
+  table.describe('GET', '/v1/jobs/:id', {
+    summary: 'A job’s status, exit code and attempts',
+    tags: jobs,
+    response: { 200: JobStatusSchema, 404: ApiErrorSchema },
+  });
+  table.describe('GET', '/v1/jobs/:id/wait', {
+    summary: 'Long-poll until the job ends (or timeoutMs, default 30000)',
+    tags: jobs,
+    response: { 200: JobStatusSchema, 400: ApiErrorSchema, 404: ApiErrorSchema },
   });
   table.describe('GET', '/v1/deploys', {
     summary: 'Every deploy with its replicas',
@@ -220,7 +305,7 @@ function describeDeployRoutes(table: RouteTable): void {
     response: { 200: DeployViewSchema, 404: ApiErrorSchema },
   });
   table.describe('PATCH', '/v1/deploys/:id', {
-    summary: 'Scale a deploy or change its resources',
+    summary: 'Scale a deploy, change its resources (realloc) or spec keys (rolling update)',
     tags,
     body: DeployPatchSchema,
     response: { 200: DeployViewSchema, 400: ApiErrorSchema, 404: ApiErrorSchema },

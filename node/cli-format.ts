@@ -180,12 +180,12 @@ export function progressOf(d: DeployView): Progress {
   const r = d.rollout;
   if (r) {
     rollout = { updated: r.updated, total: r.total };
-    if (r.status === 'rolling') {
+    if (r.state === 'rolling') {
       parts.push(`updating ${r.updated}/${r.total}`);
       done = false;
-    } else if (r.status !== 'done') {
+    } else if (r.state !== 'done') {
       done = true;
-      failed = `rollout ${r.status}${r.message ? `: ${r.message}` : ''}`;
+      failed = `rollout ${r.state}${r.reason ? `: ${r.reason}` : ''}`;
       parts.push(failed);
     }
   }

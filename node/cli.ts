@@ -36,6 +36,7 @@ import {
   parseLabels,
   parseOverrides,
 } from './host.ts';
+import { parseCompose, SpecError } from './spec/compose.ts';
 
 /**
  * `shoal` command line. Every flag of `shoal agent` has a SHOAL_* environment twin
@@ -333,6 +334,56 @@ function submitAnswer(v: unknown): SubmitAnswer {
   throw new Error(`unexpected answer from the agent: ${JSON.stringify(v).slice(0, 200)}`);
 }
 
+/**
+ * Submit a spec file: a Compose file is parsed here, with the user's environment for `${VAR}`
+ * interpolation (the agent never sees it), and each service is POSTed as a JSON intent; errors
+ * name the file, service and field before anything is sent. A JSON file is sent as it is.
+ * `pick` keeps only the service of one deploy (update --file).
+ */
+async function submitSpecFile(
+  client: ShoalClient,
+  path: '/v1/deploys' | '/v1/jobs',
+  file: string,
+  project: string | undefined,
+  pick?: string,
+): Promise<SubmitAnswer> {
+  const raw = fileBody(file, '<file>');
+  if (raw.contentType === 'application/json') {
+    const body = JSON.parse(raw.text) as Record<string, unknown>;
+    if (pick !== undefined) body.id = pick;
+    return submitAnswer(await client.request('POST', path, { body }));
+  }
+  let parsed: ReturnType<typeof parseCompose>;
+  try {
+    parsed = parseCompose(raw.text, {
+      file: basename(file),
+      env: process.env as Record<string, string>,
+      ...(project ? { project } : {}),
+    });
+  } catch (err) {
+    if (err instanceof SpecError) throw new Error(err.message);
+    throw err;
+  }
+  let deploys = parsed.deploys;
+  if (pick !== undefined) {
+    const match = deploys.filter((d) => d.id === pick);
+    if (match.length === 0 && deploys.length !== 1)
+      throw new Error(
+        `${basename(file)}: no service for deploy ${pick} (services: ${deploys.map((d) => d.id).join(', ')})`,
+      );
+    deploys = (match.length > 0 ? match : deploys).map((d) => ({ ...d, id: pick }));
+  }
+  const views: DeployView[] = [];
+  for (const d of deploys) {
+    const body =
+      path === '/v1/jobs'
+        ? { name: d.name, replicas: d.replicas, strategy: d.strategy, spec: d.spec }
+        : { id: d.id, name: d.name, replicas: d.replicas, strategy: d.strategy, spec: d.spec };
+    views.push(...submitAnswer(await client.request('POST', path, { body })).deploys);
+  }
+  return { deploys: views, warnings: parsed.warnings };
+}
+
 /** A spec file as a request body: JSON files as JSON (the intent form), anything else as YAML (Compose). */
 function fileBody(file: string, field: string): { contentType: string; text: string } {
   let text: string;
@@ -460,13 +511,7 @@ clientCommand('deploy', 'deploy a Compose file (or a JSON intent) and wait until
   .action(async (file: string, opts: ClientFlags & WaitFlags & { project?: string; detach?: boolean }) => {
     parseSeconds(opts.timeout, '--timeout');
     const client = clientOf(opts);
-    const raw = fileBody(file, '<file>');
-    const answer = submitAnswer(
-      await client.request('POST', '/v1/deploys', {
-        raw,
-        query: { file: basename(file), project: opts.project },
-      }),
-    );
+    const answer = await submitSpecFile(client, '/v1/deploys', file, opts.project);
     if (!opts.json) {
       for (const w of answer.warnings) process.stderr.write(`warning: ${w}\n`);
       process.stderr.write(`accepted: ${answer.deploys.map((d) => d.id).join(', ')}\n`);
@@ -546,17 +591,22 @@ clientCommand('update', 'rolling update of a deploy: new image, env or Compose f
         if (opts.image !== undefined || opts.env !== undefined) {
           throw new UsageError('--file: give either --file or --image/--env, not both');
         }
-        view = await client.request<DeployView>('PATCH', path, {
-          raw: fileBody(opts.file, '--file'),
-          query: { file: basename(opts.file) },
-        });
+        const [v] = (await submitSpecFile(client, '/v1/deploys', opts.file, undefined, deploy)).deploys;
+        if (!v) throw new Error(`${opts.file}: no service for deploy ${deploy}`);
+        view = v;
       } else {
         const spec: Record<string, unknown> = {};
         if (opts.image !== undefined) {
           if (opts.image.trim() === '') throw new UsageError('--image: expected an image name');
           spec.image = opts.image;
         }
-        if (opts.env !== undefined) spec.env = parseEnvPairs(opts.env, '--env');
+        if (opts.env !== undefined) {
+          // --env adds to (or changes) the deploy's environment; the rest of it stays.
+          const pairs = parseEnvPairs(opts.env, '--env');
+          const cur = await client.request<DeployView>('GET', path);
+          const env = cur.spec.env;
+          spec.env = { ...(env && typeof env === 'object' && !Array.isArray(env) ? env : {}), ...pairs };
+        }
         if (Object.keys(spec).length === 0)
           throw new UsageError('nothing to update: give --image, --env or --file');
         view = await client.request<DeployView>('PATCH', path, { body: { spec } });
@@ -728,7 +778,7 @@ clientCommand('run', 'run a job to completion, stream its logs, exit with its ex
       const after = argsAfterDashDash();
       const timeoutMs = parseSeconds(opts.timeout, '--timeout');
       const client = clientOf(opts);
-      let req: { raw: { contentType: string; text: string }; query: Record<string, string | undefined> };
+      let created: SubmitAnswer;
       if (opts.image !== undefined) {
         // Operands before `--` would be a file: with --image there is none.
         const before = after === undefined ? [fileArg, ...commandArg] : [];
@@ -743,18 +793,23 @@ clientCommand('run', 'run a job to completion, stream its logs, exit with its ex
         }
         const service: Record<string, unknown> = { image: opts.image, 'x-shoal': { job: {} } };
         if (after && after.length > 0) service.command = after;
-        req = {
-          raw: { contentType: 'application/yaml', text: stringifyYaml({ services: { [name]: service } }) },
-          query: { file: `${name}.yaml` },
-        };
+        const parsed = parseCompose(stringifyYaml({ services: { [name]: service } }), {
+          file: `${name}.yaml`,
+          env: {},
+        });
+        const d = parsed.deploys[0]!;
+        created = submitAnswer(
+          await client.request('POST', '/v1/jobs', {
+            body: { name: d.name, replicas: d.replicas, strategy: d.strategy, spec: d.spec },
+          }),
+        );
       } else {
         if (fileArg === undefined) throw new UsageError('run: give a Compose file or --image <image>');
         if (after !== undefined && after.length > 0)
           throw new UsageError('run <file>: the command comes from the file; -- is for --image');
-        req = { raw: fileBody(fileArg, '<file>'), query: { file: basename(fileArg), project: opts.project } };
+        created = await submitSpecFile(client, '/v1/jobs', fileArg, opts.project);
       }
-      const created = await client.request<{ id?: string; deploys?: DeployView[] }>('POST', '/v1/jobs', req);
-      const id = created?.id ?? created?.deploys?.[0]?.id;
+      const id = created.deploys[0]?.id;
       if (typeof id !== 'string')
         throw new Error(`unexpected answer from the agent: ${JSON.stringify(created).slice(0, 200)}`);
       if (opts.detach) {

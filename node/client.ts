@@ -18,19 +18,24 @@ export interface ReplicaView {
   status?: string;
   exitCode?: number | null;
   health?: string | null;
-  /** contract: spec version this replica runs (rolling updates). */
+  /** Version (history number) of the template this replica runs. */
   version?: number;
+  /** Runs the deploy's current template. */
+  updated?: boolean;
+  restarts?: number;
+  /** Why it is not running (e.g. the image does not exist). */
+  error?: string;
   /** contract: epoch ms when it started. */
   startedAt?: number | null;
 }
 
 export interface RolloutView {
-  /** rolling: in progress; done: finished; rolled-back / failed / paused: ended without success. */
-  status: 'rolling' | 'done' | 'rolled-back' | 'failed' | 'paused';
+  /** rolling: in progress; done: finished; rolled-back / paused: ended without success (`reason`). */
+  state: 'rolling' | 'done' | 'rolled-back' | 'paused';
   updated: number;
   total: number;
-  version?: number;
-  message?: string;
+  version: number;
+  reason?: string;
 }
 
 export interface HistoryEntry {

@@ -22,9 +22,11 @@ export interface ReplicaView {
   health?: string | null;
   /** Why this replica keeps its old resources after a realloc (known on its host's agent). */
   reallocRefused?: string;
-  /** Template hash the replica runs, and whether that is the deploy's current template. */
-  version?: string;
+  /** Template hash the replica runs, its version number (history), and whether it is current. */
+  runs?: string;
+  version?: number;
   updated?: boolean;
+  startedAt?: number;
   restarts?: number;
   /** Why it is not running (e.g. image not found), when its host knows. */
   error?: string;
@@ -190,9 +192,11 @@ async function submitCompose(
 }
 
 export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBackend): void {
-  app.addContentTypeParser(YAML_TYPES, { parseAs: 'string', bodyLimit: 1024 * 1024 }, (_req, body, done) =>
-    done(null, body),
-  );
+  if (!app.hasContentTypeParser('application/yaml')) {
+    app.addContentTypeParser(YAML_TYPES, { parseAs: 'string', bodyLimit: 1024 * 1024 }, (_req, body, done) =>
+      done(null, body),
+    );
+  }
   // Deploy ids default to the name: submitting one deploy at two agents converges on one deploy
   // (field-wise last-writer-wins), and re-submitting it is an update (rolled out).
   app.post<{ Body: unknown; Querystring: { file?: string; project?: string } }>(

@@ -3,7 +3,8 @@ import type { DeployIntent, Json, JsonObject, WorkloadRecord } from '../crdt/typ
 
 function runtime(w: WorkloadRecord): Partial<ReplicaView> {
   const v: Partial<ReplicaView> = { status: w.status, exitCode: w.exitCode, health: w.health };
-  if (w.version) v.version = w.version;
+  if (w.version) v.runs = w.version;
+  if (w.startedAt !== null) v.startedAt = w.startedAt;
   if (w.restarts) v.restarts = w.restarts;
   if (w.error) v.error = w.error;
   return v;
@@ -100,15 +101,20 @@ export function deploysBackend(
     const ro = rolloutOf(intent.spec);
     const current = templateHash(templateOf(intent.spec));
     if (ro) {
+      const versions = new Map(historyOf(intent.spec).map((h) => [h.hash, h.version]));
+      versions.set(ro.stable.hash, ro.stable.version);
       const updated = new Set(ro.updated);
       for (const i of instances) {
         if (i.host === null) continue;
         const runsCurrent =
           current === ro.stable.hash ||
           (ro.target === current && updated.has(instanceKey(intent.strategy, i.host, i.replica)));
-        i.updated = runsCurrent && i.version === current;
+        i.updated = runsCurrent && i.runs === current;
+        const v = i.runs === undefined ? undefined : versions.get(i.runs);
+        if (v !== undefined) i.version = v;
       }
-      out.version = ro.version;
+      // The version replicas converge to: the target's, or the stable one after a rollback.
+      out.version = ro.state === 'rolled-back' ? ro.stable.version : ro.version;
       out.rollout = {
         version: ro.version,
         state: ro.state,

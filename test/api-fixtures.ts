@@ -52,7 +52,14 @@ export function tinyDeploys(): DeploysBackend & { views: Map<string, DeployView>
         instances: [],
         coordinator: 'node-self',
       });
+      return 'created' as const;
     },
+    updateSpec: (id, patch) => {
+      const v = views.get(id);
+      if (v) v.spec = { ...v.spec, ...patch };
+      return !!v;
+    },
+    rollback: () => ({ error: 'no previous version to roll back to' }),
     list: () => [...views.values()],
     get: (id) => views.get(id),
     scale: (id, n) => {

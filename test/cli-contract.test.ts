@@ -212,19 +212,23 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('deploy posts the Compose file as YAML with file= and project=, prints warnings, waits for healthy replicas', async () => {
+  it('deploy parses the Compose file locally (user env), posts each service as a JSON intent, prints warnings, waits for healthy replicas', async () => {
     const file = join(dir, 'stack.yaml');
-    writeFileSync(file, 'services:\n  web:\n    image: nginx:1\n');
+    writeFileSync(
+      file,
+      'services:\n  web:\n    image: nginx:${TAG:-1}\n    networks: [front]\n    deploy:\n      resources:\n        limits: {cpus: "0.5", memory: 64M}\n',
+    );
     stub.script.set('web', [view('web', 0, 2), view('web', 1, 2), view('web', 2, 2)]);
     const r = await stub.shoal(['deploy', file, '--project', 'shop']);
     expect(r.stdout).toBe('');
     expect(r.code).toBe(0);
     const post = stub.last('POST', '/v1/deploys');
-    expect(post.url).toBe('/v1/deploys?file=stack.yaml&project=shop');
-    expect(post.contentType).toBe('application/yaml');
-    expect(post.body).toBe('services:\n  web:\n    image: nginx:1\n');
-    expect(r.stderr.split('\n')).toEqual([
-      'warning: services.web.networks: ignored (shoal has one flat network)',
+    expect(post.url).toBe('/v1/deploys');
+    expect(post.contentType).toBe('application/json');
+    expect(post.body).toMatchObject({ id: 'shop-web', name: 'web', spec: { image: 'nginx:1' } });
+    const lines = r.stderr.split('\n');
+    expect(lines[0]).toMatch(/^warning: stack\.yaml: services\.web\.networks/);
+    expect(lines.slice(1)).toEqual([
       'accepted: web',
       'web: 0/2 running',
       'web: 1/2 running',
@@ -244,12 +248,13 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
   });
 
   it('update sends a partial spec, follows the rollout, and exits 1 when it rolled back', async () => {
-    const rolling = (updated: number, status: RolloutView['status'], message?: string) =>
+    const rolling = (updated: number, status: RolloutView['state'], message?: string) =>
       view('web', 2, 2, {
         version: 2,
-        rollout: { status, updated, total: 2, version: 2, ...(message ? { message } : {}) },
+        rollout: { state: status, updated, total: 2, version: 2, ...(message ? { reason: message } : {}) },
       });
     stub.script.set('web', [
+      rolling(0, 'rolling'), // the GET before the PATCH (--env merges into the current env)
       rolling(0, 'rolling'),
       rolling(1, 'rolling'),
       rolling(1, 'rolled-back', 'replica 1 unhealthy'),
@@ -263,16 +268,17 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
     expect(r.stderr).toMatch(/shoal: web: rollout rolled-back: replica 1 unhealthy\n$/);
   });
 
-  it('update --file sends YAML; update with nothing or both kinds is a usage error (exit 2)', async () => {
+  it('update --file re-submits the deploy’s service from the file; update with nothing or both kinds is a usage error (exit 2)', async () => {
     const file = join(dir, 'web.yaml');
     writeFileSync(file, 'services:\n  web:\n    image: nginx:3\n');
     stub.script.set('web', [
-      view('web', 2, 2, { version: 3, rollout: { status: 'done', updated: 2, total: 2 } }),
+      view('web', 2, 2, { version: 3, rollout: { state: 'done', updated: 2, total: 2, version: 1 } }),
     ]);
     const r = await stub.shoal(['update', 'web', '--file', file]);
     expect(r.code).toBe(0);
-    const patch = stub.last('PATCH', '/v1/deploys/web');
-    expect(patch).toMatchObject({ url: '/v1/deploys/web?file=web.yaml', contentType: 'application/yaml' });
+    const post = stub.last('POST', '/v1/deploys');
+    expect(post).toMatchObject({ url: '/v1/deploys', contentType: 'application/json' });
+    expect(post.body).toMatchObject({ id: 'web', spec: { image: 'nginx:3' } });
     expect(await stub.shoal(['update', 'web'])).toMatchObject({
       code: 2,
       stderr: 'shoal: nothing to update: give --image, --env or --file\n',
@@ -286,7 +292,7 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
 
   it('rollback posts to /rollback and waits; history prints the versions', async () => {
     stub.script.set('web', [
-      view('web', 2, 2, { version: 1, rollout: { status: 'done', updated: 2, total: 2 } }),
+      view('web', 2, 2, { version: 1, rollout: { state: 'done', updated: 2, total: 2, version: 1 } }),
     ]);
     const r = await stub.shoal(['rollback', 'web']);
     expect(r.code).toBe(0);
@@ -379,15 +385,16 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
     });
   });
 
-  it('run --image posts a one-service Compose job, streams its logs and exits with the job’s exit code', async () => {
+  it('run --image posts a one-off job intent, streams its logs and exits with the job’s exit code', async () => {
     const r = await stub.shoal(['run', '--image', 'registry.local/tools/busybox:1.36', '--', 'echo', 'hi']);
     expect(r.code).toBe(7);
     const post = stub.last('POST', '/v1/jobs');
-    expect(post.contentType).toBe('application/yaml');
-    expect(post.url).toMatch(/^\/v1\/jobs\?file=busybox-[0-9a-f]{6}\.yaml$/);
-    expect(post.body).toMatch(
-      /^services:\n {2}busybox-[0-9a-f]{6}:\n {4}image: registry\.local\/tools\/busybox:1\.36\n {4}x-shoal:\n {6}job: \{\}\n {4}command:\n {6}- echo\n {6}- hi\n$/,
-    );
+    expect(post.contentType).toBe('application/json');
+    expect(post.url).toBe('/v1/jobs');
+    const body = post.body as { name: string; spec: Record<string, unknown> };
+    expect(body.name).toMatch(/^busybox-[0-9a-f]{6}$/);
+    expect(body.spec).toMatchObject({ image: 'registry.local/tools/busybox:1.36', args: ['echo', 'hi'] });
+    expect(body.spec.job).toBeDefined();
     expect(r.stdout).toMatch(/^r0 line 0\n(r0 tick\n)*$/);
     expect(r.stderr).toMatch(/^job job1 accepted\n/);
     expect(r.stderr).toMatch(/shoal: job job1 failed \(exit code 7, attempts 2\)\n$/);

@@ -89,7 +89,7 @@ describe('rolling updates (sim)', () => {
       [1, V1, 'done'],
       [2, V2, 'done'],
     ]);
-    expect(view.instances.every((i) => i.updated && i.version === v2)).toBe(true);
+    expect(view.instances.every((i) => i.updated && i.runs === v2 && i.version === 2)).toBe(true);
 
     // `shoal rollback`: back to version 1's template, rolled out the same way (as version 3).
     expect(api3.rollback('web')).toMatchObject({ version: 1 });
