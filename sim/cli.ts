@@ -242,8 +242,7 @@ export function registerSimCommands(program: Command): void {
             const line = r.ok
               ? `seed ${r.seed}: ok (${r.hosts} hosts, ${r.events} events, ${r.wallMs} ms)`
               : `FAIL seed ${r.seed}: ${r.message}\n  replay: ${replayCommand(r.seed)}`;
-            if (bar) bar.log(`${line}\n`);
-            else console.log(line);
+            console.log(line);
             if (!r.ok && o.verbose) console.log(r.excerpt.map((l) => `    ${l}`).join('\n'));
           }
         };
