@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Job } from './worker.ts';
@@ -16,7 +17,9 @@ export class SimPool {
   private nextId = 0;
 
   constructor(size = availableParallelism()) {
-    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api')).href;
+    // tsx's ESM API (the `import` condition of its `./esm/api` export), found from its package.json.
+    const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
+    const tsx = pathToFileURL(join(dirname(pkg), 'dist/esm/api/index.mjs')).href;
     const entry = new URL('./worker.ts', import.meta.url).href;
     const boot = `import(${JSON.stringify(tsx)}).then(async (m) => { m.register(); await import(${JSON.stringify(entry)}); globalThis.__simReady(); });`;
     for (let i = 0; i < Math.max(1, size); i++) {

@@ -30,6 +30,8 @@ export interface RunOptions {
   onProgress?: (p: { virtualMs: number; totalMs: number; events: number }) => void;
   /** Skip the metrics sampling (fuzz: invariants only). */
   metrics?: boolean;
+  /** Called once the cluster has formed, before the workload starts (tests inject faults or bugs here). */
+  afterStart?: (cluster: SimCluster) => void;
 }
 
 export interface Summary {
@@ -107,6 +109,7 @@ export async function runScenario(s: Scenario, opts: RunOptions = {}): Promise<R
   const joinMs = await c.runUntil(() => c.membershipSettled('dead', true) && c.converged(), 120_000, 100);
   t0 = c.loop.now;
   log.add(`${stamp()} cluster formed: ${hosts.length} agents (${joinMs} ms)`);
+  opts.afterStart?.(c);
 
   // ── actions: workload and faults ──
   const actions: Action[] = [];
@@ -192,7 +195,12 @@ export async function runScenario(s: Scenario, opts: RunOptions = {}): Promise<R
     if (explicit) {
       picked = pool.filter((a) => {
         const labels = a.sync.hostFacts().labels;
-        if (f.hosts && !f.hosts.some((h) => (typeof h === 'number' ? h === a.index : h === a.id)))
+        if (
+          f.hosts &&
+          !f.hosts.some((h) =>
+            typeof h === 'number' ? h === a.index : h === a.id || h === hosts[a.index]?.name,
+          )
+        )
           return false;
         if (f.zone !== undefined && labels.zone !== f.zone) return false;
         if (f.label && Object.entries(f.label).some(([k, v]) => labels[k] !== v)) return false;

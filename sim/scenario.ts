@@ -89,7 +89,7 @@ export const traceSchema = z.strictObject({
 });
 
 const selector = {
-  /** Host indices (0-based) or ids (`n00003`). */
+  /** Host indices (0-based), agent ids (`n00003`) or host names (the `id` column of a hosts CSV). */
   hosts: z.array(z.union([int.min(0), z.string()])).optional(),
   /** Every host whose zone label is this. */
   zone: z.string().optional(),
