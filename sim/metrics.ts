@@ -273,9 +273,10 @@ export class Metrics {
           placed++;
           latencies.push(round(p - t.submitAt, 3));
         }
-        // A replica counts for the success ratio if it was placed in time or had the whole deadline to be.
+        // A replica counts for the success ratio unless its deploy was removed, unplaced, before
+        // its deadline (it never had the chance). Unplaced at the end of the run = a failure.
         const ok = p !== null && p - t.submitAt <= deadlineMs;
-        if (ok || end - t.submitAt >= deadlineMs) {
+        if (ok || t.removedAt === null || end - t.submitAt >= deadlineMs) {
           eligible++;
           if (ok) inTime++;
         }
