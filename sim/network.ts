@@ -245,6 +245,16 @@ export class SimNetwork {
     checkLink(this.defaultLink);
   }
 
+  /** Change the default link model (fields not given keep their value): delay spikes of a scenario. */
+  setDefaultLink(model: Partial<LinkModel>): void {
+    Object.assign(this.defaultLink, checkLink({ ...this.defaultLink, ...model }));
+  }
+
+  /** The default link model (a copy). */
+  getDefaultLink(): LinkModel {
+    return { ...this.defaultLink };
+  }
+
   /**
    * Drop traffic between every node of `groupA` and every node of `groupB` (both ways, or only
    * A→B if `oneWay`). Without `groupB`: between `groupA` and everyone else. Partitions add up;
