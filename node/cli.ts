@@ -4,6 +4,7 @@ import { basename, extname } from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
+import { registerSimCommands } from '../sim/cli.ts';
 import {
   formatHistory,
   formatPs,
@@ -968,6 +969,8 @@ clientCommand('drain', 'move every workload off a node and keep new ones away (-
       }
     },
   );
+
+registerSimCommands(program);
 
 // ───────────────────────────── run ─────────────────────────────
 

@@ -18,6 +18,15 @@ elif [ "${CI:-}" = true ]; then
 else
   echo "docker-up failed: Docker engine tests will be skipped (they fail under CI=true)" >&2
 fi
+echo "== chromium (scripts/chromium-up.sh)"
+# Headless Chromium renders the simulator's HTML report in a test; installed on demand like Docker.
+if ! bash scripts/chromium-up.sh; then
+  if [ "${CI:-}" = true ]; then
+    echo "chromium-up failed (CI=true): cannot run the report rendering test" >&2
+    exit 1
+  fi
+  echo "chromium-up failed: the report rendering test will be skipped (it fails under CI=true)" >&2
+fi
 echo "== tests (vitest)"
 mkdir -p .data
 report=.data/vitest-report.json
@@ -31,4 +40,8 @@ if [ -f "$report" ]; then
     console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
   ' "$report"
 fi
+# The simulator's fault fuzzer (issue #6): random small clusters under crashes, partitions, loss
+# and delay spikes, with the invariant checker; a failing seed prints its replay command.
+echo "== simulator fuzz (shoal sim fuzz --seeds 200)"
+node ./node/bin/shoal.js sim fuzz --seeds 200 --no-progress || status=$?
 exit $status
