@@ -176,7 +176,7 @@ export function deploysBackend(
       const spec: JsonObject = { ...cur.spec };
       for (const k of TEMPLATE_KEYS) delete spec[k];
       Object.assign(spec, t.template);
-      sync.updateIntent(id, { spec });
+      sync.updateIntent(id, { spec: withSystemKeys(cur.spec, spec, now()) });
       return { version: t.version, hash: t.hash };
     },
     list: () => sync.state.intents.all().map(view),

@@ -332,27 +332,14 @@ export class Rollouts implements SubProtocol {
       return;
     }
     if (ro.target !== current) {
-      // A new template (an edit, or `shoal rollback`): start rolling it out from the stable one.
-      const version = ro.version + 1;
-      const next: RolloutRecord = {
-        version,
-        target: current,
-        stable: ro.stable,
-        updated: [],
-        state: current === ro.stable.hash ? 'done' : 'rolling',
-        startedAt: now,
-        batchAt: 0,
-      };
-      if (next.state === 'done') next.stable = { hash: current, version, template };
-      const h = [...history, { version, hash: current, template, at: now, state: next.state }].slice(
-        -HISTORY_MAX,
-      );
+      // A template edited without a new rollout record (e.g. an older agent): start one here.
+      const next = nextRollout(ro, history, template, now);
       this.counters.started++;
       this.deps.log.info(
-        { deploy: intent.id, version, from: ro.stable.hash, to: current },
+        { deploy: intent.id, version: next.rollout.version, from: ro.stable.hash, to: current },
         'rollout: new version',
       );
-      this.write(intent, { rollout: next as unknown as Json, history: h as unknown as Json });
+      this.write(intent, { rollout: next.rollout as unknown as Json, history: next.history as unknown as Json });
       return;
     }
     if (ro.state !== 'rolling') return;
@@ -488,15 +475,51 @@ function byInstance(a: string, b: string): number {
 }
 
 /**
+ * A new rollout towards `template` (an edit, or `shoal rollback`), from the stable template;
+ * written together with the template edit by the agent that takes it, so every reader sees the
+ * new version at once (the coordinator then drives it).
+ */
+export function nextRollout(
+  ro: RolloutRecord,
+  history: HistoryEntry[],
+  template: JsonObject,
+  now: number,
+): { rollout: RolloutRecord; history: HistoryEntry[] } {
+  const hash = templateHash(template);
+  const version = ro.version + 1;
+  const next: RolloutRecord = {
+    version,
+    target: hash,
+    stable: ro.stable,
+    updated: [],
+    state: hash === ro.stable.hash ? 'done' : 'rolling',
+    startedAt: now,
+    batchAt: 0,
+  };
+  if (next.state === 'done') next.stable = { hash, version, template };
+  const h = [...history, { version, hash, template, at: now, state: next.state }].slice(-HISTORY_MAX);
+  return { rollout: next, history: h };
+}
+
+/**
  * The spec to write for a user's create/replace: the user's keys plus the system keys. A new
  * deploy starts at version 1 (stable = its template, written in the same put, so no extra gossip);
- * an existing one keeps its rollout and history (the coordinator rolls the edit out).
+ * an existing one keeps its rollout and history, or — its template changed — starts the next
+ * version's rollout (nextRollout), which the coordinator then drives.
  */
 export function withSystemKeys(existing: JsonObject | undefined, spec: JsonObject, now: number): JsonObject {
   const out: JsonObject = { ...spec };
   for (const k of SYSTEM_KEYS) delete out[k];
-  if (existing && rolloutOf(existing)) {
-    for (const k of SYSTEM_KEYS) if (existing[k] !== undefined) out[k] = existing[k];
+  const ro = existing ? rolloutOf(existing) : undefined;
+  if (existing && ro) {
+    const template = templateOf(out);
+    if (templateHash(template) === ro.target) {
+      for (const k of SYSTEM_KEYS) if (existing[k] !== undefined) out[k] = existing[k];
+      return out;
+    }
+    const next = nextRollout(ro, historyOf(existing), template, now);
+    out.rollout = next.rollout as unknown as Json;
+    out.history = next.history as unknown as Json;
     return out;
   }
   const template = templateOf(out);
