@@ -8,8 +8,9 @@ import { ProcessEngine } from '../engines/process.ts';
 import { SimEngine, SimMachine } from '../engines/sim.ts';
 import { loadOrCreateIdentity } from '../gossip/identity.ts';
 import { Libp2pTransport } from '../gossip/libp2p.ts';
+import { StreamProtocol } from '../gossip/streams.ts';
 import { loadSwarmKey } from '../gossip/swarm-key.ts';
-import { startApi } from './api.ts';
+import { type ApiBackend, type ApiOptions, buildApi, parseHostPort } from './api.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
 import { HealthMonitor } from './core/health.ts';
@@ -19,11 +20,13 @@ import { Prng } from './core/random.ts';
 import { Reconciler } from './core/reconcile.ts';
 import { StateSync } from './core/state-sync.ts';
 import { deploysBackend } from './deploys-backend.ts';
+import { Forwarder } from './forward.ts';
 import { detectHost } from './host.ts';
 import { RealClock } from './io/clock.ts';
 import { DiskStore } from './io/disk-store.ts';
 import { createLogger } from './io/logger.ts';
 import { EngineProber } from './io/prober.ts';
+import { registerWorkloadRoutes, type WorkloadsDeps } from './workloads-api.ts';
 
 /** Options of `shoal agent` (see node/cli.ts; every flag has a SHOAL_* twin). */
 export interface AgentOptions {
@@ -108,12 +111,41 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   });
   agent.use(reconciler);
   await agent.start();
-  const api = await startApi(
+  // ---- agent-to-agent forwarding + workload routes (node/forward.ts, node/workloads-api.ts) ----
+  const memberStatus = (id: string) => (id === agent.id ? 'alive' : agent.membership.get(id)?.status);
+  const streams = new StreamProtocol(transport.libp2p, {
+    logger: log.child({ mod: 'forward' }),
+    // Forwarded calls are served for live cluster members only (noise authenticated the peer id).
+    accept: (peer) => {
+      const s = memberStatus(peer);
+      return s === 'alive' || s === 'suspect'
+        ? true
+        : `${peer} is not a live member of this cluster (${s ?? 'unknown'})`;
+    },
+  });
+  const forwarder = new Forwarder({
+    self: agent.id,
+    streams,
+    memberStatus,
+    log: agentLog.child({ mod: 'forward' }),
+  });
+  const workloads: WorkloadsDeps = {
+    self: agent.id,
+    hosts: () => sync.state.hosts.allLive(),
+    memberStatus,
+    engine,
+    forwarder,
+  };
+  registerWorkloadRoutes(forwarder.local, workloads, { local: true });
+  await forwarder.start();
+  // ----
+  const api = await startApiWithRoutes(
     agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),
     opts.api,
     {
       deploys: deploysBackend(sync, placement, agent.membership),
     },
+    (app) => registerWorkloadRoutes(app, workloads),
   );
   log.info(
     {
@@ -143,12 +175,33 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     stop: (o = {}) => {
       stopping ??= (async () => {
         await api.close();
+        await forwarder.stop();
         await agent.stop({ leave: o.leave });
         await engine.close();
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * startApi (node/api.ts) plus extra routes registered before it listens (the workload routes).
+ * Interim: to be replaced by an `ApiOptions` hook for extra routes in node/api.ts.
+ */
+async function startApiWithRoutes(
+  backend: ApiBackend,
+  listen: string,
+  opts: ApiOptions,
+  extra: (app: ReturnType<typeof buildApi>) => void,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const { host, port } = parseHostPort(listen);
+  const app = buildApi(backend, opts);
+  extra(app);
+  await app.listen({ host, port });
+  const addr = app.server.address();
+  const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+  const shownHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  return { url: `http://${shownHost}:${boundPort}`, close: () => app.close() };
 }
 
 /** `shoal agent`: run until SIGINT/SIGTERM, then leave the cluster gracefully. */
