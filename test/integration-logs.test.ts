@@ -17,6 +17,7 @@ const docker = (...args: string[]) =>
 
 const DEPLOY = 'ticker';
 const WID = `${DEPLOY}.0`;
+const ONCE = 'once';
 
 describe('logs and exec through agents that do not host the workload (real Docker)', {
   timeout: 120_000,
@@ -69,8 +70,10 @@ describe('logs and exec through agents that do not host the workload (real Docke
 
   afterAll(async () => {
     await c.stopAll();
-    const ids = docker('ps', '-aq', '--filter', `label=shoal.deploy=${DEPLOY}`);
-    if (ids) docker('rm', '-f', ...ids.split('\n'));
+    for (const d of [DEPLOY, ONCE]) {
+      const ids = docker('ps', '-aq', '--filter', `label=shoal.deploy=${d}`);
+      if (ids) docker('rm', '-f', ...ids.split('\n'));
+    }
   });
 
   it('GET /v1/workloads on any agent lists the replica on its host', async () => {
@@ -143,6 +146,44 @@ describe('logs and exec through agents that do not host the workload (real Docke
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toMatch(/^command:/);
+  });
+
+  it('logs of an exited workload still work through another agent, and a follow of it ends', async () => {
+    await c.http(0, 'POST', '/v1/deploys', {
+      id: ONCE,
+      name: ONCE,
+      replicas: 1,
+      spec: {
+        resources: { cpu: { milli: 100 }, memoryBytes: 32 * 2 ** 20 },
+        image: 'shoal/busybox:latest',
+        command: ['sh', '-c', 'echo one; echo two >&2; echo three'],
+        restart: 'no',
+      },
+    });
+    let w: WorkloadView | undefined;
+    await waitFor(
+      async () => {
+        const r = await api(0, `/v1/workloads/${ONCE}.0`);
+        w = r.status === 200 ? ((await r.json()) as WorkloadView) : undefined;
+        return w?.status === 'exited';
+      },
+      30_000,
+      200,
+    );
+    expect(w!.exitCode).toBe(0);
+    const via = [0, 1, 2].find((i) => c.get(i).id !== w!.host)!;
+    for (const q of ['', '?follow=1']) {
+      const res = await api(via, `/v1/workloads/${ONCE}.0/logs${q}`, { signal: AbortSignal.timeout(10_000) });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-shoal-served-by')).toBe(w!.host);
+      const lines = (await res.text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { stream: string; line: string });
+      // stdout and stderr are separate pipes: their relative order is not guaranteed.
+      expect(lines.map((l) => l.line).sort()).toEqual(['one', 'three', 'two']);
+      expect(lines.find((l) => l.line === 'two')!.stream).toBe('stderr');
+    }
   });
 
   it('its host killed: unreachable, then dead — 502 naming the host', async () => {
