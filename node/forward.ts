@@ -230,16 +230,19 @@ export class Forwarder {
     const body = res.body;
     return reply.send(
       Readable.from(
-        (async function* () {
-          try {
-            for await (const chunk of body)
-              yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-          } catch (err) {
-            // Headers are gone already: end the body with one NDJSON/text line saying why.
-            const message = err instanceof Error ? err.message : String(err);
-            yield Buffer.from(`${JSON.stringify({ error: 'forward-broken', message })}\n`);
-          }
-        })(),
+        flushFirst(
+          reply,
+          (async function* () {
+            try {
+              for await (const chunk of body)
+                yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+            } catch (err) {
+              // Headers are gone already: end the body with one NDJSON/text line saying why.
+              const message = err instanceof Error ? err.message : String(err);
+              yield Buffer.from(`${JSON.stringify({ error: 'forward-broken', message })}\n`);
+            }
+          })(),
+        ),
         { objectMode: false },
       ),
     );
@@ -313,6 +316,16 @@ export class Forwarder {
       })(),
     };
   }
+}
+
+/**
+ * Send the response head as soon as the body starts, not with its first chunk: fastify pipes a
+ * stream body after only *setting* the headers, so a quiet `logs -f` would leave the client (and
+ * a forwarding agent waiting for the head) without even a status until the first line.
+ */
+export async function* flushFirst<T>(reply: FastifyReply, body: AsyncIterable<T>): AsyncGenerator<T> {
+  if (!reply.raw.headersSent) reply.raw.flushHeaders();
+  yield* body;
 }
 
 /** Why `req` is not a valid forward request, or undefined. */

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { HostRecord, WorkloadRecord } from '../crdt/types.ts';
 import { type Engine, isEngineError } from '../engines/engine.ts';
 import type { MemberStatus } from './core/membership.ts';
-import type { Forwarder } from './forward.ts';
+import { type Forwarder, flushFirst } from './forward.ts';
 
 /**
  * Workload routes (issue #5): every replica cluster-wide from the gossiped host records, and the
@@ -112,7 +112,7 @@ export function registerWorkloadRoutes(
       reply.raw.once('close', () => ctrl.abort());
       const lines = engine.logs(wid, { ...parsed, signal: ctrl.signal });
       reply.code(200).header('content-type', 'application/x-ndjson');
-      return reply.send(Readable.from(ndjson(lines, ctrl), { objectMode: false }));
+      return reply.send(Readable.from(flushFirst(reply, ndjson(lines, ctrl)), { objectMode: false }));
     },
   );
 

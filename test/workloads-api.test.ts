@@ -37,13 +37,15 @@ function scriptedEngine(hostId: string, ids: string[]) {
     logs(id: string, opts: LogOptions = {}): AsyncIterable<LogLine> {
       seen.logOpts.push({ ...opts, signal: undefined });
       return (async function* () {
-        for (let i = 0; i < 3; i++)
+        const quiet = id.startsWith('quiet');
+        for (let i = 0; i < 3 && !quiet; i++)
           yield { stream: 'stdout' as const, line: `${id} line ${i}`, ts: 1000 + i };
         if (!opts.follow) return;
         seen.follows++;
         try {
           for (let i = 3; !opts.signal?.aborted; i++) {
             await sleep(30);
+            if (quiet) continue;
             yield {
               stream: i % 2 ? ('stderr' as const) : ('stdout' as const),
               line: `${id} line ${i}`,
@@ -137,13 +139,14 @@ describe('workload routes and forwarding', () => {
 
   beforeAll(async () => {
     A = await agent(['api.0']);
-    B = await agent(['web.0', 'web.1']);
+    B = await agent(['web.0', 'web.1', 'quiet.0']);
     for (const x of agents) for (const y of agents) if (x !== y) x.t.addPeer(y.t.id, y.t.addrs());
     hosts = [
       record(A.t.id, [{ deployId: 'api', replica: 0 }]),
       record(B.t.id, [
         { deployId: 'web', replica: 0 },
         { deployId: 'web', replica: 1, status: 'exited', exitCode: 0 },
+        { deployId: 'quiet', replica: 0 },
       ]),
     ];
   });
@@ -173,6 +176,7 @@ describe('workload routes and forwarding', () => {
     const all = JSON.parse((await get(A, '/v1/workloads')).text) as WorkloadView[];
     expect(all.map((w) => `${w.id}@${w.host === A.t.id ? 'A' : 'B'}`)).toEqual([
       'api.0@A',
+      'quiet.0@B',
       'web.0@B',
       'web.1@B',
     ]);
@@ -259,6 +263,20 @@ describe('workload routes and forwarding', () => {
     });
     expect(JSON.parse(got[7]!)).toMatchObject({ line: 'web.0 line 7' });
     expect(B.seen.follows).toBeGreaterThan(0);
+    for (let i = 0; i < 200 && B.seen.followsEnded === before; i++) await sleep(20);
+    expect(B.seen.followsEnded).toBe(before + 1);
+  });
+
+  it('a quiet follow answers its head at once (no line yet), through forwarding too', async () => {
+    const before = B.seen.followsEnded;
+    const ctrl = new AbortController();
+    const t0 = Date.now();
+    // The forward head budget is 10 s; without an early head this would wait for it (504).
+    const res = await fetch(`${A.url}/v1/workloads/quiet.0/logs?follow=1`, { signal: ctrl.signal });
+    expect(res.status).toBe(200);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(res.headers.get('content-type')).toBe('application/x-ndjson');
+    ctrl.abort();
     for (let i = 0; i < 200 && B.seen.followsEnded === before; i++) await sleep(20);
     expect(B.seen.followsEnded).toBe(before + 1);
   });
