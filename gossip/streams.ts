@@ -397,6 +397,12 @@ class OutboundCall {
   fail(err: StreamError): void {
     if (this.#done !== undefined) return;
     this.#done = err;
+    if (err.code === 'aborted' || err.code === 'stopped') {
+      // Our own cancel: what arrived but was not read is dropped. (On a remote failure the
+      // messages received before it are still delivered, then the error.)
+      this.#queue.length = 0;
+      this.#queuedBytes = 0;
+    }
     this.#ctrl.abort(err);
     this.#stream?.abort(err);
     this.#rejectHead(err);

@@ -209,10 +209,18 @@ export class Forwarder {
    * Answer an HTTP request with `node`'s answer to `req`, streamed. The client disconnecting
    * cancels the forwarded call (and so the target's work, e.g. a log follow).
    */
-  async proxy(reply: FastifyReply, node: string, req: ForwardRequest, opts: { timeoutMs?: number } = {}) {
+  async proxy(
+    reply: FastifyReply,
+    node: string,
+    req: ForwardRequest,
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ) {
     const ctrl = new AbortController();
     const onClose = () => ctrl.abort();
     reply.raw.once('close', onClose);
+    // `opts.signal`: the serving app is closing — end the stream.
+    if (opts.signal?.aborted) ctrl.abort();
+    else opts.signal?.addEventListener('abort', onClose, { once: true, signal: ctrl.signal });
     let res: ForwardedResponse;
     try {
       res = await this.forwardTo(node, req, { signal: ctrl.signal, timeoutMs: opts.timeoutMs });
@@ -227,6 +235,7 @@ export class Forwarder {
     reply.code(res.status);
     for (const [k, v] of Object.entries(res.headers)) reply.header(k, v);
     if (node !== this.self) reply.header('x-shoal-served-by', node);
+    if (res.headers['content-type'] === 'application/x-ndjson') reply.header('connection', 'close');
     const body = res.body;
     return reply.send(
       Readable.from(

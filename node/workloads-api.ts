@@ -63,6 +63,13 @@ export function registerWorkloadRoutes(
   opts: { local?: boolean } = {},
 ): void {
   const local = opts.local === true;
+  // Closing the app ends every stream it serves (a follow would otherwise hold close() — and an
+  // agent's shutdown — until its client goes away).
+  const closing = new AbortController();
+  app.addHook('preClose', (done) => {
+    closing.abort();
+    done();
+  });
   const status = (id: string): MemberStatus | 'unknown' =>
     id === deps.self ? 'alive' : (deps.memberStatus(id) ?? 'unknown');
 
@@ -110,8 +117,12 @@ export function registerWorkloadRoutes(
       // The client (or the forwarding agent) going away stops the engine's follow.
       const ctrl = new AbortController();
       reply.raw.once('close', () => ctrl.abort());
+      if (closing.signal.aborted) ctrl.abort();
+      else closing.signal.addEventListener('abort', () => ctrl.abort(), { once: true, signal: ctrl.signal });
       const lines = engine.logs(wid, { ...parsed, signal: ctrl.signal });
-      reply.code(200).header('content-type', 'application/x-ndjson');
+      // A stream's connection is not reused: once it ends, the socket closes, so closing the
+      // server (agent shutdown) is not held by an idle keep-alive connection.
+      reply.code(200).header('content-type', 'application/x-ndjson').header('connection', 'close');
       return reply.send(Readable.from(flushFirst(reply, ndjson(lines, ctrl)), { objectMode: false }));
     },
   );
@@ -165,7 +176,7 @@ export function registerWorkloadRoutes(
         node: w.host,
       });
     }
-    return deps.forwarder.proxy(reply, w.host, req, timeoutMs === undefined ? {} : { timeoutMs });
+    return deps.forwarder.proxy(reply, w.host, req, { timeoutMs, signal: closing.signal });
   }
 }
 

@@ -281,6 +281,27 @@ describe('workload routes and forwarding', () => {
     expect(B.seen.followsEnded).toBe(before + 1);
   });
 
+  it('closing an API ends its open follows (local and forwarded) instead of waiting for clients', async () => {
+    for (const target of ['api.0', 'quiet.0']) {
+      const app = Fastify();
+      registerWorkloadRoutes(app, {
+        self: A.t.id,
+        hosts: () => hosts,
+        memberStatus: (id) => status.get(id),
+        engine: scriptedEngine(A.t.id, ['api.0']).engine,
+        forwarder: A.forwarder,
+      });
+      const url = await app.listen({ host: '127.0.0.1', port: 0 });
+      const res = await fetch(`${url}/v1/workloads/${target}/logs?follow=1`);
+      expect(res.status).toBe(200);
+      const body = res.text();
+      const t0 = Date.now();
+      await app.close();
+      expect(Date.now() - t0).toBeLessThan(3_000);
+      await body; // the client sees the stream end
+    }
+  });
+
   it('exec is forwarded to the host; errors keep their status; the body is validated', async () => {
     const ok = await post(A, '/v1/workloads/web.0/exec', { command: ['echo', 'hi'] });
     expect(ok.status).toBe(200);
