@@ -31,6 +31,10 @@ export interface NodeInfo {
   /** ms since the status last changed, as seen by the answering agent. */
   statusAgeMs: number;
   self: boolean;
+  /** Drain requested (the host takes no new work; its replicas move off). */
+  draining?: boolean;
+  /** Draining and no replicas left. */
+  drained?: boolean;
 }
 
 /** A change to this host's advertised facts (labels replace; absent fields stay). */
@@ -58,6 +62,8 @@ export interface ApiOptions {
   metrics?: AgentMetrics;
   /** Deploy routes (/v1/deploys…), when the agent runs placement. */
   deploys?: DeploysBackend;
+  /** More routes (e.g. the workload routes, node/workloads-api.ts), registered before listening. */
+  routes?: ((app: FastifyInstance, table: RouteTable) => void)[];
   /**
    * Bearer token required on every non-public route (node/auth.ts). The agent always sets it;
    * absent = no auth, for in-process tests only.
@@ -140,6 +146,8 @@ export const NodeInfoSchema = z.object({
   }),
   allocated: z.unknown().meta({ description: 'what its workloads use; null if unknown' }),
   labels: Labels,
+  draining: z.boolean().optional().meta({ description: 'takes no new work; its replicas move off' }),
+  drained: z.boolean().optional().meta({ description: 'draining and no replicas left' }),
   statusAgeMs: z
     .number()
     .meta({ description: 'ms since the status last changed, as the answering agent sees it' }),
@@ -317,6 +325,67 @@ function describeDeployRoutes(table: RouteTable): void {
   });
 }
 
+const WorkloadSchema = z.looseObject({
+  id: z.string(),
+  deployId: z.string(),
+  replica: z.number().int(),
+  gen: z.number().int(),
+  host: z.string(),
+  status: z.string(),
+  exitCode: z.number().int().nullable(),
+  health: z.string().nullable(),
+  startedAt: z.number().nullable(),
+});
+
+/** Docs of the workload routes (node/workloads-api.ts; forwarded to the workload's host). */
+export function describeWorkloadRoutes(table: RouteTable): void {
+  const tags = ['workloads'];
+  const gone = { 404: ApiErrorSchema, 502: ApiErrorSchema, 504: ApiErrorSchema };
+  table.describe('GET', '/v1/workloads', {
+    summary: 'Every replica cluster-wide (query deploy, host)',
+    tags,
+    response: { 200: z.array(WorkloadSchema), 400: ApiErrorSchema },
+  });
+  table.describe('GET', '/v1/workloads/:wid', {
+    summary: 'One replica',
+    tags,
+    response: { 200: WorkloadSchema, 404: ApiErrorSchema },
+  });
+  table.describe('GET', '/v1/workloads/:wid/logs', {
+    summary:
+      'Logs as application/x-ndjson lines {stream, line, ts} (query follow=1, tail, since); streamed from the host',
+    tags,
+    response: { 200: z.string(), 400: ApiErrorSchema, ...gone },
+  });
+  table.describe('POST', '/v1/workloads/:wid/exec', {
+    summary: 'Run a command in a replica ({command: string[], timeoutMs?}) → {exitCode, stdout, stderr}',
+    tags,
+    body: z.object({ command: z.array(z.string()), timeoutMs: z.number().int().optional() }),
+    response: {
+      200: z.object({ exitCode: z.number().int(), stdout: z.string(), stderr: z.string() }),
+      400: ApiErrorSchema,
+      409: ApiErrorSchema,
+      ...gone,
+    },
+  });
+}
+
+/** Docs of POST /v1/nodes/:id/drain (node/drain-api.ts). */
+export function describeDrainRoutes(table: RouteTable): void {
+  table.describe('POST', '/v1/nodes/:id/drain', {
+    summary: 'Drain a node ({drain: true}) or undo it ({drain: false}); forwarded to that node',
+    tags: ['nodes'],
+    body: z.object({ drain: z.boolean() }),
+    response: {
+      200: z.object({ id: z.string(), draining: z.boolean(), workloads: z.number().int() }),
+      400: ApiErrorSchema,
+      404: ApiErrorSchema,
+      502: ApiErrorSchema,
+      504: ApiErrorSchema,
+    },
+  });
+}
+
 export interface BuiltApi {
   app: FastifyInstance;
   routes: RouteTable;
@@ -453,6 +522,7 @@ export function buildApiWithRoutes(backend: ApiBackend, opts: ApiOptions = {}): 
       .code(status)
       .send({ error: status >= 500 ? 'internal' : 'bad-request', message: String(err.message) });
   });
+  for (const add of opts.routes ?? []) add(app, routes);
   return { app, routes };
 }
 

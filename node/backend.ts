@@ -43,6 +43,8 @@ export function agentBackend(
         labels: rec?.capacity.labels ?? {},
         statusAgeMs: Math.max(0, now - m.since),
         self: m.self,
+        draining: rec?.draining ?? false,
+        drained: (rec?.draining ?? false) && (rec?.workloads.length ?? 0) === 0,
       };
     });
   };

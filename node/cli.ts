@@ -898,8 +898,24 @@ async function followJob(
         return { id, status: 'running', exitCode: null };
       }
       if (s.status === 'succeeded' || s.status === 'failed' || Date.now() >= deadline) {
+        // A job can end before the log watcher saw it: print the logs of attempts not streamed yet.
+        const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
+        for (const w of ws) {
+          const key = `${w.id}@${w.gen ?? ''}`;
+          if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
+          streaming.add(key);
+          streams.push(
+            client
+              .ndjson<LogLine>(`/v1/workloads/${encodeURIComponent(w.id)}/logs`, {}, (l) => {
+                if (!json) writeLogLine(l, undefined, false);
+              })
+              .catch((err) => {
+                process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
+              }),
+          );
+        }
         // Let the last lines of a finished job arrive before closing the streams.
-        await Promise.race([Promise.all(streams), sleep(1000)]);
+        await Promise.race([Promise.all(streams), sleep(2000)]);
         return s;
       }
     }

@@ -9,8 +9,9 @@ import { ProcessEngine } from '../engines/process.ts';
 import { SimEngine, SimMachine } from '../engines/sim.ts';
 import { loadOrCreateIdentity } from '../gossip/identity.ts';
 import { Libp2pTransport } from '../gossip/libp2p.ts';
+import { StreamProtocol } from '../gossip/streams.ts';
 import { loadSwarmKey } from '../gossip/swarm-key.ts';
-import { startApi } from './api.ts';
+import { describeDrainRoutes, describeWorkloadRoutes, startApi } from './api.ts';
 import { loadOrCreateToken } from './auth.ts';
 import { agentBackend } from './backend.ts';
 import { Agent } from './core/agent.ts';
@@ -21,11 +22,14 @@ import { Prng } from './core/random.ts';
 import { Reconciler } from './core/reconcile.ts';
 import { StateSync } from './core/state-sync.ts';
 import { deploysBackend } from './deploys-backend.ts';
+import { type DrainDeps, registerDrainRoutes } from './drain-api.ts';
+import { Forwarder } from './forward.ts';
 import { detectHost } from './host.ts';
 import { RealClock } from './io/clock.ts';
 import { DiskStore } from './io/disk-store.ts';
 import { createLogger } from './io/logger.ts';
 import { EngineProber } from './io/prober.ts';
+import { registerWorkloadRoutes, type WorkloadsDeps } from './workloads-api.ts';
 
 /** Options of `shoal agent` (see node/cli.ts; every flag has a SHOAL_* twin). */
 export interface AgentOptions {
@@ -127,6 +131,44 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   });
   agent.use(rollouts);
   await agent.start();
+  // ---- agent-to-agent forwarding + workload routes (node/forward.ts, node/workloads-api.ts) ----
+  const memberStatus = (id: string) => (id === agent.id ? 'alive' : agent.membership.get(id)?.status);
+  const streams = new StreamProtocol(transport.libp2p, {
+    logger: log.child({ mod: 'forward' }),
+    // Forwarded calls are served for live cluster members only (noise authenticated the peer id).
+    accept: (peer) => {
+      const s = memberStatus(peer);
+      return s === 'alive' || s === 'suspect'
+        ? true
+        : `${peer} is not a live member of this cluster (${s ?? 'unknown'})`;
+    },
+  });
+  const forwarder = new Forwarder({
+    self: agent.id,
+    streams,
+    memberStatus,
+    log: agentLog.child({ mod: 'forward' }),
+  });
+  const workloads: WorkloadsDeps = {
+    self: agent.id,
+    hosts: () => sync.state.hosts.allLive(),
+    memberStatus,
+    engine,
+    forwarder,
+  };
+  registerWorkloadRoutes(forwarder.local, workloads, { local: true });
+  const drain: DrainDeps = {
+    self: agent.id,
+    setDraining: (on) => sync.setDraining(on),
+    status: () => ({
+      draining: sync.self()?.draining ?? false,
+      workloads: sync.self()?.workloads.length ?? 0,
+    }),
+    forwarder,
+  };
+  registerDrainRoutes(forwarder.local, drain, { local: true });
+  await forwarder.start();
+  // ----
   const api = await startApi(
     agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),
     opts.api,
@@ -134,6 +176,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       deploys: deploysBackend(sync, placement, agent.membership),
       token: token.token,
       metricsAuth: opts.metricsAuth === true,
+      routes: [
+        (app, table) => {
+          registerWorkloadRoutes(app, workloads);
+          describeWorkloadRoutes(table);
+          registerDrainRoutes(app, drain);
+          describeDrainRoutes(table);
+        },
+      ],
     },
   );
   log.info(
@@ -166,6 +216,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     stop: (o = {}) => {
       stopping ??= (async () => {
         await api.close();
+        await forwarder.stop();
         await agent.stop({ leave: o.leave });
         await engine.close();
       })();

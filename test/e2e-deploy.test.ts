@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -138,6 +138,35 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
     expect(text.stdout).toMatch(/^DEPLOY\s+REPLICA\s+HOST\s+STATUS/);
   });
 
+  it('logs -f through an agent that does not host the replica stream while it runs', async () => {
+    const v = await view(0);
+    const host = v.instances.find((i) => i.replica === 0)!.host!;
+    const via = [0, 1, 2].find((i) => c.get(i).id !== host)!;
+    const env: NodeJS.ProcessEnv = { NO_COLOR: '1' };
+    for (const [k, val] of Object.entries(process.env)) if (!k.startsWith('SHOAL_')) env[k] = val;
+    const p = spawn(process.execPath, [SHOAL, 'logs', '-f', '--tail', '1', 'e2e-web/0', ...at(via)], { env });
+    let out = '';
+    const stamps: number[] = [];
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      stamps.push(Date.now());
+    });
+    await waitFor(() => (out.match(/tick \d+/g) ?? []).length >= 8, 30_000, 100, 'streamed log lines');
+    const exited = new Promise<number | null>((done) => p.on('exit', (code) => done(code)));
+    p.kill('SIGINT');
+    expect(await exited).toBe(0);
+    // Lines arrived over time (a stream), not in one buffered chunk.
+    expect(stamps.at(-1)! - stamps[0]!).toBeGreaterThan(500);
+    const ticks = (out.match(/tick (\d+)/g) ?? []).map((t) => Number(t.split(' ')[1]));
+    expect(ticks.slice(1).every((n, i) => n === ticks[i]! + 1)).toBe(true);
+  });
+
+  it('exec through another agent runs in the replica and returns its exit code', async () => {
+    const r = await shoal(['exec', 'e2e-web/1', ...at(0), '--', 'sh', '-c', 'echo inside; exit 4']);
+    expect(r.stdout).toBe('inside\n');
+    expect(r.code).toBe(4);
+  });
+
   it('a job that exits 3 makes `shoal run` exit 3, with its output streamed', async () => {
     const r = await shoal([
       'run',
@@ -179,6 +208,22 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
     expect(after.filter((id) => before.includes(id)).length).toBeGreaterThanOrEqual(2);
     const h = await shoal(['history', 'e2e-web', ...at(1)]);
     expect(h.stdout).toMatch(/does-not-exist/);
+  });
+
+  it('drain moves a node’s replicas off before it is drained; undo lets it take work again', async () => {
+    const node = c.get(1).id;
+    expect(ours().some((x) => x.host === node)).toBe(true);
+    const r = await shoal(['drain', node, ...at(0), '--timeout', '90']);
+    expect(r.stderr).toMatch(/drained/);
+    expect(r.code).toBe(0);
+    expect(ours().filter((x) => x.host === node)).toEqual([]);
+    expect(ours()).toHaveLength(3);
+    const nodes = JSON.parse((await shoal(['nodes', '--json', ...at(2)])).stdout) as {
+      id: string;
+      draining?: boolean;
+    }[];
+    expect(nodes.find((n) => n.id === node)?.draining).toBe(true);
+    expect((await shoal(['drain', node, '--undo', ...at(2)])).code).toBe(0);
   });
 
   it('kill -9 of an agent hosting a replica (and its containers: the host is gone) → the replica comes back elsewhere ≤ 10 s after it is declared dead', async () => {

@@ -339,7 +339,10 @@ export class Rollouts implements SubProtocol {
         { deploy: intent.id, version: next.rollout.version, from: ro.stable.hash, to: current },
         'rollout: new version',
       );
-      this.write(intent, { rollout: next.rollout as unknown as Json, history: next.history as unknown as Json });
+      this.write(intent, {
+        rollout: next.rollout as unknown as Json,
+        history: next.history as unknown as Json,
+      });
       return;
     }
     if (ro.state !== 'rolling') return;
