@@ -110,7 +110,9 @@ describe('shoal CLI against a real agent (sim engine)', { timeout: 240_000 }, ()
     expect(lines[0]).toMatch(/^DEPLOY\s+REPLICA\s+HOST\s+STATUS\s+HEALTH\s+GEN\/VERSION\s+AGE$/);
     expect(lines.slice(1)).toHaveLength(2);
     for (const [i, l] of lines.slice(1).entries()) {
-      expect(l).toMatch(new RegExp(`^web\\s+${i}\\s+…${a.id.slice(-8)}\\s+running\\s+-\\s+\\d+\\s+-$`));
+      expect(l).toMatch(
+        new RegExp(`^web\\s+${i}\\s+…${a.id.slice(-8)}\\s+running\\s+-\\s+\\d+/v1\\s+\\d+[smhd]$`),
+      );
     }
 
     const inspect = await shoal(['inspect', 'web', ...local]);

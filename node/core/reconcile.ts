@@ -177,6 +177,10 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
       cpuMilli: a.limits.cpuMilli,
       memoryBytes: a.limits.memoryBytes,
       ...(cpuset.length > 0 ? { cpuset } : {}),
+      // The GPU shares placement granted (whole devices are bound; fractions share a device).
+      ...(a.gpus.length > 0
+        ? { gpus: a.gpus.map((g) => ({ device: String(g.index), milli: g.milli })) }
+        : {}),
     },
   };
   const hash = templateHash(templateOf(spec));
