@@ -202,6 +202,7 @@ describe('detectHost', () => {
       labels: ['zone=a', 'disk=ssd'],
     });
     expect(h).toEqual({
+      hostname: expect.any(String),
       cores: 2,
       cpuMilli: 2500,
       memoryBytes: 8 * 2 ** 30,

@@ -26,7 +26,11 @@ describe('logs and exec through agents that do not host the workload (real Docke
   const args = ['--cpu', '4', '--memory', '8GiB', '--engine', 'docker', '--docker-socket', SOCK];
   let host = -1;
   let others: number[] = [];
-  const api = (i: number, path: string, init?: RequestInit) => fetch(`${c.get(i).api}${path}`, init);
+  const api = (i: number, path: string, init?: RequestInit) =>
+    fetch(`${c.get(i).api}${path}`, {
+      ...init,
+      headers: { ...(init?.headers as Record<string, string>), authorization: `Bearer ${c.token(i)}` },
+    });
 
   beforeAll(async () => {
     const seed = await c.spawn({ extraArgs: args });
