@@ -54,6 +54,31 @@ export interface LinkModel {
   jitterMs: number;
   /** Probability in [0, 1] that one message on this link is lost. */
   loss: number;
+  /** A heavy tail added on top of base + jitter (default none). */
+  tail?: LatencyTail;
+}
+
+/**
+ * Extra latency with a long tail, drawn per message:
+ * - `lognormal`: medianMs · e^(sigma·Z), Z standard normal (Box–Muller, two uniform draws);
+ * - `pareto` (Lomax, shifted so the minimum is 0): scaleMs · ((1 − U)^(−1/alpha) − 1), one draw.
+ *   alpha ≤ 2 has infinite variance, alpha ≤ 1 an infinite mean — cap it with `maxMs`.
+ * `maxMs` (default: none) clamps a draw.
+ */
+export type LatencyTail =
+  | { kind: 'lognormal'; medianMs: number; sigma: number; maxMs?: number }
+  | { kind: 'pareto'; scaleMs: number; alpha: number; maxMs?: number };
+
+/**
+ * A host's network interface: bytes per second out (`upBytesPerSec`) and in (`downBytesPerSec`);
+ * a missing field is unlimited. A message occupies the sender's uplink for bytes/up after the
+ * uplink is free (FIFO), then travels the link latency, then occupies the receiver's downlink for
+ * bytes/down after it is free. Simplification: the receiver's downlink is reserved when the message
+ * is sent (in send order), not when it arrives.
+ */
+export interface Bandwidth {
+  upBytesPerSec?: number;
+  downBytesPerSec?: number;
 }
 
 export interface SimNetworkOptions {
@@ -76,6 +101,13 @@ export interface SimNetworkOptions {
    * known-peer sets (O(peers) memory each) in very large runs.
    */
   routeById?: boolean;
+  /** Default bandwidth of every host (default unlimited); per host: createTransport / setBandwidth. */
+  bandwidth?: Bandwidth;
+  /**
+   * Copies of a published message charged to the publisher's uplink (gossipsub sends to its D
+   * mesh peers, not to every subscriber). Default 6 (gossipsub D), at most the subscriber count.
+   */
+  publishUplinkCopies?: number;
 }
 
 export type TraceKind = 'send' | 'topic' | 'req' | 'res';
@@ -139,6 +171,11 @@ interface SimNode {
   /** Inbound messages in flight and this node's request timeouts; cancelled on crash. */
   inbox: TimerGroup;
   stats: NodeStats;
+  /** Bytes per ms out / in (Infinity = unlimited) and when the interface is next free (loop ms). */
+  up: number;
+  down: number;
+  upFreeAt: number;
+  downFreeAt: number;
 }
 
 const ADDR_PREFIX = 'sim://';
@@ -160,6 +197,8 @@ export class SimNetwork {
   /** See SimNetworkOptions.routeById. */
   readonly routeById: boolean;
   private readonly trace: ((ev: TraceEvent) => void) | undefined;
+  private readonly defaultBandwidth: Bandwidth;
+  private readonly publishUplinkCopies: number;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabOff = 0;
   /** Network-wide totals. */
@@ -183,17 +222,23 @@ export class SimNetwork {
     this.dialTimeoutMs = opts.dialTimeoutMs ?? 5000;
     this.trace = opts.trace;
     this.routeById = opts.routeById ?? false;
+    this.defaultBandwidth = checkBandwidth(opts.bandwidth ?? {});
+    this.publishUplinkCopies = opts.publishUplinkCopies ?? 6;
+    if (!Number.isInteger(this.publishUplinkCopies) || this.publishUplinkCopies < 1)
+      throw new RangeError(
+        `SimNetwork: publishUplinkCopies must be an integer ≥ 1, got ${opts.publishUplinkCopies}`,
+      );
   }
 
   /**
    * A transport for node `id` (created on first use; optionally in `zone`). Throws if `id` has a
    * live transport already, or has crashed and not been restarted.
    */
-  createTransport(id: PeerId, opts: { zone?: string } = {}): Transport {
+  createTransport(id: PeerId, opts: { zone?: string; bandwidth?: Bandwidth } = {}): Transport {
     return this.createSimTransport(id, opts);
   }
 
-  createSimTransport(id: PeerId, opts: { zone?: string } = {}): SimTransport {
+  createSimTransport(id: PeerId, opts: { zone?: string; bandwidth?: Bandwidth } = {}): SimTransport {
     if (id.length === 0 || id.includes('\n'))
       throw new Error(`SimNetwork: invalid node id ${JSON.stringify(id)}`);
     let node = this.nodes.get(id);
@@ -205,13 +250,19 @@ export class SimNetwork {
         transport: null,
         inbox: this.loop.group(),
         stats: newStats(),
+        up: Number.POSITIVE_INFINITY,
+        down: Number.POSITIVE_INFINITY,
+        upFreeAt: 0,
+        downFreeAt: 0,
       };
       this.nodes.set(id, node);
+      this.applyBandwidth(node, opts.bandwidth ?? this.defaultBandwidth);
     } else {
       if (node.crashed) throw new Error(`SimNetwork: node ${id} has crashed; call restart(${id}) first`);
       if (node.transport !== null && !node.transport.stopped)
         throw new Error(`SimNetwork: node ${id} already has a live transport`);
       if (opts.zone !== undefined) node.zone = opts.zone;
+      if (opts.bandwidth !== undefined) this.applyBandwidth(node, opts.bandwidth);
     }
     const t = new SimTransport(this, node);
     node.transport = t;
@@ -225,6 +276,35 @@ export class SimNetwork {
 
   setZone(id: PeerId, zone: string): void {
     this.node(id).zone = zone;
+  }
+
+  /** Set a host's bandwidth (missing fields: unlimited). Applies to messages sent from now on. */
+  setBandwidth(id: PeerId, bw: Bandwidth): void {
+    this.applyBandwidth(this.node(id), bw);
+  }
+
+  private applyBandwidth(node: SimNode, bw: Bandwidth): void {
+    checkBandwidth(bw, node.id);
+    node.up = bw.upBytesPerSec === undefined ? Number.POSITIVE_INFINITY : bw.upBytesPerSec / 1000;
+    node.down = bw.downBytesPerSec === undefined ? Number.POSITIVE_INFINITY : bw.downBytesPerSec / 1000;
+  }
+
+  /**
+   * @internal Occupy `from`'s uplink with `copies` × `bytes`: returns when the last bit leaves
+   * (now when unlimited).
+   */
+  uplink(from: PeerId, bytes: number, copies = 1): number {
+    const now = this.loop.now;
+    const n = this.nodes.get(from);
+    if (n === undefined || n.up === Number.POSITIVE_INFINITY) return now;
+    const done = Math.max(now, n.upFreeAt) + (bytes * copies) / n.up;
+    n.upFreeAt = done;
+    return done;
+  }
+
+  /** @internal Copies of one publish charged to the publisher's uplink. */
+  publishCopies(subscribers: number): number {
+    return Math.max(1, Math.min(this.publishUplinkCopies, subscribers));
   }
 
   /** Override the link model from `a` to `b` (and from `b` to `a` unless `oneWay`). */
@@ -377,8 +457,26 @@ export class SimNetwork {
 
   /** One latency draw on the link a→b. */
   latency(a: PeerId, b: PeerId): number {
-    const m = this.linkModel(a, b);
-    return m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
+    return this.draw(this.linkModel(a, b));
+  }
+
+  /** One latency draw from a link model (uniform draws in a fixed order: jitter, then the tail). */
+  private draw(m: LinkModel): number {
+    let d = m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
+    const t = m.tail;
+    if (t !== undefined) {
+      let x: number;
+      if (t.kind === 'lognormal') {
+        const u1 = this.rng.next();
+        const u2 = this.rng.next();
+        const z = Math.sqrt(-2 * Math.log(1 - u1)) * Math.cos(2 * Math.PI * u2);
+        x = t.medianMs * Math.exp(t.sigma * z);
+      } else {
+        x = t.scaleMs * ((1 - this.rng.next()) ** (-1 / t.alpha) - 1);
+      }
+      d += t.maxMs !== undefined && x > t.maxMs ? t.maxMs : x;
+    }
+    return d;
   }
 
   private lost(m: LinkModel): boolean {
@@ -412,6 +510,7 @@ export class SimNetwork {
     deliver: (target: SimTransport) => void,
     hops = 1,
     topic?: string,
+    departAt?: number,
   ): boolean {
     const target = this.nodes.get(to);
     if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
@@ -428,9 +527,12 @@ export class SimNetwork {
       return false;
     }
     let delay = 0;
-    for (let h = 0; h < hops; h++)
-      delay += m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
-    let at = this.loop.now + delay;
+    for (let h = 0; h < hops; h++) delay += this.draw(m);
+    let at = (departAt ?? this.uplink(from, bytes)) + delay;
+    if (target.down !== Number.POSITIVE_INFINITY) {
+      at = Math.max(at, target.downFreeAt) + bytes / target.down;
+      target.downFreeAt = at;
+    }
     if (this.fifo) {
       const key = from + '\n' + to;
       const last = this.fifoLast.get(key);
@@ -498,7 +600,36 @@ function checkLink(m: LinkModel): LinkModel {
     throw new RangeError(`SimNetwork: bad latency ${m.baseMs}+${m.jitterMs}ms`);
   if (!(m.loss >= 0 && m.loss <= 1))
     throw new RangeError(`SimNetwork: loss must be in [0, 1], got ${m.loss}`);
+  const t = m.tail;
+  if (t !== undefined) {
+    if (t.kind === 'lognormal') {
+      if (!(t.medianMs >= 0 && Number.isFinite(t.medianMs)))
+        throw new RangeError(`SimNetwork: tail.medianMs must be a finite number ≥ 0, got ${t.medianMs}`);
+      if (!(t.sigma >= 0 && Number.isFinite(t.sigma)))
+        throw new RangeError(`SimNetwork: tail.sigma must be a finite number ≥ 0, got ${t.sigma}`);
+    } else if (t.kind === 'pareto') {
+      if (!(t.scaleMs >= 0 && Number.isFinite(t.scaleMs)))
+        throw new RangeError(`SimNetwork: tail.scaleMs must be a finite number ≥ 0, got ${t.scaleMs}`);
+      if (!(t.alpha > 0 && Number.isFinite(t.alpha)))
+        throw new RangeError(`SimNetwork: tail.alpha must be a finite number > 0, got ${t.alpha}`);
+    } else {
+      throw new RangeError(
+        `SimNetwork: tail.kind must be 'lognormal' or 'pareto', got ${JSON.stringify((t as { kind: unknown }).kind)}`,
+      );
+    }
+    if (t.maxMs !== undefined && !(t.maxMs >= 0))
+      throw new RangeError(`SimNetwork: tail.maxMs must be ≥ 0, got ${t.maxMs}`);
+  }
   return m;
+}
+
+function checkBandwidth(bw: Bandwidth, id?: string): Bandwidth {
+  for (const k of ['upBytesPerSec', 'downBytesPerSec'] as const) {
+    const v = bw[k];
+    if (v !== undefined && !(v > 0))
+      throw new RangeError(`SimNetwork: bandwidth.${k}${id ? ` of ${id}` : ''} must be > 0, got ${v}`);
+  }
+  return bw;
 }
 
 interface PendingRequest {
@@ -742,6 +873,11 @@ export class SimTransport implements Transport {
     if (subs === undefined || subs.size === 0) return;
     const snapshot = this.net.copy(data);
     const from = this.id;
+    const departAt = this.net.uplink(
+      from,
+      snapshot.length,
+      this.net.publishCopies(subs.has(from) ? subs.size - 1 : subs.size),
+    );
     // Set iteration = subscription order: deterministic.
     for (const to of subs) {
       if (to === from) continue;
@@ -755,6 +891,7 @@ export class SimTransport implements Transport {
         },
         2,
         topic,
+        departAt,
       );
     }
   }
