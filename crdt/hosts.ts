@@ -101,6 +101,12 @@ export class HostTable {
   private readonly dirty = new Map<string, HostEntry | null>();
   private readonly acc = new XorSet();
   private liveCount = 0;
+  /**
+   * Entries sorted by id, kept across calls of all(): a replaced entry is swapped in place
+   * (binary search), an insert or removal drops it. Placement scans read all() several times a
+   * second on every agent; sorting N records each time was a top cost with many agents.
+   */
+  private sorted: HostEntry[] | undefined;
 
   /** Merge one entry (validated by the codec, or built locally). */
   merge(e: HostEntry): MergeResult {
@@ -139,7 +145,8 @@ export class HostTable {
 
   /** All entries (tombstones included), sorted by id. */
   all(): HostEntry[] {
-    return [...this.entries.values()].sort(byId);
+    this.sorted ??= [...this.entries.values()].sort(byId);
+    return this.sorted.slice();
   }
 
   /** Live records sorted by id. */
@@ -216,6 +223,10 @@ export class HostTable {
     // Remember the entry as it was at the last hash() call; nothing is hashed here.
     if (!this.dirty.has(id)) this.dirty.set(id, cur ?? null);
     if (cur && !cur.deleted) this.liveCount--;
+    if (this.sorted !== undefined) {
+      if (cur && next) this.sorted[sortedIndex(this.sorted, id)] = next;
+      else this.sorted = undefined;
+    }
     if (next) {
       this.entries.set(id, next);
       if (!next.deleted) this.liveCount++;
@@ -223,6 +234,18 @@ export class HostTable {
       this.entries.delete(id);
     }
   }
+}
+
+/** Index of `id` in `sorted` (which holds it). */
+function sortedIndex(sorted: readonly HostEntry[], id: string): number {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]!.id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function byId(a: { id: string }, b: { id: string }): number {

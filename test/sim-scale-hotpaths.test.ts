@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { HostTable } from '../crdt/hosts.ts';
+import type { HostEntry } from '../crdt/types.ts';
+import { rendezvous } from '../node/core/placement.ts';
+
+/** Caches added for many-agent runs must never change an answer. */
+
+function tomb(id: string, version: number): HostEntry {
+  return { id, version, deleted: true, updatedAt: version };
+}
+
+describe('hot-path caches', () => {
+  it('HostTable.all() stays sorted and current across merges, replacements, tombstones and gc', () => {
+    const op = fc.record({
+      kind: fc.constantFrom('merge', 'tomb', 'gc', 'read'),
+      id: fc.integer({ min: 0, max: 30 }),
+      version: fc.integer({ min: 1, max: 50 }),
+    });
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+        const t = new HostTable();
+        const model = new Map<string, HostEntry>();
+        for (const o of ops) {
+          const id = `h${String(o.id).padStart(3, '0')}`;
+          if (o.kind === 'merge') {
+            const e = tomb(id, o.version);
+            const cur = model.get(id);
+            if (t.merge(e) === 'newer') model.set(id, e);
+            else expect(cur).toBeDefined();
+          } else if (o.kind === 'tomb') {
+            model.set(id, t.tombstone(id, o.version));
+          } else if (o.kind === 'gc') {
+            t.gc(o.version);
+            for (const [k, e] of model) if (e.deleted && e.updatedAt < o.version) model.delete(k);
+          }
+          const want = [...model.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+          const got = t.all();
+          expect(got).toEqual(want);
+          got.pop(); // callers get a copy
+          expect(t.all().length).toBe(want.length);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('rendezvous weights equal the first 48 bits of SHA-256(deploy \\0 member), cached or not', () => {
+    for (let d = 0; d < 20; d++) {
+      for (let m = 0; m < 50; m++) {
+        const want = createHash('sha256')
+          .update(`dep-${d}`)
+          .update('\0')
+          .update(`n${m}`)
+          .digest()
+          .readUIntBE(0, 6);
+        expect(rendezvous(`dep-${d}`, `n${m}`)).toBe(want);
+        expect(rendezvous(`dep-${d}`, `n${m}`)).toBe(want);
+      }
+    }
+  });
+});
