@@ -123,10 +123,35 @@ export function workloadId(deployId: string, replica: number): string {
   return `${deployId}.${replica}`;
 }
 
+/**
+ * Memo of rendezvous weights, deploy → member → weight (a pure function: caching cannot change a
+ * decision). A coordinator recomputes a deploy's weights over all live members whenever the
+ * alive set changes; in the simulator thousands of agents compute the same weights. Bounded: it
+ * is dropped whole past RENDEZVOUS_MEMO_MAX entries.
+ */
+const rendezvousMemo = new Map<string, Map<string, number>>();
+let rendezvousMemoSize = 0;
+const RENDEZVOUS_MEMO_MAX = 1_000_000;
+
 /** Rendezvous weight of `member` for `deployId` (first 48 bits of SHA-256). */
 export function rendezvous(deployId: string, member: string): number {
-  const h = createHash('sha256').update(deployId).update('\0').update(member).digest();
-  return h.readUIntBE(0, 6);
+  let m = rendezvousMemo.get(deployId);
+  if (m === undefined) {
+    m = new Map();
+    rendezvousMemo.set(deployId, m);
+  }
+  let w = m.get(member);
+  if (w === undefined) {
+    w = createHash('sha256').update(deployId).update('\0').update(member).digest().readUIntBE(0, 6);
+    if (++rendezvousMemoSize > RENDEZVOUS_MEMO_MAX) {
+      rendezvousMemo.clear();
+      rendezvousMemoSize = 1;
+      m = new Map();
+      rendezvousMemo.set(deployId, m);
+    }
+    m.set(member, w);
+  }
+  return w;
 }
 
 /** Does claim `a` (gen, host) beat claim `b`? Higher generation, then lower host id. */
