@@ -14,6 +14,9 @@ const registry: Record<string, () => Promise<Bench>> = {
   propagation: async () => (await import('./propagation.ts')).bench,
   placement: async () => (await import('./placement.ts')).bench,
   engines: async () => (await import('./engines.ts')).bench,
+  'sim-scale': async () => (await import('./sim-scale.ts')).bench,
+  'sim-1k': async () => (await import('./sim-scale.ts')).sized(1000),
+  'sim-10k': async () => (await import('./sim-scale.ts')).sized(10_000),
 };
 
 async function main(): Promise<void> {

@@ -11,7 +11,7 @@ import { Rollouts } from '../node/core/rollout.ts';
 import { StateSync, type StateSyncConfig } from '../node/core/state-sync.ts';
 import type { HostFacts } from '../node/host.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
-import { type LinkModel, SimNetwork, type SimNetworkOptions } from './network.ts';
+import { type Bandwidth, type LinkModel, SimNetwork, type SimNetworkOptions } from './network.ts';
 import { SimProber } from './prober.ts';
 import { MemoryStore } from './store.ts';
 
@@ -38,7 +38,21 @@ export interface SimClusterOptions {
   trace?: boolean;
   /** Index of the seed agent the others join through (default 0). */
   seedIndex?: number;
+  /** Bandwidth of host i (default: `network.bandwidth`, else unlimited). */
+  bandwidth?: (i: number) => Bandwidth | undefined;
+  /** How often each agent persists dirty state to its store (Agent default 1000 ms). */
+  persistIntervalMs?: number;
 }
+
+/**
+ * Options for runs of thousands of agents (see docs/simulator.md, Performance): route by id (no
+ * per-node known-peer sets) and persist every 10 s instead of every second. Spread it into the
+ * options: `new SimCluster({ ...LARGE_SCALE, seed, size })`.
+ */
+export const LARGE_SCALE: Readonly<Pick<SimClusterOptions, 'network' | 'persistIntervalMs'>> = {
+  network: { routeById: true },
+  persistIntervalMs: 10_000,
+};
 
 export interface SimAgent {
   id: string;
@@ -133,14 +147,22 @@ export class SimCluster {
   private makeAgent(i: number, store: MemoryStore): SimAgent {
     const id = SimCluster.idOf(i);
     const seedId = SimCluster.idOf(this.opts.seedIndex ?? 0);
-    const transport = this.net.createTransport(id, { zone: (this.opts.host ?? defaultHost)(i).labels.zone });
+    const transport = this.net.createTransport(id, {
+      zone: (this.opts.host ?? defaultHost)(i).labels.zone,
+      bandwidth: this.opts.bandwidth?.(i),
+    });
     const clock = new VirtualClock(this.loop);
     const random = this.rng.fork(`agent-${id}-${this.loop.now}`);
     const log = new TraceLogger(this.trace, () => this.loop.now, { agent: id });
     const host = (this.opts.host ?? defaultHost)(i);
     const agent = new Agent(
       { transport, clock, random, store, log },
-      { seeds: id === seedId ? [] : [`sim://${seedId}`], host, membership: this.opts.membership },
+      {
+        seeds: id === seedId ? [] : [`sim://${seedId}`],
+        host,
+        membership: this.opts.membership,
+        persistIntervalMs: this.opts.persistIntervalMs,
+      },
     );
     const sync = new StateSync(
       { transport, clock, random, store, log: log.child({ mod: 'state' }), membership: agent.membership },
