@@ -58,6 +58,13 @@ export interface StateSyncDeps {
   store: Store;
   log: Logger;
   membership: Membership;
+  /**
+   * Simulator only: topic messages decoded by any agent sharing this cache, keyed by the delivered
+   * bytes object (SimNetwork `shareTopicBytes` hands every subscriber the same one). A publish is
+   * then decoded and validated once, and every agent merges the same immutable records. Unset in
+   * a real agent (each message arrives in its own buffer).
+   */
+  decodeCache?: WeakMap<Uint8Array, StateMessage>;
 }
 
 export function zeroResources(): Resources {
@@ -229,7 +236,17 @@ export class StateSync implements SubProtocol {
   // ───────────────────────────── inbound ─────────────────────────────
 
   onTopic(_topic: string, from: string, data: Uint8Array): void {
-    this.handle(from, this.decode(from, data));
+    const cache = this.deps.decodeCache;
+    if (cache === undefined) {
+      this.handle(from, this.decode(from, data));
+      return;
+    }
+    let msg = cache.get(data);
+    if (msg === undefined) {
+      msg = this.decode(from, data);
+      cache.set(data, msg);
+    }
+    this.handle(from, msg);
   }
 
   onMessage(from: string, data: Uint8Array): void {
