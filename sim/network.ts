@@ -108,6 +108,12 @@ export interface SimNetworkOptions {
    * mesh peers, not to every subscriber). Default 6 (gossipsub D), at most the subscriber count.
    */
   publishUplinkCopies?: number;
+  /**
+   * Hand every subscriber of a publish the same bytes object instead of its own copy (receivers
+   * must not mutate it). Lets receivers share work keyed by the object, e.g. one decode per
+   * publish (StateSync `decodeCache`). Default false.
+   */
+  shareTopicBytes?: boolean;
 }
 
 export type TraceKind = 'send' | 'topic' | 'req' | 'res';
@@ -199,6 +205,8 @@ export class SimNetwork {
   private readonly trace: ((ev: TraceEvent) => void) | undefined;
   private readonly defaultBandwidth: Bandwidth;
   private readonly publishUplinkCopies: number;
+  /** See SimNetworkOptions.shareTopicBytes. */
+  readonly shareTopicBytes: boolean;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabOff = 0;
   /** Network-wide totals. */
@@ -224,6 +232,7 @@ export class SimNetwork {
     this.routeById = opts.routeById ?? false;
     this.defaultBandwidth = checkBandwidth(opts.bandwidth ?? {});
     this.publishUplinkCopies = opts.publishUplinkCopies ?? 6;
+    this.shareTopicBytes = opts.shareTopicBytes ?? false;
     if (!Number.isInteger(this.publishUplinkCopies) || this.publishUplinkCopies < 1)
       throw new RangeError(
         `SimNetwork: publishUplinkCopies must be an integer ≥ 1, got ${opts.publishUplinkCopies}`,
@@ -887,7 +896,8 @@ export class SimTransport implements Transport {
         to,
         snapshot.length,
         (t) => {
-          if (t.subscribed.has(topic)) t.handlers!.onTopic(topic, from, t.net.copy(snapshot));
+          if (t.subscribed.has(topic))
+            t.handlers!.onTopic(topic, from, t.net.shareTopicBytes ? snapshot : t.net.copy(snapshot));
         },
         2,
         topic,

@@ -3,12 +3,14 @@ import { LARGE_SCALE, SimCluster } from '../sim/cluster.ts';
 
 /**
  * The large-scale options of SimCluster (route by id, slower persistence, per-host bandwidth,
- * heavy-tailed zone links) on a small cluster: the run still converges and places exactly once,
- * and the same seed gives the same trace, byte for byte.
+ * heavy-tailed zone links, one shared decode per publish) on a small cluster: the run still
+ * converges and places exactly once, and the same seed gives the same trace, byte for byte —
+ * with or without the shared decode.
  */
-async function run(seed: number) {
+async function run(seed: number, shareDecoded = true) {
   const c = new SimCluster({
     ...LARGE_SCALE,
+    shareDecoded,
     seed,
     size: 24,
     trace: true,
@@ -47,5 +49,10 @@ describe('SimCluster large-scale options', () => {
     expect(placed).toBe(18); // d0, d1, d3 × 6; d2 removed
     const b = await run(11);
     expect(b.c.traceHash()).toBe(a.c.traceHash());
+    // Decoding each publish once for all agents (shared immutable records) decides exactly as
+    // every agent decoding its own copy: the same trace, byte for byte.
+    const own = await run(11, false);
+    expect(own.c.trace!.length).toBe(a.c.trace!.length);
+    expect(own.c.traceHash()).toBe(a.c.traceHash());
   }, 120_000);
 });

@@ -153,3 +153,29 @@ describe('SimNetwork bandwidth per host', () => {
     expect(small.got.get('q1')).toEqual([102]);
   });
 });
+
+describe('SimNetwork shareTopicBytes', () => {
+  for (const share of [false, true]) {
+    it(`${share ? 'hands every subscriber the same bytes object' : 'copies a publish per subscriber'}`, async () => {
+      const loop = new EventLoop();
+      const net = new SimNetwork(loop, new Prng(1), { shareTopicBytes: share });
+      const got: Uint8Array[] = [];
+      const ts = ['a', 'b', 'c'].map((id) => net.createSimTransport(id));
+      for (const t of ts) {
+        await t.start({
+          onMessage: () => {},
+          onTopic: (_topic, _from, data) => got.push(data),
+          onRequest: () => new Uint8Array(1),
+        });
+        t.subscribe('x');
+      }
+      const sent = Uint8Array.of(1, 2, 3);
+      ts[0]!.publish('x', sent);
+      sent[0] = 9; // the sender's buffer is copied at publish either way
+      loop.runFor(100);
+      expect(got.length).toBe(2);
+      expect(got[0]).toEqual(Uint8Array.of(1, 2, 3));
+      expect(got[0] === got[1]).toBe(share);
+    });
+  }
+});
