@@ -27,4 +27,12 @@ describe('Prng', () => {
     expect(new Set(s).size).toBe(3);
     for (const v of s) expect(xs).toContain(v);
   });
+  it('sample picks every item equally often (not the first k)', () => {
+    const r = new Prng('sample');
+    const xs = Array.from({ length: 10 }, (_, i) => i);
+    const counts = new Array(10).fill(0);
+    for (let n = 0; n < 30_000; n++) for (const v of sample(r, xs, 3)) counts[v]++;
+    // 30,000 × 3 / 10 = 9,000 each
+    for (const c of counts) expect(Math.abs(c - 9_000)).toBeLessThan(600);
+  });
 });

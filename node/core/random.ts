@@ -84,7 +84,7 @@ export function sample<T>(rng: Random, items: readonly T[], k: number): T[] {
     const t = copy[i]!;
     copy[i] = copy[j]!;
     copy[j] = t;
-    out.push(t);
+    out.push(copy[i]!);
   }
   return out;
 }
