@@ -35,4 +35,24 @@ describe('Prng', () => {
     // 30,000 × 3 / 10 = 9,000 each
     for (const c of counts) expect(Math.abs(c - 9_000)).toBeLessThan(600);
   });
+  it('sample equals a partial Fisher–Yates on a copy, draw for draw', () => {
+    const dense = <T>(rng: Prng, items: readonly T[], k: number): T[] => {
+      const copy = items.slice();
+      const out: T[] = [];
+      for (let i = 0; i < k; i++) {
+        const j = i + rng.int(copy.length - i);
+        [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+        out.push(copy[i]!);
+      }
+      return out;
+    };
+    for (let n = 2; n < 40; n++) {
+      for (const k of [1, 2, 3, n - 1].filter((k) => k < n)) {
+        const xs = Array.from({ length: n }, (_, i) => i);
+        const a = new Prng(`s${n}.${k}`);
+        const b = new Prng(`s${n}.${k}`);
+        for (let rep = 0; rep < 5; rep++) expect(sample(a, xs, k)).toEqual(dense(b, xs, k));
+      }
+    }
+  });
 });

@@ -130,6 +130,8 @@ export class Membership {
   private readonly sorted: Member[] = [];
   /** Cached ids of alive members (self excluded); invalidated by any status change or new member. */
   private aliveCache: string[] | undefined;
+  /** Members other than self not `left`, sorted, and how many of them are dead (gossip targets). */
+  private gossipCache: { members: Member[]; dead: number } | undefined;
   /** Latest update per member still to be retransmitted, with its transmit count. */
   private readonly queue = new Map<string, { upd: MemberState; transmits: number }>();
   private readonly suspicionTimers = new Map<string, Timer>();
@@ -401,6 +403,7 @@ export class Membership {
       m.status = u.status;
       m.changedAt = this.clock.now();
       this.aliveCache = undefined;
+      this.gossipCache = undefined;
     }
     this.enqueue(this.stateOf(m));
     this.afterChange(m, prev);
@@ -544,13 +547,16 @@ export class Membership {
   private gossipTick(): void {
     if (this.queue.size === 0) return;
     const now = this.clock.now();
-    const targets = this.sorted.filter(
-      (m) =>
-        m.id !== this.self.id &&
-        (m.status === 'alive' ||
-          m.status === 'suspect' ||
-          (m.status === 'dead' && now - m.changedAt < this.cfg.gossipToTheDeadMs)),
-    );
+    if (this.gossipCache === undefined) {
+      const members = this.sorted.filter((m) => m.id !== this.self.id && m.status !== 'left');
+      this.gossipCache = { members, dead: members.filter((m) => m.status === 'dead').length };
+    }
+    // Alive, suspect, and dead for less than gossipToTheDeadMs (sorted; O(1) when nobody is dead).
+    const { members, dead } = this.gossipCache;
+    const targets =
+      dead === 0
+        ? members
+        : members.filter((m) => m.status !== 'dead' || now - m.changedAt < this.cfg.gossipToTheDeadMs);
     for (const m of sample(this.random, targets, this.cfg.gossipFanout)) {
       const upd = this.piggyback(m.id);
       if (upd.length > 0) this.net.send(m.id, { t: 'gossip', upd });
@@ -665,6 +671,7 @@ export class Membership {
     }
     this.sorted.splice(lo, 0, m);
     this.aliveCache = undefined;
+    this.gossipCache = undefined;
   }
 
   private nextSeq(): number {

@@ -74,17 +74,23 @@ export function shuffle<T>(rng: Random, items: T[]): T[] {
   return items;
 }
 
-/** Up to `k` distinct items chosen uniformly. */
+/**
+ * Up to `k` distinct items chosen uniformly: a partial Fisher–Yates shuffle. For k much smaller
+ * than the list (gossip fanout, probe helpers: 3 of thousands) the swaps are kept in a small map
+ * instead of copying the list — O(k), same draws and same result as swapping in a copy.
+ */
 export function sample<T>(rng: Random, items: readonly T[], k: number): T[] {
   if (k >= items.length) return shuffle(rng, items.slice());
-  const copy = items.slice();
+  const moved = new Map<number, T>();
+  const at = (i: number): T => (moved.has(i) ? moved.get(i)! : items[i]!);
   const out: T[] = [];
   for (let i = 0; i < k; i++) {
-    const j = i + rng.int(copy.length - i);
-    const t = copy[i]!;
-    copy[i] = copy[j]!;
-    copy[j] = t;
-    out.push(copy[i]!);
+    const j = i + rng.int(items.length - i);
+    const t = at(i);
+    const picked = at(j);
+    moved.set(j, t);
+    moved.set(i, picked);
+    out.push(picked);
   }
   return out;
 }
