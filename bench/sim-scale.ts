@@ -40,6 +40,8 @@ export const bench: Bench = {
         'lifetime-s': { type: 'string', default: '30' },
         'wall-budget-s': { type: 'string', default: '600' },
         'join-max-s': { type: 'string', default: '120' },
+        'max-rss-mib': { type: 'string', default: '8192' },
+        force: { type: 'boolean', default: false },
       },
     });
     const num = (k: keyof typeof values): number => {
@@ -58,10 +60,21 @@ export const bench: Bench = {
     const joinMaxMs = num('join-max-s') * 1000;
     if (size < 2 || !Number.isInteger(size))
       throw new Error(`sim-scale: --size must be an integer ≥ 2, got ${size}`);
+    const maxRss = num('max-rss-mib');
+    // Measured: ≈ 2.2 GiB peak at 1,000 agents, dominated by per-agent tables of N entries (N²).
+    const projectedMiB = Math.round(2250 * (size / 1000) ** 2);
+    if (projectedMiB > maxRss && !values.force) {
+      throw new Error(
+        `sim-scale: ${size} agents would need ≈ ${projectedMiB} MiB (2.2 GiB at 1,000, growing with N²; ` +
+          `docs/simulator.md, Performance) > --max-rss-mib ${maxRss}. Not started; --force to try anyway.`,
+      );
+    }
 
     let peakRss = rssMiB();
     const sample = () => {
       peakRss = Math.max(peakRss, rssMiB());
+      if (peakRss > maxRss && !values.force)
+        throw new Error(`sim-scale: RSS ${peakRss} MiB exceeds --max-rss-mib ${maxRss}; stopped`);
     };
     const wall0 = performance.now();
     const c = new SimCluster({ ...LARGE_SCALE, seed, size });
