@@ -31,7 +31,8 @@ async function run(seed: number, shareDecoded = true) {
       spec: { resources: { cpu: { milli: 500 }, memoryBytes: 2 ** 30 } },
     });
   }
-  c.get(3).sync.removeIntent('d2');
+  await c.run(2_000);
+  c.get(3).sync.removeIntent('d2'); // a departure, from another agent than the one that deployed it
   const settled = await c.runUntil(
     () => c.converged() && c.placementViolations(true).length === 0,
     30_000,
