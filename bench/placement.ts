@@ -44,7 +44,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  */
 
 type Part = 'sim' | 'procs' | 'quality';
-type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves'>;
+type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves' | 'cpuProf'>;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
@@ -61,6 +61,8 @@ interface Options {
   qualityAgents: number;
   qualityDeploys: number;
   qualityWaves: number[];
+  /** (b): write a V8 CPU profile of every agent into this directory (`--cpu-prof`, clean exit). */
+  cpuProf: string | undefined;
 }
 
 const USAGE =
@@ -81,6 +83,7 @@ function parseArgs(args: string[]): Options {
     qualityAgents: 50,
     qualityDeploys: 100,
     qualityWaves: [1, 4],
+    cpuProf: undefined,
   };
   const num: Record<string, NumericOption> = {
     '--seed': 'seed',
@@ -103,6 +106,10 @@ function parseArgs(args: string[]): Options {
       for (const p of parts)
         if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only: unknown part "${p}"`);
       o.only = parts as Part[];
+      continue;
+    }
+    if (a === '--cpu-prof') {
+      o.cpuProf = v;
       continue;
     }
     if (a === '--quality-wave') {
@@ -306,12 +313,19 @@ async function simPart(o: Options) {
 
 // ───────────────────────────── (b) real agent processes ─────────────────────────────
 
-async function startProcs(c: ClusterProcs, n: number): Promise<number> {
+async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefined): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
   // The simulated engine: this part measures placement decisions, not process spawning.
   const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim'];
-  const common = { clusterKey: key, logLevel: 'debug' as const, readyTimeoutMs: 120_000, extraArgs: flags };
+  const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [];
+  const common = {
+    clusterKey: key,
+    logLevel: 'debug' as const,
+    readyTimeoutMs: 120_000,
+    extraArgs: flags,
+    nodeArgs,
+  };
   const seed = await c.spawn({ ...common, labels: ['zone=z0'] });
   // Batches of 3: tsx compiling for 9 processes at once on 2 cores starves the running agents.
   for (let i = 1; i < n; i += 3) {
@@ -349,7 +363,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   setCurrent(c);
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
-    const bootMs = await startProcs(c, o.procs);
+    const bootMs = await startProcs(c, o.procs, o.cpuProf);
     process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 2 s\n`);
     await sleep(2_000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
@@ -406,7 +420,8 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     }
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
-    const agentCores = round1((agentCpuSeconds(c) - cpu0) / ((Date.now() - start) / 1000));
+    const agentCpu = agentCpuSeconds(c) - cpu0;
+    const agentCores = round1(agentCpu / ((Date.now() - start) / 1000));
     const load1 = os.loadavg()[0]!;
     // At rest: every deploy placed exactly once, as agent 0 sees it.
     let placedOk = 0;
@@ -459,12 +474,20 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       deploysPlacedAtRest: placedOk,
       notPlaced: misplaced,
       agentCoresUsed: agentCores,
+      /** Agent CPU (all processes, submit window + settling) per decided replica: robust to machine load. */
+      agentCpuMsPerDecision: round1((agentCpu * 1000) / Math.max(1, decisions.size)),
       loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
       engineStarted,
       engineActionFailures: engineFailures.length,
       firstEngineFailure: engineFailures[0] ? String(engineFailures[0].err) : null,
     };
   } finally {
+    if (o.cpuProf) {
+      // A profile is written on a clean exit only: SIGTERM (the agent leaves and exits 0) first.
+      for (const i of c.runningIndices()) c.get(i).child.kill('SIGTERM');
+      await Promise.race([Promise.all(c.procs.map((p) => p.exited)), sleep(15_000)]);
+      process.stdout.write(`(b) CPU profiles in ${o.cpuProf}\n`);
+    }
     await c.stopAll();
     setCurrent(undefined);
   }
@@ -697,7 +720,8 @@ export const bench: Bench = {
               `(${p.concurrency} POSTs in flight): ${p.decisionsPerSec} decisions/s ` +
               `(${p.msFirstPostToLastDecision} ms first POST → last decision); latency p50 ${p.latencyMs.p50} ms, ` +
               `p99 ${p.latencyMs.p99} ms, max ${p.latencyMs.max} ms; HTTP round trip p50 ${p.httpRoundTripMs.p50} ms, ` +
-              `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores, machine load ` +
+              `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores ` +
+              `(${p.agentCpuMsPerDecision} CPU ms per decision), machine load ` +
               `${p.loadAvg1mBeforeAfter.join('→')} on ${os.cpus().length} cores; placed at rest ` +
               `${p.deploysPlacedAtRest}/${p.deploys}; submit errors ${p.submitErrors}\n`,
           );
