@@ -256,6 +256,8 @@ async function simPart(o: Options) {
     for (const v of c.placementViolations(false)) overcommit.add(v);
   };
   const rounds0 = c.agents.reduce((n, a) => n + a.placement.counters.rounds, 0);
+  const net0 = c.net.totalStats();
+  const cpu0 = process.cpuUsage();
   const wall0 = performance.now();
   const virt0 = c.get(0).clock.now();
   for (let w = 0; w * o.wave < deploys.length; w++) {
@@ -277,6 +279,16 @@ async function simPart(o: Options) {
     60_000,
     10,
   );
+  const cpuDecided = process.cpuUsage(cpu0);
+  const net1 = c.net.totalStats();
+  const perDecision = (x: number) => round1(x / Math.max(1, decisions.size));
+  const traffic = {
+    directMessages: perDecision(net1.sent - net0.sent),
+    directBytes: Math.round((net1.sentBytes - net0.sentBytes) / Math.max(1, decisions.size)),
+    publishes: perDecision(net1.published - net0.published),
+    topicDeliveries: perDecision(net1.topicRecv - net0.topicRecv),
+    topicBytes: Math.round((net1.topicRecvBytes - net0.topicRecvBytes) / Math.max(1, decisions.size)),
+  };
   const wallDecided = decisions.lastWallMs() - wall0;
   const virtDecided = decisions.lastAt() - virt0;
   const atRest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 50);
@@ -296,6 +308,10 @@ async function simPart(o: Options) {
     allDecided: decidedIn >= 0,
     bootWallMs,
     decisionsPerWallSec: round1((decisions.size / wallDecided) * 1000),
+    /** CPU of the whole simulation (all agents, one process) until the last decision, per decision. */
+    cpuMsPerDecision: round1((cpuDecided.user + cpuDecided.system) / 1000 / Math.max(1, decisions.size)),
+    /** Network traffic until the last decision, per decision (all agents; direct = sends, requests, responses). */
+    trafficPerDecision: traffic,
     decisionsPerVirtualSec: round1((decisions.size / virtDecided) * 1000),
     wallMsToLastDecision: Math.round(wallDecided),
     virtualMsToLastDecision: virtDecided,
@@ -364,8 +380,13 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
     const bootMs = await startProcs(c, o.procs, o.cpuProf);
-    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 2 s\n`);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 3 s\n`);
+    await sleep(1_000);
+    // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
+    const idleCpu0 = agentCpuSeconds(c);
+    const idleT0 = Date.now();
     await sleep(2_000);
+    const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
     const deploys = workload(o.seed + 1, o.procDeploys, 'pb', {
@@ -421,7 +442,10 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
     const agentCpu = agentCpuSeconds(c) - cpu0;
-    const agentCores = round1(agentCpu / ((Date.now() - start) / 1000));
+    const elapsedS = (Date.now() - start) / 1000;
+    const agentCores = round1(agentCpu / elapsedS);
+    // Marginal CPU of a decision: what the burst used beyond the idle rate, per decided replica.
+    const marginalMs = ((agentCpu - idleCores * elapsedS) * 1000) / Math.max(1, decisions.size);
     const load1 = os.loadavg()[0]!;
     // At rest: every deploy placed exactly once, as agent 0 sees it.
     let placedOk = 0;
@@ -476,6 +500,10 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       agentCoresUsed: agentCores,
       /** Agent CPU (all processes, submit window + settling) per decided replica: robust to machine load. */
       agentCpuMsPerDecision: round1((agentCpu * 1000) / Math.max(1, decisions.size)),
+      /** Cluster CPU at rest before the burst (cores, all agents). */
+      idleAgentCores: round3(idleCores),
+      /** Agent CPU per decision beyond the idle rate (less sensitive to how long a loaded machine stretched the run). */
+      marginalCpuMsPerDecision: round1(marginalMs),
       loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
       engineStarted,
       engineActionFailures: engineFailures.length,
@@ -699,7 +727,9 @@ export const bench: Bench = {
           out.sim = s;
           process.stdout.write(
             `(a) sim: ${s.decided}/${s.replicas} replicas of ${s.deploys} deploys decided on ${s.agents} agents: ` +
-              `${s.decisionsPerWallSec} decisions/s wall (${s.wallMsToLastDecision} ms), ` +
+              `${s.decisionsPerWallSec} decisions/s wall (${s.wallMsToLastDecision} ms; ${s.cpuMsPerDecision} CPU ms, ` +
+              `${s.trafficPerDecision.directMessages} direct messages, ${s.trafficPerDecision.publishes} publishes → ` +
+              `${s.trafficPerDecision.topicDeliveries} deliveries of ${s.trafficPerDecision.topicBytes} B per decision), ` +
               `${s.decisionsPerVirtualSec}/s virtual; latency p50 ${s.latencyVirtualMs.p50} ms, ` +
               `p99 ${s.latencyVirtualMs.p99} ms, max ${s.latencyVirtualMs.max} ms (virtual); ` +
               `${s.rounds} rounds, ${s.awardsRefused} awards refused; overcommit violations ` +
@@ -721,7 +751,8 @@ export const bench: Bench = {
               `(${p.msFirstPostToLastDecision} ms first POST → last decision); latency p50 ${p.latencyMs.p50} ms, ` +
               `p99 ${p.latencyMs.p99} ms, max ${p.latencyMs.max} ms; HTTP round trip p50 ${p.httpRoundTripMs.p50} ms, ` +
               `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores ` +
-              `(${p.agentCpuMsPerDecision} CPU ms per decision), machine load ` +
+              `(${p.agentCpuMsPerDecision} CPU ms per decision, ${p.marginalCpuMsPerDecision} beyond the idle ` +
+              `${p.idleAgentCores} cores), machine load ` +
               `${p.loadAvg1mBeforeAfter.join('→')} on ${os.cpus().length} cores; placed at rest ` +
               `${p.deploysPlacedAtRest}/${p.deploys}; submit errors ${p.submitErrors}\n`,
           );
