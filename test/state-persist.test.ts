@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { STORE_KEYS } from '../node/core/agent.ts';
 import { STORE_LOG_PREFIX, STORE_STATE_KEY } from '../node/core/state-sync.ts';
 import { SimCluster } from '../sim/cluster.ts';
 
@@ -158,5 +159,32 @@ describe('state persistence: base snapshot + log of changes', () => {
     // The peers' copies are not consulted: the restarted host is above on its own.
     const back = await c.restart(0);
     expect(back.sync.self()!.version).toBeGreaterThan(published);
+  });
+
+  it('an idle cluster writes nothing: no membership list, no base, no log, no self.json, no books', async () => {
+    const c = await cluster(26, 4);
+    await c.run(3_000);
+    // Lossy links: members flap alive ↔ suspect; the stored list (ids and addresses) stays the same.
+    c.net.setLoss(0.25);
+    const writes: string[] = [];
+    for (const a of c.agents) {
+      const write = a.store.write.bind(a.store);
+      a.store.write = (k, v) => {
+        writes.push(`${a.id}:${k}`);
+        write(k, v);
+      };
+    }
+    await c.run(10_000);
+    const flaps = c.trace!.filter((l) => l.includes('"status":"suspect"')).length;
+    expect(flaps).toBeGreaterThan(0);
+    // Refuting a suspicion raises the incarnation (agent.json): that one is a real change.
+    expect(writes.filter((w) => !w.endsWith(':agent.json'))).toEqual([]);
+    c.net.setLoss(0);
+    await c.run(3_000);
+    // A real change is still written.
+    c.get(1).sync.setHost({ ...c.get(1).sync.hostFacts(), labels: { zone: 'moved' } });
+    await c.run(1_100);
+    expect(writes.some((w) => w.startsWith(c.get(1).id))).toBe(true);
+    expect(STORE_KEYS.members).toBe('members.json');
   });
 });

@@ -72,6 +72,8 @@ export interface PlacementConfig {
   reassignGraceMs: number;
   /** How long an acknowledged award counts as a claim while its record is on the way. */
   ackMemoryMs: number;
+  /** Changes of this host's books are written to the store at most this often. */
+  persistDelayMs: number;
 }
 
 export const defaultPlacementConfig: PlacementConfig = {
@@ -85,6 +87,7 @@ export const defaultPlacementConfig: PlacementConfig = {
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
   ackMemoryMs: 5_000,
+  persistDelayMs: 200,
 };
 
 export interface PlacementDeps {
@@ -248,7 +251,10 @@ export class Placement implements SubProtocol {
       prev?.(c);
       this.changed();
     };
-    this.deps.membership.onChange(() => this.changed());
+    // Scans depend on members' status only (not on every gossiped refresh of a member).
+    this.deps.membership.onChange((m, prev) => {
+      if (m.status !== prev) this.changed();
+    });
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
   }
 
@@ -353,9 +359,11 @@ export class Placement implements SubProtocol {
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
     this.onLocalChange?.();
-    // Written within milliseconds (coalesced). A crash before that loses no workload: the engine's
-    // labels carry each replica's claim and allocation, and the restarted agent adopts them.
-    this.persistTimer ??= this.deps.clock.setTimer(5, () => {
+    // Written coalesced (one write per `persistDelayMs`, not per award). A crash before that loses
+    // no workload: the engine's labels carry each replica's claim and allocation and the restarted
+    // agent adopts them; an award not yet started anywhere drops out of this host's record and is
+    // re-auctioned like a lost award.
+    this.persistTimer ??= this.deps.clock.setTimer(this.cfg.persistDelayMs, () => {
       this.persistTimer = undefined;
       try {
         this.persist();
