@@ -488,6 +488,11 @@ export class Placement implements SubProtocol {
         changed = true;
       }
       out.items.push({ deployId: it.deployId, accepted, refused });
+      if (accepted.length > 0)
+        this.deps.log.debug(
+          { round: msg.round, deploy: it.deployId, replicas: accepted },
+          'placement: award accepted',
+        );
       this.counters.awardsAccepted += accepted.length;
       this.counters.awardsRefused += refused.length;
     }
@@ -885,7 +890,9 @@ export class Placement implements SubProtocol {
     transient = false,
   ): void {
     const prev = this.backoff.get(deployId);
-    const grown = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : this.cfg.minBackoffMs);
+    // Busy: the competing rounds end within a round trip — retry after a few scan debounces.
+    const first = transient ? 2 * this.cfg.reactMs : this.cfg.minBackoffMs;
+    const grown = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : first);
     const delay = transient ? Math.min(grown, this.cfg.intervalMs) : grown;
     // Retries sooner than the periodic scan get their own wake-up.
     if (delay < this.cfg.intervalMs && this.running) {
