@@ -421,15 +421,22 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     };
     await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
     const submitMs = Date.now() - start;
+    // A decision is an award committed on the winning host's books (its `placement: award
+    // accepted` line). The coordinator's `placement: decided` line comes when the ack is back; an
+    // ack lost or late (a loaded machine) leaves a placed replica without one, and a re-award
+    // after a timeout logs a second one (`duplicateDecisions`).
     const decisions = new Decisions();
+    const coordinator = new Decisions();
     const seen = new Set<LogLine>();
     const collect = () => {
       for (const p of c.procs)
         for (const l of allLines(p)) {
-          if (l.msg !== 'placement: decided' || seen.has(l)) continue;
+          if ((l.msg !== 'placement: decided' && l.msg !== 'placement: award accepted') || seen.has(l))
+            continue;
           seen.add(l);
-          if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
-            decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
+          if (!sentAt.has(String(l.deploy)) || !Array.isArray(l.replicas)) continue;
+          const d = l.msg === 'placement: decided' ? coordinator : decisions;
+          d.record(String(l.deploy), l.replicas as number[], Number(l.time));
         }
       return decisions.size >= total;
     };
@@ -439,6 +446,8 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     } catch {
       allDecided = false;
     }
+    // The coordinators' acks lag the commits; give them a moment (they may never all come).
+    await waitFor(() => collect() && coordinator.size >= total, 3_000, 100, 'acks').catch(() => undefined);
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
     const agentCpu = agentCpuSeconds(c) - cpu0;
@@ -489,7 +498,12 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       firstSubmitErrors: errors.slice(0, 3),
       submitWindowMs: submitMs,
       decided: decisions.size,
-      duplicateDecisions: decisions.duplicates,
+      /** Replicas committed on a host more than once (re-awarded: the older copy is dropped). */
+      duplicateCommits: decisions.duplicates,
+      /** As the coordinators saw it (`placement: decided`, when the award ack is back). */
+      coordinatorDecided: coordinator.size,
+      duplicateDecisions: coordinator.duplicates,
+      coordinatorLatencyMs: summarize(coordinator.latencies(sentAt)),
       allDecided,
       msFirstPostToLastDecision: windowMs,
       decisionsPerSec: round1((decisions.size / windowMs) * 1000),
