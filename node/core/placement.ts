@@ -1077,8 +1077,26 @@ export class Placement implements SubProtocol {
     }
     const at = this.deps.clock.now();
     for (const [i, ack] of acks.entries()) {
-      if (!ack || ack.t !== 'award-ack') continue;
       const host = awardHosts[i]!;
+      if (!ack) {
+        // Unanswered: the host may well have committed (a slow or lost ack). Count the slots as
+        // its claims for a short while, so that the next scan does not re-award them at once (a
+        // double commit, one copy dropped later); if its record does not show them by then, they
+        // are auctioned again.
+        for (const a of awards.get(host) ?? []) {
+          const m = this.acked.get(a.deployId) ?? new Map();
+          for (const sl of a.slots)
+            m.set(`${host}/${sl.replica}`, {
+              host,
+              gen: sl.gen,
+              replica: sl.replica,
+              until: at + 2 * this.cfg.awardTimeoutMs,
+            });
+          if (m.size > 0) this.acked.set(a.deployId, m);
+        }
+        continue;
+      }
+      if (ack.t !== 'award-ack') continue;
       for (const it of ack.items) {
         const sent = awards.get(host)?.find((a) => a.deployId === it.deployId);
         const m = this.acked.get(it.deployId) ?? new Map();
