@@ -20,7 +20,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
- *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--concurrency N]
+ *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
  *   [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
@@ -57,6 +57,8 @@ interface Options {
   waveGapMs: number;
   procs: number;
   procDeploys: number;
+  /** (b): replicas of every deploy; 0 = 1–3 (seeded). */
+  procReplicas: number;
   concurrency: number;
   qualityAgents: number;
   qualityDeploys: number;
@@ -67,7 +69,7 @@ interface Options {
 
 const USAGE =
   '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
-  '--procs 10 --proc-deploys 300 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -79,6 +81,7 @@ function parseArgs(args: string[]): Options {
     waveGapMs: 50,
     procs: 10,
     procDeploys: 300,
+    procReplicas: 0,
     concurrency: 16,
     qualityAgents: 50,
     qualityDeploys: 100,
@@ -93,6 +96,7 @@ function parseArgs(args: string[]): Options {
     '--wave-gap': 'waveGapMs',
     '--procs': 'procs',
     '--proc-deploys': 'procDeploys',
+    '--proc-replicas': 'procReplicas',
     '--concurrency': 'concurrency',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
@@ -121,7 +125,7 @@ function parseArgs(args: string[]): Options {
     const key = num[a];
     if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < (key === 'seed' ? 0 : 1))
+    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' ? 0 : 1))
       throw new Error(`${a}: expected a positive integer, got ${v}`);
     o[key] = n;
   }
@@ -394,7 +398,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       strategies: STRATEGIES,
       cpu: [50, 100, 250],
       memMiB: [64, 128, 256],
-    });
+    }).map((d) => (o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d));
     const total = sumOf(deploys);
     const rnd = new SeededRandom(o.seed ^ 0xa5a5);
     const targets = deploys.map(() => rnd.int(o.procs));
