@@ -459,6 +459,7 @@ export class Placement implements SubProtocol {
       // The reservation made for this bid is consumed by the award (or released when unused).
       this.reservations.delete(`${msg.round}/${it.deployId}`);
       const accepted: number[] = [];
+      const committed: number[] = [];
       const refused: { replica: number; reason: string }[] = [];
       for (const slot of it.slots) {
         const key = workloadId(it.deployId, slot.replica);
@@ -485,12 +486,13 @@ export class Placement implements SubProtocol {
           createdAt: now,
         });
         accepted.push(slot.replica);
+        committed.push(slot.replica);
         changed = true;
       }
       out.items.push({ deployId: it.deployId, accepted, refused });
-      if (accepted.length > 0)
+      if (committed.length > 0)
         this.deps.log.debug(
-          { round: msg.round, deploy: it.deployId, replicas: accepted },
+          { round: msg.round, deploy: it.deployId, replicas: committed },
           'placement: award accepted',
         );
       this.counters.awardsAccepted += accepted.length;
