@@ -20,7 +20,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
- *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--concurrency N]
+ *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
  *   [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
@@ -44,7 +44,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  */
 
 type Part = 'sim' | 'procs' | 'quality';
-type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves'>;
+type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves' | 'cpuProf'>;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
@@ -57,15 +57,19 @@ interface Options {
   waveGapMs: number;
   procs: number;
   procDeploys: number;
+  /** (b): replicas of every deploy; 0 = 1–3 (seeded). */
+  procReplicas: number;
   concurrency: number;
   qualityAgents: number;
   qualityDeploys: number;
   qualityWaves: number[];
+  /** (b): write a V8 CPU profile of every agent into this directory (`--cpu-prof`, clean exit). */
+  cpuProf: string | undefined;
 }
 
 const USAGE =
   '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
-  '--procs 10 --proc-deploys 300 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -77,10 +81,12 @@ function parseArgs(args: string[]): Options {
     waveGapMs: 50,
     procs: 10,
     procDeploys: 300,
+    procReplicas: 0,
     concurrency: 16,
     qualityAgents: 50,
     qualityDeploys: 100,
     qualityWaves: [1, 4],
+    cpuProf: undefined,
   };
   const num: Record<string, NumericOption> = {
     '--seed': 'seed',
@@ -90,6 +96,7 @@ function parseArgs(args: string[]): Options {
     '--wave-gap': 'waveGapMs',
     '--procs': 'procs',
     '--proc-deploys': 'procDeploys',
+    '--proc-replicas': 'procReplicas',
     '--concurrency': 'concurrency',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
@@ -105,6 +112,10 @@ function parseArgs(args: string[]): Options {
       o.only = parts as Part[];
       continue;
     }
+    if (a === '--cpu-prof') {
+      o.cpuProf = v;
+      continue;
+    }
     if (a === '--quality-wave') {
       o.qualityWaves = v.split(',').map(Number);
       if (!o.qualityWaves.every((n) => Number.isSafeInteger(n) && n >= 1))
@@ -114,7 +125,7 @@ function parseArgs(args: string[]): Options {
     const key = num[a];
     if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < (key === 'seed' ? 0 : 1))
+    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' ? 0 : 1))
       throw new Error(`${a}: expected a positive integer, got ${v}`);
     o[key] = n;
   }
@@ -249,6 +260,8 @@ async function simPart(o: Options) {
     for (const v of c.placementViolations(false)) overcommit.add(v);
   };
   const rounds0 = c.agents.reduce((n, a) => n + a.placement.counters.rounds, 0);
+  const net0 = c.net.totalStats();
+  const cpu0 = process.cpuUsage();
   const wall0 = performance.now();
   const virt0 = c.get(0).clock.now();
   for (let w = 0; w * o.wave < deploys.length; w++) {
@@ -270,6 +283,16 @@ async function simPart(o: Options) {
     60_000,
     10,
   );
+  const cpuDecided = process.cpuUsage(cpu0);
+  const net1 = c.net.totalStats();
+  const perDecision = (x: number) => round1(x / Math.max(1, decisions.size));
+  const traffic = {
+    directMessages: perDecision(net1.sent - net0.sent),
+    directBytes: Math.round((net1.sentBytes - net0.sentBytes) / Math.max(1, decisions.size)),
+    publishes: perDecision(net1.published - net0.published),
+    topicDeliveries: perDecision(net1.topicRecv - net0.topicRecv),
+    topicBytes: Math.round((net1.topicRecvBytes - net0.topicRecvBytes) / Math.max(1, decisions.size)),
+  };
   const wallDecided = decisions.lastWallMs() - wall0;
   const virtDecided = decisions.lastAt() - virt0;
   const atRest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 50);
@@ -289,6 +312,10 @@ async function simPart(o: Options) {
     allDecided: decidedIn >= 0,
     bootWallMs,
     decisionsPerWallSec: round1((decisions.size / wallDecided) * 1000),
+    /** CPU of the whole simulation (all agents, one process) until the last decision, per decision. */
+    cpuMsPerDecision: round1((cpuDecided.user + cpuDecided.system) / 1000 / Math.max(1, decisions.size)),
+    /** Network traffic until the last decision, per decision (all agents; direct = sends, requests, responses). */
+    trafficPerDecision: traffic,
     decisionsPerVirtualSec: round1((decisions.size / virtDecided) * 1000),
     wallMsToLastDecision: Math.round(wallDecided),
     virtualMsToLastDecision: virtDecided,
@@ -306,12 +333,19 @@ async function simPart(o: Options) {
 
 // ───────────────────────────── (b) real agent processes ─────────────────────────────
 
-async function startProcs(c: ClusterProcs, n: number): Promise<number> {
+async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefined): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
   // The simulated engine: this part measures placement decisions, not process spawning.
   const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim'];
-  const common = { clusterKey: key, logLevel: 'debug' as const, readyTimeoutMs: 120_000, extraArgs: flags };
+  const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [];
+  const common = {
+    clusterKey: key,
+    logLevel: 'debug' as const,
+    readyTimeoutMs: 120_000,
+    extraArgs: flags,
+    nodeArgs,
+  };
   const seed = await c.spawn({ ...common, labels: ['zone=z0'] });
   // Batches of 3: tsx compiling for 9 processes at once on 2 cores starves the running agents.
   for (let i = 1; i < n; i += 3) {
@@ -349,9 +383,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   setCurrent(c);
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
-    const bootMs = await startProcs(c, o.procs);
-    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 2 s\n`);
+    const bootMs = await startProcs(c, o.procs, o.cpuProf);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 3 s\n`);
+    await sleep(1_000);
+    // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
+    const idleCpu0 = agentCpuSeconds(c);
+    const idleT0 = Date.now();
     await sleep(2_000);
+    const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
     const deploys = workload(o.seed + 1, o.procDeploys, 'pb', {
@@ -359,7 +398,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       strategies: STRATEGIES,
       cpu: [50, 100, 250],
       memMiB: [64, 128, 256],
-    });
+    }).map((d) => (o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d));
     const total = sumOf(deploys);
     const rnd = new SeededRandom(o.seed ^ 0xa5a5);
     const targets = deploys.map(() => rnd.int(o.procs));
@@ -386,15 +425,22 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     };
     await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
     const submitMs = Date.now() - start;
+    // A decision is an award committed on the winning host's books (its `placement: award
+    // accepted` line). The coordinator's `placement: decided` line comes when the ack is back; an
+    // ack lost or late (a loaded machine) leaves a placed replica without one, and a re-award
+    // after a timeout logs a second one (`duplicateDecisions`).
     const decisions = new Decisions();
+    const coordinator = new Decisions();
     const seen = new Set<LogLine>();
     const collect = () => {
       for (const p of c.procs)
         for (const l of allLines(p)) {
-          if (l.msg !== 'placement: decided' || seen.has(l)) continue;
+          if ((l.msg !== 'placement: decided' && l.msg !== 'placement: award accepted') || seen.has(l))
+            continue;
           seen.add(l);
-          if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
-            decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
+          if (!sentAt.has(String(l.deploy)) || !Array.isArray(l.replicas)) continue;
+          const d = l.msg === 'placement: decided' ? coordinator : decisions;
+          d.record(String(l.deploy), l.replicas as number[], Number(l.time));
         }
       return decisions.size >= total;
     };
@@ -404,9 +450,15 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     } catch {
       allDecided = false;
     }
+    // The coordinators' acks lag the commits; give them a moment (they may never all come).
+    await waitFor(() => collect() && coordinator.size >= total, 3_000, 100, 'acks').catch(() => undefined);
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
-    const agentCores = round1((agentCpuSeconds(c) - cpu0) / ((Date.now() - start) / 1000));
+    const agentCpu = agentCpuSeconds(c) - cpu0;
+    const elapsedS = (Date.now() - start) / 1000;
+    const agentCores = round1(agentCpu / elapsedS);
+    // Marginal CPU of a decision: what the burst used beyond the idle rate, per decided replica.
+    const marginalMs = ((agentCpu - idleCores * elapsedS) * 1000) / Math.max(1, decisions.size);
     const load1 = os.loadavg()[0]!;
     // At rest: every deploy placed exactly once, as agent 0 sees it.
     let placedOk = 0;
@@ -450,7 +502,12 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       firstSubmitErrors: errors.slice(0, 3),
       submitWindowMs: submitMs,
       decided: decisions.size,
-      duplicateDecisions: decisions.duplicates,
+      /** Replicas committed on a host more than once (re-awarded: the older copy is dropped). */
+      duplicateCommits: decisions.duplicates,
+      /** As the coordinators saw it (`placement: decided`, when the award ack is back). */
+      coordinatorDecided: coordinator.size,
+      duplicateDecisions: coordinator.duplicates,
+      coordinatorLatencyMs: summarize(coordinator.latencies(sentAt)),
       allDecided,
       msFirstPostToLastDecision: windowMs,
       decisionsPerSec: round1((decisions.size / windowMs) * 1000),
@@ -459,12 +516,24 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       deploysPlacedAtRest: placedOk,
       notPlaced: misplaced,
       agentCoresUsed: agentCores,
+      /** Agent CPU (all processes, submit window + settling) per decided replica: robust to machine load. */
+      agentCpuMsPerDecision: round1((agentCpu * 1000) / Math.max(1, decisions.size)),
+      /** Cluster CPU at rest before the burst (cores, all agents). */
+      idleAgentCores: round3(idleCores),
+      /** Agent CPU per decision beyond the idle rate (less sensitive to how long a loaded machine stretched the run). */
+      marginalCpuMsPerDecision: round1(marginalMs),
       loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
       engineStarted,
       engineActionFailures: engineFailures.length,
       firstEngineFailure: engineFailures[0] ? String(engineFailures[0].err) : null,
     };
   } finally {
+    if (o.cpuProf) {
+      // A profile is written on a clean exit only: SIGTERM (the agent leaves and exits 0) first.
+      for (const i of c.runningIndices()) c.get(i).child.kill('SIGTERM');
+      await Promise.race([Promise.all(c.procs.map((p) => p.exited)), sleep(15_000)]);
+      process.stdout.write(`(b) CPU profiles in ${o.cpuProf}\n`);
+    }
     await c.stopAll();
     setCurrent(undefined);
   }
@@ -676,7 +745,9 @@ export const bench: Bench = {
           out.sim = s;
           process.stdout.write(
             `(a) sim: ${s.decided}/${s.replicas} replicas of ${s.deploys} deploys decided on ${s.agents} agents: ` +
-              `${s.decisionsPerWallSec} decisions/s wall (${s.wallMsToLastDecision} ms), ` +
+              `${s.decisionsPerWallSec} decisions/s wall (${s.wallMsToLastDecision} ms; ${s.cpuMsPerDecision} CPU ms, ` +
+              `${s.trafficPerDecision.directMessages} direct messages, ${s.trafficPerDecision.publishes} publishes → ` +
+              `${s.trafficPerDecision.topicDeliveries} deliveries of ${s.trafficPerDecision.topicBytes} B per decision), ` +
               `${s.decisionsPerVirtualSec}/s virtual; latency p50 ${s.latencyVirtualMs.p50} ms, ` +
               `p99 ${s.latencyVirtualMs.p99} ms, max ${s.latencyVirtualMs.max} ms (virtual); ` +
               `${s.rounds} rounds, ${s.awardsRefused} awards refused; overcommit violations ` +
@@ -697,7 +768,9 @@ export const bench: Bench = {
               `(${p.concurrency} POSTs in flight): ${p.decisionsPerSec} decisions/s ` +
               `(${p.msFirstPostToLastDecision} ms first POST → last decision); latency p50 ${p.latencyMs.p50} ms, ` +
               `p99 ${p.latencyMs.p99} ms, max ${p.latencyMs.max} ms; HTTP round trip p50 ${p.httpRoundTripMs.p50} ms, ` +
-              `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores, machine load ` +
+              `p99 ${p.httpRoundTripMs.p99} ms; agents used ${p.agentCoresUsed} cores ` +
+              `(${p.agentCpuMsPerDecision} CPU ms per decision, ${p.marginalCpuMsPerDecision} beyond the idle ` +
+              `${p.idleAgentCores} cores), machine load ` +
               `${p.loadAvg1mBeforeAfter.join('→')} on ${os.cpus().length} cores; placed at rest ` +
               `${p.deploysPlacedAtRest}/${p.deploys}; submit errors ${p.submitErrors}\n`,
           );

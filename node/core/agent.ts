@@ -79,6 +79,8 @@ export class Agent {
   private readonly protocols = new Map<number, SubProtocol>();
   private persistTimer: Timer | undefined;
   private membersDirty = true;
+  /** What this agent last wrote per store key (JSON text). */
+  private readonly written = new Map<string, string>();
   private started = false;
   private stopped = false;
   /** Counters for metrics and tests. */
@@ -312,8 +314,12 @@ export class Agent {
   }
 
   private writeJson(key: string, value: unknown): boolean {
+    const text = JSON.stringify(value);
+    // Membership updates mark the list dirty on every refresh; rewrite (fsync) only real changes.
+    if (this.written.get(key) === text) return true;
     try {
-      this.deps.store.write(key, new TextEncoder().encode(JSON.stringify(value)));
+      this.deps.store.write(key, new TextEncoder().encode(text));
+      this.written.set(key, text);
       return true;
     } catch (err) {
       this.counters.persistErrors++;

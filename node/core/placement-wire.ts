@@ -31,7 +31,8 @@ export type PlacementMessage =
       round: string;
       items: (
         | { deployId: string; ok: true; score: number; allocations: Allocation[] }
-        | { deployId: string; ok: false; reason: string }
+        /** `busy`: it would fit but for other auctions' reservations (transient: retry soon). */
+        | { deployId: string; ok: false; reason: string; busy?: true }
       )[];
     }
   | { t: 'award'; round: string; items: AwardItem[] }
@@ -86,7 +87,10 @@ export function decodePlacement(peer: string, data: Uint8Array): PlacementMessag
             };
           }
           if (it.ok !== false) throw new WireError(peer, `${p}.ok`, 'expected a boolean');
-          return { deployId, ok: false as const, reason: str(peer, it.reason, `${p}.reason`, 4096) };
+          const reason = str(peer, it.reason, `${p}.reason`, 4096);
+          if (it.busy === undefined) return { deployId, ok: false as const, reason };
+          if (it.busy !== true) throw new WireError(peer, `${p}.busy`, 'expected true or absent');
+          return { deployId, ok: false as const, reason, busy: true as const };
         }),
       };
     case 'award':

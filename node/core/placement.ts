@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { allocate, feasibility } from '../../allocator/feasibility.ts';
 import { bid as allocatorBid, select } from '../../allocator/index.ts';
 import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
@@ -58,6 +57,11 @@ export interface PlacementConfig {
   reservationTtlMs: number;
   /** Candidates asked per deploy: all feasible when at most this many, else the best this many. */
   maxCandidates: number;
+  /**
+   * Unplaced replicas are retried after this, then with exponential backoff up to `maxBackoffMs`.
+   * Short: a round that lost against concurrent auctions' reservations usually succeeds at once.
+   */
+  minBackoffMs: number;
   /** Unplaceable deploys are retried with exponential backoff up to this. */
   maxBackoffMs: number;
   /**
@@ -70,6 +74,8 @@ export interface PlacementConfig {
   drainHandoffMs: number;
   /** How long an acknowledged award counts as a claim while its record is on the way. */
   ackMemoryMs: number;
+  /** Changes of this host's books are written to the store at most this often. */
+  persistDelayMs: number;
 }
 
 export const defaultPlacementConfig: PlacementConfig = {
@@ -78,11 +84,13 @@ export const defaultPlacementConfig: PlacementConfig = {
   bidTimeoutMs: 1000,
   awardTimeoutMs: 1000,
   reservationTtlMs: 3000,
-  maxCandidates: 16,
+  maxCandidates: 4,
+  minBackoffMs: 100,
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
   drainHandoffMs: 30_000,
   ackMemoryMs: 5_000,
+  persistDelayMs: 200,
 };
 
 export interface PlacementDeps {
@@ -123,35 +131,47 @@ export function workloadId(deployId: string, replica: number): string {
   return `${deployId}.${replica}`;
 }
 
-/**
- * Memo of rendezvous weights, deploy → member → weight (a pure function: caching cannot change a
- * decision). A coordinator recomputes a deploy's weights over all live members whenever the
- * alive set changes; in the simulator thousands of agents compute the same weights. Bounded: it
- * is dropped whole past RENDEZVOUS_MEMO_MAX entries.
- */
-const rendezvousMemo = new Map<string, Map<string, number>>();
-let rendezvousMemoSize = 0;
-const RENDEZVOUS_MEMO_MAX = 1_000_000;
+/** 32-bit FNV-1a of a string's UTF-16 code units. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
 
-/** Rendezvous weight of `member` for `deployId` (first 48 bits of SHA-256). */
+/** MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~½. */
+function fmix32(x: number): number {
+  let h = x >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+const memberHashes = new Map<string, number>();
+function memberHash(member: string): number {
+  let h = memberHashes.get(member);
+  if (h === undefined) {
+    h = fnv1a(member);
+    if (memberHashes.size > 100_000) memberHashes.clear();
+    memberHashes.set(member, h);
+  }
+  return h;
+}
+
+/**
+ * Rendezvous weight of `member` for a deploy whose `fnv1a` hash is `deployHash`: a 48-bit mix of
+ * both hashes (two finalised lanes). Pure and cheap — every agent computes it for every member
+ * and every deploy with unclaimed slots (SHA-256 per pair was ~15% of a 100-agent simulation).
+ */
+function weight(deployHash: number, member: string): number {
+  const m = memberHash(member);
+  const hi = fmix32(deployHash ^ Math.imul(m, 0x9e3779b1));
+  const lo = fmix32((deployHash + 0x7f4a7c15) ^ Math.imul(m ^ 0x5bd1e995, 0x27d4eb2f));
+  return hi * 0x10000 + (lo >>> 16);
+}
+
+/** Rendezvous weight of `member` for `deployId` (the highest weight coordinates; ties: lower id). */
 export function rendezvous(deployId: string, member: string): number {
-  let m = rendezvousMemo.get(deployId);
-  if (m === undefined) {
-    m = new Map();
-    rendezvousMemo.set(deployId, m);
-  }
-  let w = m.get(member);
-  if (w === undefined) {
-    w = createHash('sha256').update(deployId).update('\0').update(member).digest().readUIntBE(0, 6);
-    if (++rendezvousMemoSize > RENDEZVOUS_MEMO_MAX) {
-      rendezvousMemo.clear();
-      rendezvousMemoSize = 1;
-      m = new Map();
-      rendezvousMemo.set(deployId, m);
-    }
-    m.set(member, w);
-  }
-  return w;
+  return weight(fnv1a(deployId), member);
 }
 
 /** Does claim `a` (gen, host) beat claim `b`? Higher generation, then lower host id. */
@@ -182,10 +202,17 @@ export class Placement implements SubProtocol {
     Map<string, { host: string; gen: number; replica: number; until: number }>
   >();
   private coordinatorCacheKey: readonly string[] | undefined;
-  private readonly backoff = new Map<string, { until: number; delay: number; info: PendingInfo }>();
+  /** Replies awaited from hosts (bids, award acks), by `round\0type\0host`. */
+  private readonly awaiting = new Map<string, (reply: PlacementMessage | undefined) => void>();
+  private readonly backoff = new Map<
+    string,
+    { until: number; delay: number; transient: boolean; info: PendingInfo }
+  >();
   private roundSeq = 0;
   private timer: Timer | undefined;
   private soon: Timer | undefined;
+  private retryTimer: Timer | undefined;
+  private retryAt = 0;
   private persistTimer: Timer | undefined;
   private running = false;
   private dirty = false;
@@ -229,7 +256,10 @@ export class Placement implements SubProtocol {
       prev?.(c);
       this.changed();
     };
-    this.deps.membership.onChange(() => this.changed());
+    // Scans depend on members' status only (not on every gossiped refresh of a member).
+    this.deps.membership.onChange((m, prev) => {
+      if (m.status !== prev) this.changed();
+    });
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
   }
 
@@ -237,6 +267,7 @@ export class Placement implements SubProtocol {
     this.running = false;
     this.timer?.cancel();
     this.soon?.cancel();
+    this.retryTimer?.cancel();
   }
 
   persist(): void {
@@ -284,7 +315,10 @@ export class Placement implements SubProtocol {
 
   /** Deploys this agent coordinates that have unplaced replicas, with reasons. */
   pending(): PendingInfo[] {
-    return [...this.backoff.values()].map((b) => b.info).sort((a, b) => (a.deployId < b.deployId ? -1 : 1));
+    return [...this.backoff.values()]
+      .filter((b) => !b.transient)
+      .map((b) => b.info)
+      .sort((a, b) => (a.deployId < b.deployId ? -1 : 1));
   }
 
   // ───────────────────────────── host side: books ─────────────────────────────
@@ -337,9 +371,11 @@ export class Placement implements SubProtocol {
     this.deps.sync.setWorkloads(workloads, sumResources(workloads.map((w) => w.resources)));
     this.dirty = true;
     this.onLocalChange?.();
-    // Written within milliseconds (coalesced). A crash before that loses no workload: the engine's
-    // labels carry each replica's claim and allocation, and the restarted agent adopts them.
-    this.persistTimer ??= this.deps.clock.setTimer(5, () => {
+    // Written coalesced (one write per `persistDelayMs`, not per award). A crash before that loses
+    // no workload: the engine's labels carry each replica's claim and allocation and the restarted
+    // agent adopts them; an award not yet started anywhere drops out of this host's record and is
+    // re-auctioned like a lost award.
+    this.persistTimer ??= this.deps.clock.setTimer(this.cfg.persistDelayMs, () => {
       this.persistTimer = undefined;
       try {
         this.persist();
@@ -405,7 +441,18 @@ export class Placement implements SubProtocol {
       const host = this.selfHost();
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
       const b = allocatorBid(host, it.request, ctx, it.count);
-      if (!b.ok) return { deployId: it.request.deployId, ok: false as const, reason: b.reason };
+      if (!b.ok) {
+        // Room held only by other auctions' reservations is busy, not full: they end within ms.
+        const committed = { ...host, ledger: ledgerFrom(host.capacity, [...this.allocations(false)]) };
+        if (allocatorBid(committed, it.request, ctx, it.count).ok)
+          return {
+            deployId: it.request.deployId,
+            ok: false as const,
+            reason: `busy: ${b.reason}`,
+            busy: true as const,
+          };
+        return { deployId: it.request.deployId, ok: false as const, reason: b.reason };
+      }
       const resv = `${msg.round}/${it.request.deployId}`;
       this.reservations.set(resv, {
         deployId: it.request.deployId,
@@ -432,6 +479,7 @@ export class Placement implements SubProtocol {
       // The reservation made for this bid is consumed by the award (or released when unused).
       this.reservations.delete(`${msg.round}/${it.deployId}`);
       const accepted: number[] = [];
+      const committed: number[] = [];
       const refused: { replica: number; reason: string }[] = [];
       for (const slot of it.slots) {
         const key = workloadId(it.deployId, slot.replica);
@@ -458,9 +506,15 @@ export class Placement implements SubProtocol {
           createdAt: now,
         });
         accepted.push(slot.replica);
+        committed.push(slot.replica);
         changed = true;
       }
       out.items.push({ deployId: it.deployId, accepted, refused });
+      if (committed.length > 0)
+        this.deps.log.debug(
+          { round: msg.round, deploy: it.deployId, replicas: committed },
+          'placement: award accepted',
+        );
       this.counters.awardsAccepted += accepted.length;
       this.counters.awardsRefused += refused.length;
     }
@@ -588,11 +642,44 @@ export class Placement implements SubProtocol {
 
   onMessage(from: string, data: Uint8Array): void {
     const msg = decodePlacement(from, data);
-    if (msg.t === 'release') {
-      for (const d of msg.deployIds) this.reservations.delete(`${msg.round}/${d}`);
-      return;
+    switch (msg.t) {
+      case 'release':
+        for (const d of msg.deployIds) this.reservations.delete(`${msg.round}/${d}`);
+        return;
+      case 'bid':
+        this.deps.transport.send(from, encodePlacement(this.answerBids(msg)));
+        return;
+      case 'award':
+        this.deps.transport.send(from, encodePlacement(this.acceptAward(msg)));
+        return;
+      default:
+        // A reply to one of our asks (the sender is the transport's authenticated peer id); a late
+        // or unsolicited one finds nothing waiting and is ignored.
+        this.awaiting.get(`${msg.round}\0${msg.t}\0${from}`)?.(msg);
     }
-    throw new WireError(from, 't', `unexpected message ${msg.t}`);
+  }
+
+  /**
+   * Ask `host` (bid or award) and wait for its reply, or undefined after `timeoutMs`. One-way
+   * messages both ways: they ride the transport's long-lived stream to that peer, batched with
+   * whatever else goes there, where a request would open (and negotiate) a new stream each time.
+   */
+  private ask(
+    host: string,
+    msg: Extract<PlacementMessage, { t: 'bid' | 'award' }>,
+    timeoutMs: number,
+  ): Promise<PlacementMessage | undefined> {
+    const key = `${msg.round}\0${msg.t === 'bid' ? 'bids' : 'award-ack'}\0${host}`;
+    return new Promise((resolve) => {
+      const timer = this.deps.clock.setTimer(timeoutMs, () => settle(undefined));
+      const settle = (reply: PlacementMessage | undefined) => {
+        timer.cancel();
+        this.awaiting.delete(key);
+        resolve(reply);
+      };
+      this.awaiting.set(key, settle);
+      this.deps.transport.send(host, encodePlacement(msg));
+    });
   }
 
   // ───────────────────────────── coordinator ─────────────────────────────
@@ -649,10 +736,11 @@ export class Placement implements SubProtocol {
   }
 
   private computeCoordinator(deployId: string, alive: readonly string[]): string {
+    const d = fnv1a(deployId);
     let best = this.id;
-    let bestW = rendezvous(deployId, this.id);
+    let bestW = weight(d, this.id);
     for (const id of alive) {
-      const w = rendezvous(deployId, id);
+      const w = weight(d, id);
       if (w > bestW || (w === bestW && id < best)) {
         best = id;
         bestW = w;
@@ -839,12 +927,39 @@ export class Placement implements SubProtocol {
     return items;
   }
 
-  private setBackoff(deployId: string, pending: number, reasons: string[], now: number): void {
+  /**
+   * Retry unplaced replicas later. `transient`: a candidate would have fit but for concurrent
+   * auctions' reservations — retried within `intervalMs` and not reported as pending (the reasons
+   * users see are about room, not about who bid a few ms earlier).
+   */
+  private setBackoff(
+    deployId: string,
+    pending: number,
+    reasons: string[],
+    now: number,
+    transient = false,
+  ): void {
     const prev = this.backoff.get(deployId);
-    const delay = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : this.cfg.intervalMs);
+    // Busy: the competing rounds end within a round trip — retry after a few scan debounces.
+    const first = transient ? 2 * this.cfg.reactMs : this.cfg.minBackoffMs;
+    const grown = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : first);
+    const delay = transient ? Math.min(grown, this.cfg.intervalMs) : grown;
+    // Retries sooner than the periodic scan get their own wake-up.
+    if (delay < this.cfg.intervalMs && this.running) {
+      const at = now + delay;
+      if (!this.retryTimer || this.retryAt > at) {
+        this.retryTimer?.cancel();
+        this.retryAt = at;
+        this.retryTimer = this.deps.clock.setTimer(delay, () => {
+          this.retryTimer = undefined;
+          this.changed();
+        });
+      }
+    }
     this.backoff.set(deployId, {
       until: now + delay,
       delay,
+      transient,
       info: { deployId, pending, reasons: [...new Set(reasons)].sort().slice(0, 16), retryAt: now + delay },
     });
   }
@@ -916,15 +1031,10 @@ export class Placement implements SubProtocol {
     this.counters.bidsAsked += hosts.length;
     const answers = await Promise.all(
       hosts.map(async (h) => {
-        const msg: PlacementMessage = { t: 'bid', round, items: byHost.get(h)! };
+        const msg = { t: 'bid' as const, round, items: byHost.get(h)! };
         try {
-          const res =
-            h === this.id
-              ? this.answerBids(msg)
-              : decodePlacement(
-                  h,
-                  await this.deps.transport.request(h, encodePlacement(msg), this.cfg.bidTimeoutMs),
-                );
+          const res = h === this.id ? this.answerBids(msg) : await this.ask(h, msg, this.cfg.bidTimeoutMs);
+          if (!res) this.deps.log.debug({ round, host: h }, 'placement: no bid (timeout)');
           return { h, res };
         } catch (err) {
           this.deps.log.debug({ round, host: h, err: String(err) }, 'placement: no bid');
@@ -933,9 +1043,11 @@ export class Placement implements SubProtocol {
       }),
     );
     if (!this.running) return;
+    const busy = new Set<string>();
     for (const { h, res } of answers) {
       if (!res || res.t !== 'bids') continue;
       for (const b of res.items) {
+        if (!b.ok && b.busy) busy.add(b.deployId);
         const list = bids.get(b.deployId) ?? [];
         list.push(
           b.ok
@@ -987,6 +1099,7 @@ export class Placement implements SubProtocol {
           sel.unplaced,
           r.length > 0 ? r : ['no host answered with a bid'],
           now,
+          busy.has(it.request.deployId),
         );
       } else this.backoff.delete(it.request.deployId);
     }
@@ -994,14 +1107,11 @@ export class Placement implements SubProtocol {
     const awardHosts = [...awards.keys()].sort();
     const acks = await Promise.all(
       awardHosts.map(async (h) => {
-        const msg: PlacementMessage = { t: 'award', round, items: awards.get(h)! };
+        const msg = { t: 'award' as const, round, items: awards.get(h)! };
         try {
-          return h === this.id
-            ? this.acceptAward(msg)
-            : decodePlacement(
-                h,
-                await this.deps.transport.request(h, encodePlacement(msg), this.cfg.awardTimeoutMs),
-              );
+          const ack = h === this.id ? this.acceptAward(msg) : await this.ask(h, msg, this.cfg.awardTimeoutMs);
+          if (!ack) this.deps.log.debug({ round, host: h }, 'placement: award unanswered (timeout)');
+          return ack;
         } catch (err) {
           this.deps.log.debug({ round, host: h, err: String(err) }, 'placement: award unanswered');
           return undefined;
@@ -1017,8 +1127,26 @@ export class Placement implements SubProtocol {
     }
     const at = this.deps.clock.now();
     for (const [i, ack] of acks.entries()) {
-      if (!ack || ack.t !== 'award-ack') continue;
       const host = awardHosts[i]!;
+      if (!ack) {
+        // Unanswered: the host may well have committed (a slow or lost ack). Count the slots as
+        // its claims for a short while, so that the next scan does not re-award them at once (a
+        // double commit, one copy dropped later); if its record does not show them by then, they
+        // are auctioned again.
+        for (const a of awards.get(host) ?? []) {
+          const m = this.acked.get(a.deployId) ?? new Map();
+          for (const sl of a.slots)
+            m.set(`${host}/${sl.replica}`, {
+              host,
+              gen: sl.gen,
+              replica: sl.replica,
+              until: at + 2 * this.cfg.awardTimeoutMs,
+            });
+          if (m.size > 0) this.acked.set(a.deployId, m);
+        }
+        continue;
+      }
+      if (ack.t !== 'award-ack') continue;
       for (const it of ack.items) {
         const sent = awards.get(host)?.find((a) => a.deployId === it.deployId);
         const m = this.acked.get(it.deployId) ?? new Map();

@@ -1,8 +1,15 @@
-import { decodeMessage, encodeMessage, type StateMessage, StateMessageError } from '../../crdt/codec.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  SNAPSHOT_LIMITS,
+  type StateMessage,
+  StateMessageError,
+} from '../../crdt/codec.ts';
 import { nextVersion } from '../../crdt/hosts.ts';
 import { ClusterState, type StateDelta } from '../../crdt/state.ts';
 import type {
   Capacity,
+  HostEntry,
   HostRecord,
   IntentFields,
   IntentWire,
@@ -32,8 +39,23 @@ import { frame, TAG_STATE, WireError } from './wire.ts';
  */
 
 export const STATE_TOPIC = 'shoal/state/1';
+/** The base snapshot; changes since it are in `state.log.<seq>` keys (docs/state.md, "Persistence"). */
 export const STORE_STATE_KEY = 'state.snapshot';
+export const STORE_LOG_PREFIX = 'state.log.';
 const STORE_SELF_KEY = 'self.json';
+/**
+ * self.json holds an upper bound of the versions this host has used, not the last one: a new bound
+ * (version + VERSION_BLOCK) is written only when a version passes the stored one, so a burst of
+ * record changes costs no disk write, and after a restart the host starts above every version it
+ * ever published.
+ */
+const VERSION_BLOCK = 1024;
+/** A base snapshot with a sequence number: [BASE_MAGIC][u32 BE seq of the last log it covers][snapshot]. */
+const BASE_MAGIC = 0x00;
+/** Compact (write a new base, drop the log) when the log holds more than this many files… */
+const MAX_LOG_FILES = 256;
+/** …or more bytes than max(this, the last base's size). */
+const MIN_LOG_BYTES = 256 * 1024;
 /** Second byte of a state request that is a hash probe (a crdt-codec JSON message never starts with 0x00). */
 const HASH_PROBE = 0x00;
 const HASH_DIFFERS = 0x01;
@@ -43,12 +65,15 @@ export interface StateSyncConfig {
   requestTimeoutMs: number;
   /** Group-commit window of flush(). */
   groupCommitMs: number;
+  /** Changes of this host's workloads within this window are published as one record version. */
+  coalesceMs: number;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
   antiEntropyIntervalMs: 1000,
   requestTimeoutMs: 3000,
   groupCommitMs: 5,
+  coalesceMs: 10,
 };
 
 export interface StateSyncDeps {
@@ -93,7 +118,19 @@ export class StateSync implements SubProtocol {
   private pendingWorkloads: { workloads: WorkloadRecord[]; allocated: Resources } | undefined;
   private flushWaiters: (() => void)[] = [];
   private flushTimer: Timer | undefined;
-  private dirty = false;
+  private selfTimer: Timer | undefined;
+  /** Entries changed since they were last written to the store. */
+  private readonly dirtyHosts = new Set<string>();
+  private readonly dirtyIntents = new Set<string>();
+  /** Versions up to this are covered by self.json. */
+  private versionBound = 0;
+  /** The store's log: sequence number of the last file, files and bytes since the base. */
+  private logSeq = 0;
+  private logFiles: number[] = [];
+  private logBytes = 0;
+  private baseBytes = 0;
+  /** Write a full base next time (no base yet, or a write failed: what is on disk is unknown). */
+  private needBase = true;
   private timer: Timer | undefined;
   private running = false;
   readonly counters = {
@@ -135,6 +172,8 @@ export class StateSync implements SubProtocol {
   stop(): void {
     this.running = false;
     this.timer?.cancel();
+    this.selfTimer?.cancel();
+    this.selfTimer = undefined;
   }
 
   /** The host's facts changed (capacity override, labels): write and publish a new version. */
@@ -146,7 +185,17 @@ export class StateSync implements SubProtocol {
   /** Replace this host's workloads (its claims) and usage, publish a new version of its record. */
   setWorkloads(workloads: WorkloadRecord[], allocated: Resources): void {
     this.pendingWorkloads = { workloads, allocated };
-    this.writeSelf();
+    // Coalesce: a burst of awards and status changes becomes one new version of the record (one
+    // publish, one decode and merge on every agent) instead of one per change. Coordinators
+    // count an acknowledged award as a claim until it shows here (Placement's ack memory).
+    if (this.cfg.coalesceMs <= 0) {
+      this.writeSelf();
+      return;
+    }
+    this.selfTimer ??= this.deps.clock.setTimer(this.cfg.coalesceMs, () => {
+      this.selfTimer = undefined;
+      if (this.running) this.writeSelf();
+    });
   }
 
   /**
@@ -176,7 +225,7 @@ export class StateSync implements SubProtocol {
 
   private gossipIntent(w: IntentWire | undefined): boolean {
     if (!w) return false;
-    this.dirty = true;
+    this.dirtyIntents.add(w.id);
     this.publish({ hosts: [], intents: [w] });
     this.onChange?.({ hosts: [], intents: [w.id] });
     return true;
@@ -205,6 +254,8 @@ export class StateSync implements SubProtocol {
   // ───────────────────────────── own record ─────────────────────────────
 
   private writeSelf(): void {
+    this.selfTimer?.cancel();
+    this.selfTimer = undefined;
     const seen = this.state.hosts.versionOf(this.id);
     const prev = this.self();
     this.ownVersion = nextVersion(this.ownVersion, seen);
@@ -220,8 +271,8 @@ export class StateSync implements SubProtocol {
       updatedAt: this.deps.clock.now(),
     };
     this.state.apply({ hosts: [rec], intents: [] });
-    this.dirty = true;
-    this.persistSelf();
+    this.dirtyHosts.add(this.id);
+    if (this.ownVersion > this.versionBound) this.persistSelf();
     this.publish({ hosts: [rec], intents: [] });
     this.onChange?.({ hosts: [this.id], intents: [] });
   }
@@ -272,7 +323,8 @@ export class StateSync implements SubProtocol {
       const changed = this.state.apply(msg, from);
       replies = [];
       if (changed.hosts.length || changed.intents.length) {
-        this.dirty = true;
+        for (const h of changed.hosts) this.dirtyHosts.add(h.id);
+        for (const w of changed.intents) this.dirtyIntents.add(w.id);
         this.counters.applied += changed.hosts.length + changed.intents.length;
         for (const h of changed.hosts)
           this.deps.log.debug({ host: h.id, version: h.version, from }, 'host record applied');
@@ -346,7 +398,11 @@ export class StateSync implements SubProtocol {
       const selfRaw = store.read(STORE_SELF_KEY);
       if (selfRaw) {
         const v = (JSON.parse(new TextDecoder().decode(selfRaw)) as { version?: unknown }).version;
-        if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) this.ownVersion = v;
+        if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
+          // A bound of every version used before (or, from older builds, the last one used).
+          this.ownVersion = v;
+          this.versionBound = v;
+        }
       }
     } catch (err) {
       log.error(
@@ -354,11 +410,18 @@ export class StateSync implements SubProtocol {
         'own record version unreadable; peers will tell us ours',
       );
     }
+    let baseSeq = 0;
     try {
       const snap = store.read(STORE_STATE_KEY);
       if (snap) {
-        this.state = ClusterState.decodeSnapshot(snap, this.id, `${STORE_STATE_KEY} in the data dir`);
-        log.info({ hosts: this.state.hosts.size, hash: this.state.hash() }, 'state restored from disk');
+        let body = snap;
+        if (snap[0] === BASE_MAGIC) {
+          if (snap.length < 5) throw new Error('truncated base header');
+          baseSeq = new DataView(snap.buffer, snap.byteOffset, snap.byteLength).getUint32(1);
+          body = snap.subarray(5);
+        }
+        this.state = ClusterState.decodeSnapshot(body, this.id, `${STORE_STATE_KEY} in the data dir`);
+        this.baseBytes = snap.length;
       }
     } catch (err) {
       const where =
@@ -369,29 +432,81 @@ export class StateSync implements SubProtocol {
       );
       this.state = new ClusterState(this.id);
     }
+    // Replay the log written since the base. Merging is idempotent and order-free (CRDT), so a
+    // file the base already covers would do no harm; it is skipped and removed anyway.
+    let replayed = 0;
+    for (const { key, seq } of this.logKeys()) {
+      this.logSeq = Math.max(this.logSeq, seq);
+      if (seq <= baseSeq) {
+        this.removeQuietly(key);
+        continue;
+      }
+      try {
+        const bytes = store.read(key);
+        if (!bytes) continue;
+        const msg = decodeMessage(bytes, `${key} in the data dir`, SNAPSHOT_LIMITS);
+        if (msg.t !== 'delta') throw new StateMessageError(key, 't', 'expected a delta');
+        this.state.apply(msg, key);
+        this.logFiles.push(seq);
+        this.logBytes += bytes.length;
+        replayed++;
+      } catch (err) {
+        log.error(
+          { key, err: (err as Error).message },
+          'a stored state change is unreadable; skipping it (peers re-sync what it held)',
+        );
+      }
+    }
+    this.logSeq = Math.max(this.logSeq, baseSeq);
+    if (this.state.hosts.size > 0 || this.state.intents.size > 0) {
+      log.info(
+        { hosts: this.state.hosts.size, logFiles: replayed, hash: this.state.hash() },
+        'state restored from disk',
+      );
+      // Restored: a base exists; new changes go to the log.
+      this.needBase = this.baseBytes === 0;
+    }
+  }
+
+  /** Log keys in the store, by sequence number. */
+  private logKeys(): { key: string; seq: number }[] {
+    const out: { key: string; seq: number }[] = [];
+    for (const key of this.deps.store.keys()) {
+      if (!key.startsWith(STORE_LOG_PREFIX)) continue;
+      const seq = Number(key.slice(STORE_LOG_PREFIX.length));
+      if (Number.isSafeInteger(seq) && seq > 0) out.push({ key, seq });
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  private removeQuietly(key: string): void {
+    try {
+      this.deps.store.remove(key);
+    } catch (err) {
+      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log file');
+    }
   }
 
   private persistSelf(): void {
+    const bound = this.ownVersion + VERSION_BLOCK;
     try {
-      this.deps.store.write(
-        STORE_SELF_KEY,
-        new TextEncoder().encode(JSON.stringify({ version: this.ownVersion })),
-      );
+      this.deps.store.write(STORE_SELF_KEY, new TextEncoder().encode(JSON.stringify({ version: bound })));
+      this.versionBound = bound;
     } catch (err) {
       this.deps.log.error(
         { key: STORE_SELF_KEY, err: String(err) },
         'could not persist own version; will retry',
       );
-      this.dirty = true;
     }
   }
 
   /**
-   * Resolve once everything changed so far is on disk — group commit: a burst of writers waits
-   * for one snapshot write (within `groupCommitMs`) instead of one fsync'd write each. Callers that
-   * acknowledge a user (the deploy API) await this, so an accepted deploy survives a crash. A
-   * failing disk is logged and retried by the persist loop; the waiters are released anyway (the
-   * change is already gossiped to peers).
+   * Resolve once the deploy intents changed so far are on disk — group commit: a burst of writers
+   * waits for one small log write (within `groupCommitMs`) instead of one fsync'd write each.
+   * Callers that acknowledge a user (the deploy API) await this, so an accepted deploy survives a
+   * crash. Host records are written by the periodic `persist()` (they are re-derived from peers
+   * and, for this host, from its engine). A failing disk is logged and retried by the persist
+   * loop; the waiters are released anyway (the change is already gossiped to peers).
    */
   flush(): Promise<void> {
     return new Promise<void>((resolve) => {
@@ -405,18 +520,78 @@ export class StateSync implements SubProtocol {
     const waiters = this.flushWaiters;
     this.flushWaiters = [];
     try {
-      this.persist();
+      this.persistChanges(false);
     } catch (err) {
       this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
     }
     for (const w of waiters) w();
   }
 
+  /** Write everything changed since the last write (the agent calls this every second and at stop). */
   persist(): void {
-    if (!this.dirty) return;
-    this.persistSelf();
-    this.deps.store.write(STORE_STATE_KEY, this.state.encodeSnapshot());
-    this.dirty = false;
+    if (this.ownVersion > this.versionBound) this.persistSelf();
+    this.persistChanges(true);
+  }
+
+  /**
+   * Incremental persistence: the entries changed since the last write go to a new log file
+   * (`state.log.<seq>`, O(change)); when the log outgrows the base, one full base snapshot
+   * replaces both (O(state), amortised). `withHosts` false writes intents only (group commit).
+   */
+  private persistChanges(withHosts: boolean): void {
+    const hostIds = withHosts ? [...this.dirtyHosts] : [];
+    const intentIds = [...this.dirtyIntents];
+    if (hostIds.length === 0 && intentIds.length === 0) return;
+    const { store } = this.deps;
+    const logFull =
+      this.logFiles.length >= MAX_LOG_FILES || this.logBytes > Math.max(MIN_LOG_BYTES, this.baseBytes);
+    if (this.needBase || logFull) {
+      // The whole state, hosts included: everything dirty is covered.
+      const seq = this.logSeq;
+      const snap = this.state.encodeSnapshot();
+      const bytes = new Uint8Array(5 + snap.length);
+      bytes[0] = BASE_MAGIC;
+      new DataView(bytes.buffer).setUint32(1, seq);
+      bytes.set(snap, 5);
+      try {
+        store.write(STORE_STATE_KEY, bytes);
+      } catch (err) {
+        this.needBase = true;
+        throw err;
+      }
+      this.needBase = false;
+      this.baseBytes = bytes.length;
+      this.dirtyHosts.clear();
+      this.dirtyIntents.clear();
+      for (const s of this.logFiles) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
+      this.logFiles = [];
+      this.logBytes = 0;
+      return;
+    }
+    const hosts: HostEntry[] = [];
+    for (const id of hostIds.sort()) {
+      const e = this.state.hosts.get(id);
+      if (e) hosts.push(e);
+    }
+    const intents: IntentWire[] = [];
+    for (const id of intentIds.sort()) {
+      const w = this.state.intents.wire(id);
+      if (w) intents.push(w);
+    }
+    const seq = this.logSeq + 1;
+    const bytes = encodeMessage({ t: 'delta', hosts, intents });
+    try {
+      store.write(`${STORE_LOG_PREFIX}${seq}`, bytes);
+    } catch (err) {
+      // Unknown what reached the disk: the next write is a full base.
+      this.needBase = true;
+      throw err;
+    }
+    this.logSeq = seq;
+    this.logFiles.push(seq);
+    this.logBytes += bytes.length;
+    for (const id of hostIds) this.dirtyHosts.delete(id);
+    for (const id of intentIds) this.dirtyIntents.delete(id);
   }
 
   // ───────────────────────────── codec ─────────────────────────────
