@@ -1071,6 +1071,9 @@ export class Placement implements SubProtocol {
     // 3. Winners: a pure function of (intent, bids). Slots go to placements in host-id order.
     const awards = new Map<string, AwardItem[]>();
     const bidders = new Map<string, Set<string>>();
+    // Per deploy over all its items (per-host deploys have one item per host): one item placing
+    // everything must not clear the backoff (and pending reason) another item of it just set.
+    const unplacedBy = new Map<string, number>();
     for (const it of work) {
       // Per-host items of one deploy have disjoint hosts: attribute bids by host.
       const deployBids = (bids.get(it.request.deployId) ?? []).filter(
@@ -1092,16 +1095,21 @@ export class Placement implements SubProtocol {
         });
         awards.set(p.hostId, list);
       }
-      if (sel.unplaced > 0) {
-        const r = reasons.get(it.request.deployId) ?? [];
-        this.setBackoff(
-          it.request.deployId,
-          sel.unplaced,
-          r.length > 0 ? r : ['no host answered with a bid'],
-          now,
-          busy.has(it.request.deployId),
-        );
-      } else this.backoff.delete(it.request.deployId);
+      // A per-host item whose only host cannot take the deploy places nothing: all its slots are unplaced.
+      const unplaced =
+        it.eachWinnerGetsAll || it.hosts?.length === 1
+          ? sel.placements.length === 0 && it.slots.length > 0 && deployBids.some((b) => !b.ok)
+            ? Math.max(sel.unplaced, it.slots.length)
+            : sel.unplaced
+          : sel.unplaced;
+      const id = it.request.deployId;
+      unplacedBy.set(id, (unplacedBy.get(id) ?? 0) + unplaced);
+    }
+    for (const [id, unplaced] of unplacedBy) {
+      if (unplaced > 0) {
+        const r = reasons.get(id) ?? [];
+        this.setBackoff(id, unplaced, r.length > 0 ? r : ['no host answered with a bid'], now, busy.has(id));
+      } else this.backoff.delete(id);
     }
     // 4. Awards (batched per host); losers' reservations are released.
     const awardHosts = [...awards.keys()].sort();
