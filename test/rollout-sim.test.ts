@@ -204,6 +204,7 @@ describe('draining (sim)', () => {
       20,
     );
     expect(t).toBeGreaterThanOrEqual(0);
+    console.log(`[drain] moved in ${t} ms virtual`);
     expect(minRunning).toBe(6); // make before break
     const rec = c.get(0).sync.state.hosts.live(victim.id)!;
     expect(rec.draining).toBe(true);
@@ -216,6 +217,50 @@ describe('draining (sim)', () => {
     api.submit('late', { name: 'late', replicas: 4, strategy: 'spread', spec: spec(V1) });
     await c.runUntil(() => running(c, 'late').length === 4, 15_000, 20);
     expect(running(c, 'late').some((w) => w.host === victim.id)).toBe(true);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+});
+
+describe('concurrent submissions and edits (sim)', () => {
+  it('the same deploy submitted at two agents at once is one deploy; concurrent edits of different fields both survive', async () => {
+    const c = await cluster(45);
+    const at = (i: number) => deploysBackend(c.get(i).sync, c.get(i).placement, c.get(i).agent.membership);
+    // Same id (the name), same virtual instant, different replica counts: one deploy, and every
+    // agent agrees on which value won (the larger HLC stamp).
+    at(0).submit('api', { name: 'api', replicas: 2, strategy: 'spread', spec: spec(V1) });
+    at(3).submit('api', { name: 'api', replicas: 3, strategy: 'spread', spec: spec(V1) });
+    await c.runUntil(() => c.converged(), 10_000, 20);
+    const views = [0, 1, 2, 3].map((i) =>
+      at(i)
+        .list()
+        .filter((d) => d.id === 'api'),
+    );
+    expect(views.every((v) => v.length === 1)).toBe(true);
+    const replicas = views[0]![0]!.replicas;
+    expect([2, 3]).toContain(replicas);
+    expect(views.every((v) => v[0]!.replicas === replicas)).toBe(true);
+    expect(await c.runUntil(() => running(c, 'api').length === replicas, 20_000, 20)).toBeGreaterThanOrEqual(
+      0,
+    );
+    // Concurrent edits from two agents: scale at agent 1, new env at agent 2 — both apply.
+    at(1).scale('api', 4);
+    at(2).updateSpec('api', { env: { MODE: 'blue' } });
+    await c.runUntil(() => c.converged(), 10_000, 20);
+    for (const i of [0, 1, 2, 3]) {
+      const d = at(i).get('api')!;
+      expect(d.replicas).toBe(4);
+      expect(d.spec.env).toEqual({ MODE: 'blue' });
+    }
+    const v2 = templateHash(templateOf({ ...spec(V1), env: { MODE: 'blue' } }));
+    expect(
+      await c.runUntil(
+        () =>
+          running(c, 'api').filter((w) => w.version === v2).length === 4 &&
+          at(0).get('api')?.rollout?.state === 'done',
+        60_000,
+        20,
+      ),
+    ).toBeGreaterThanOrEqual(0);
     expect(c.placementViolations(true)).toEqual([]);
   });
 });
