@@ -338,6 +338,25 @@ export class DockerEngine implements Engine {
       body.Cmd = spec.args;
     }
     if (spec.workdir) body.WorkingDir = spec.workdir;
+    if (spec.user) body.User = spec.user;
+    if (spec.mounts && spec.mounts.length > 0) {
+      body.HostConfig!.Mounts = spec.mounts.map((m) =>
+        m.type === 'tmpfs'
+          ? {
+              Type: 'tmpfs' as const,
+              Source: '',
+              Target: m.target,
+              ReadOnly: m.readOnly === true,
+              ...(m.sizeBytes ? { TmpfsOptions: { SizeBytes: m.sizeBytes, Mode: 0o1777 } } : {}),
+            }
+          : {
+              Type: m.type,
+              Source: m.source ?? '', // '' = an anonymous volume
+              Target: m.target,
+              ReadOnly: m.readOnly === true,
+            },
+      );
+    }
     try {
       await this.docker.createContainer(body);
     } catch (err) {

@@ -50,6 +50,22 @@ export interface WorkloadSpec {
   /** Extra labels; the `shoal.*` keys are reserved and set by the engine. */
   labels?: Record<string, string>;
   resources?: Resources;
+  /** User to run as (docker: name, uid or uid:gid). The process engine refuses it. */
+  user?: string;
+  /** Filesystem mounts (docker). The process engine refuses them. */
+  mounts?: Mount[];
+}
+
+/** A filesystem mount: a host path (bind), a named or anonymous volume, or a tmpfs. */
+export interface Mount {
+  type: 'bind' | 'volume' | 'tmpfs';
+  /** bind: absolute host path; volume: name (absent = anonymous); tmpfs: none. */
+  source?: string;
+  /** Absolute path inside the workload. */
+  target: string;
+  readOnly?: boolean;
+  /** tmpfs size limit in bytes. */
+  sizeBytes?: number;
 }
 
 export type WorkloadState = 'created' | 'running' | 'exited';

@@ -335,6 +335,18 @@ export class ProcessEngine implements Engine {
       throw new EngineError('unsupported', 'the process engine runs commands, not images (use docker)', {
         id: spec.id,
       });
+    if (spec.user !== undefined)
+      throw new EngineError(
+        'unsupported',
+        'the process engine runs workloads as the agent’s user (user is docker-only)',
+        {
+          id: spec.id,
+        },
+      );
+    if (spec.mounts !== undefined && spec.mounts.length > 0)
+      throw new EngineError('unsupported', 'the process engine cannot mount volumes (use docker)', {
+        id: spec.id,
+      });
     const argv = [...(spec.command ?? []), ...(spec.args ?? [])];
     const cwd = spec.workdir ?? '/';
     if (spec.workdir !== undefined && !(existsSync(cwd) && statSync(cwd).isDirectory()))

@@ -72,6 +72,18 @@ export function validateSpec(spec: WorkloadSpec, hostId: string): void {
     if (typeof v !== 'string') throw invalid(spec, `labels.${k}`, 'must be a string');
     if (RESERVED_LABELS.includes(k) || k === 'shoal.spec') throw invalid(spec, `labels.${k}`, 'is reserved');
   }
+  if (spec.user !== undefined && !nonEmpty(spec.user))
+    throw invalid(spec, 'user', 'must be a non-empty string');
+  for (const [i, m] of (spec.mounts ?? []).entries()) {
+    if (!['bind', 'volume', 'tmpfs'].includes(m.type))
+      throw invalid(spec, `mounts[${i}].type`, 'must be bind, volume or tmpfs');
+    if (typeof m.target !== 'string' || !m.target.startsWith('/'))
+      throw invalid(spec, `mounts[${i}].target`, 'must be an absolute path');
+    if (m.type === 'bind' && !(typeof m.source === 'string' && m.source.startsWith('/')))
+      throw invalid(spec, `mounts[${i}].source`, 'must be an absolute host path for a bind mount');
+    if (m.type === 'tmpfs' && m.source !== undefined)
+      throw invalid(spec, `mounts[${i}].source`, 'a tmpfs has no source');
+  }
   validateResources(spec.resources ?? {}, spec);
 }
 

@@ -3,6 +3,9 @@
  * Without Docker: skipped loudly — unless CI=true, where an absent engine FAILS the run.
  */
 import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_DOCKER_SOCKET, DockerEngine } from '../engines/docker.ts';
 import { type EngineHarness, engineConformance, shellScript } from './conformance/engine.ts';
@@ -120,6 +123,34 @@ describe.runIf(reason === undefined)('docker engine', () => {
         const names = dockerCli(['ps', '--filter', `label=${label}`, '--format', '{{.Names}}']).trim();
         expect(names.split('\n')).toEqual([name]);
       }
+    });
+
+    it('mounts (bind, tmpfs) and user are applied', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'shoal-mount-'));
+      writeFileSync(join(dir, 'greeting'), 'hello from the host\n', { mode: 0o644 });
+      chmodSync(dir, 0o755); // readable by the container's user 1234
+      await engine.create({
+        id: 'mounts',
+        deployId: 'm',
+        hostId,
+        image: 'shoal/busybox:latest',
+        command: ['sleep', '3600'],
+        user: '1234:1234',
+        mounts: [
+          { type: 'bind', source: dir, target: '/data', readOnly: true },
+          { type: 'tmpfs', target: '/scratch', sizeBytes: 8 * 1024 * 1024 },
+        ],
+      });
+      await engine.start('mounts');
+      const cat = await engine.exec('mounts', ['cat', '/data/greeting']);
+      expect(cat.stdout).toBe('hello from the host\n');
+      expect((await engine.exec('mounts', ['id', '-u'])).stdout.trim()).toBe('1234');
+      const ro = await engine.exec('mounts', ['sh', '-c', 'echo x > /data/new']);
+      expect(ro.exitCode).not.toBe(0); // read-only bind
+      const df = await engine.exec('mounts', ['sh', '-c', 'grep " /scratch " /proc/mounts']);
+      expect(df.stdout).toMatch(/tmpfs \/scratch tmpfs .*size=8192k/);
+      await engine.remove('mounts', { force: true });
+      rmSync(dir, { recursive: true, force: true });
     });
 
     it('an OOM kill is reported as oomKilled', async () => {

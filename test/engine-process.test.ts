@@ -34,6 +34,17 @@ const harness = (): EngineHarness => {
 engineConformance('process', harness);
 
 describe('process engine', () => {
+  it('refuses mounts and user with a clear reason (docker-only)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-proc-refuse-'));
+    const e = new ProcessEngine({ hostId: 'h1', dataDir: dir, pollMs: 50 });
+    const base = { deployId: 'd', hostId: 'h1', command: ['sleep', '1'] };
+    await expect(e.create({ ...base, id: 'u', user: '1000' })).rejects.toThrow(/user is docker-only/);
+    await expect(e.create({ ...base, id: 'm', mounts: [{ type: 'tmpfs', target: '/x' }] })).rejects.toThrow(
+      /cannot mount volumes/,
+    );
+    await e.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   it('a new engine object re-adopts running workloads; the exit code is recorded while nobody watched', async () => {
     const dir = dataDir();
     const a = new ProcessEngine({ hostId: 'h1', dataDir: dir, pollMs: 50 });

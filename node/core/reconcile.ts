@@ -1,6 +1,6 @@
 import type { Allocation } from '../../allocator/types.ts';
 import type { Json, JsonObject } from '../../crdt/types.ts';
-import type { Engine, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
+import type { Engine, Mount, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
 import type { SubProtocol } from './agent.ts';
 import { type HealthCheck, type HealthMonitor, parseHealthcheck } from './health.ts';
 import { type Hooks, parseHooks, runHook } from './hooks.ts';
@@ -36,6 +36,8 @@ export interface DesiredWorkload {
   backoffMs?: number;
   /** Run to completion (spec.job): exit 0 is final. */
   job?: boolean;
+  /** Grace between SIGTERM and SIGKILL (spec.stopTimeoutMs; default: the reconciler's). */
+  stopTimeoutMs?: number;
   /** Health check and hooks (not part of the hash: editing them never replaces the workload). */
   healthcheck?: HealthCheck;
   hooks?: Hooks;
@@ -161,6 +163,22 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
   const args = strList(spec.args);
   const env = strMap(spec.env);
   const workdir = str(spec.workdir);
+  const user = str(spec.user);
+  const mounts: Mount[] = [];
+  if (Array.isArray(spec.volumes)) {
+    for (const v of spec.volumes) {
+      if (!isObject(v) || typeof v.target !== 'string') continue;
+      const type = v.type === 'bind' || v.type === 'volume' || v.type === 'tmpfs' ? v.type : undefined;
+      if (!type) continue;
+      mounts.push({
+        type,
+        target: v.target,
+        ...(typeof v.source === 'string' ? { source: v.source } : {}),
+        ...(v.readOnly === true ? { readOnly: true } : {}),
+        ...(typeof v.sizeBytes === 'number' && type === 'tmpfs' ? { sizeBytes: v.sizeBytes } : {}),
+      });
+    }
+  }
   const userLabels = strMap(spec.labels);
   const a: Allocation = w.allocation;
   const cpuset = a.cpu.cores.map((c) => c.index);
@@ -172,6 +190,8 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
     ...(command ? { command } : {}),
     ...(args ? { args } : {}),
     ...(workdir ? { workdir } : {}),
+    ...(user ? { user } : {}),
+    ...(mounts.length > 0 ? { mounts } : {}),
     env,
     resources: {
       cpuMilli: a.limits.cpuMilli,
@@ -210,7 +230,9 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
       : 'always';
   const maxRestarts = job ? (num(jobCfg.retries) ?? 0) : num(policy.maxAttempts);
   const backoffMs = job ? num(jobCfg.backoffMs) : num(policy.delayMs);
+  const stopTimeoutMs = num(spec.stopTimeoutMs);
   return {
+    ...(stopTimeoutMs !== undefined ? { stopTimeoutMs } : {}),
     ...(healthcheck ? { healthcheck } : {}),
     ...(hooks ? { hooks } : {}),
     ...(maxRestarts !== undefined ? { maxRestarts } : {}),
@@ -447,7 +469,7 @@ export class Reconciler implements SubProtocol {
         else log.warn(line, 'reconcile: beforeStop hook failed; stopping anyway');
       }
     }
-    await engine.stop(id, { timeoutMs: this.cfg.stopTimeoutMs });
+    await engine.stop(id, { timeoutMs: this.wanted.get(id)?.stopTimeoutMs ?? this.cfg.stopTimeoutMs });
   }
 
   private async apply(act: Action): Promise<void> {
