@@ -95,6 +95,13 @@ export interface DeploysBackend {
   newId(name: string): string;
   /** Resolve once accepted changes are durable (group commit). */
   flush(): Promise<void>;
+  /**
+   * Unplaced replicas and why, asked of the deploy's coordinator when it is another agent
+   * (only the coordinator knows; node/run.ts forwards over libp2p). Absent: not asked.
+   */
+  pendingAt?(coordinator: string, id: string): Promise<DeployView['pending'] | undefined>;
+  /** This agent's id (to tell whether it coordinates a deploy). */
+  selfId?: string;
 }
 
 const ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -288,6 +295,12 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
   app.get<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
     const d = backend.get(req.params.id);
     if (!d) return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
+    const unplaced = d.instances.some((i) => i.host === null) || d.placed < d.replicas;
+    if (!d.pending && unplaced && backend.pendingAt && d.coordinator !== backend.selfId) {
+      // Only the coordinator knows why replicas are unplaced: ask it (best effort, bounded).
+      const p = await backend.pendingAt(d.coordinator, d.id).catch(() => undefined);
+      if (p) d.pending = p;
+    }
     return d;
   });
   app.patch<{ Params: { id: string }; Body: unknown }>('/v1/deploys/:id', async (req, reply) => {

@@ -167,13 +167,31 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     forwarder,
   };
   registerDrainRoutes(forwarder.local, drain, { local: true });
+  // Why a deploy's replicas are unplaced is known to its coordinator only: others ask it.
+  forwarder.local.get<{ Params: { id: string } }>('/v1/deploys/:id/pending', async (req, reply) => {
+    const p = placement.pending().find((x) => x.deployId === req.params.id);
+    if (!p)
+      return reply.code(404).send({ error: 'not-found', message: `nothing pending for ${req.params.id}` });
+    return { pending: p.pending, reasons: p.reasons, retryAt: p.retryAt };
+  });
   await forwarder.start();
   // ----
   const api = await startApi(
     agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),
     opts.api,
     {
-      deploys: deploysBackend(sync, placement, agent.membership),
+      deploys: {
+        ...deploysBackend(sync, placement, agent.membership),
+        selfId: agent.id,
+        pendingAt: async (coordinator, id) => {
+          const r = await forwarder.json<{ pending: number; reasons: string[]; retryAt: number }>(
+            coordinator,
+            { method: 'GET', path: `/v1/deploys/${encodeURIComponent(id)}/pending` },
+            { timeoutMs: 1500 },
+          );
+          return r.status === 200 ? r.body : undefined;
+        },
+      },
       token: token.token,
       metricsAuth: opts.metricsAuth === true,
       routes: [

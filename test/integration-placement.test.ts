@@ -78,6 +78,11 @@ describe('placement across 3 agent processes', { timeout: 120_000 }, () => {
     );
     expect(coord.placed).toBe(0);
     expect(coord.pending!.reasons.join(' ')).toMatch(/memory: need 64\.0 GiB/);
+    // Every agent shows why, not only the coordinator (the others ask it over libp2p).
+    for (const i of [0, 1, 2]) {
+      const d = await deploy(i, 'huge');
+      expect(d.pending?.reasons.join(' ')).toMatch(/memory: need 64\.0 GiB/);
+    }
     await c.http(0, 'DELETE', '/v1/deploys/huge').catch(() => undefined);
   });
 
