@@ -69,7 +69,7 @@ export interface ComposeResult {
 // --- key tables -----------------------------------------------------------------------------------
 
 const IGNORED_SERVICE_KEYS: Record<string, string> = {
-  networks: 'shoal runs workloads without Compose networks; publish ports to reach them',
+  networks: 'shoal runs workloads without Compose networks',
   depends_on: 'deploys start independently; a service must retry until its dependencies answer',
   container_name: 'shoal names each replica itself',
   hostname: 'the engine default applies',
@@ -725,6 +725,8 @@ class ServiceMapper {
     if (out.length > MAX_LIST_ITEMS)
       this.err(path, `at most ${MAX_LIST_ITEMS} ports (after expanding ranges)`);
     this.set('ports', out as Json, path);
+    if (out.length > 0)
+      this.warn(path, 'accepted but not applied yet: workloads run without a network (docs/spec.md)');
   }
 
   private range(s: string, path: string, what: string): [number, number] | undefined {
@@ -814,7 +816,7 @@ class ServiceMapper {
       if (o[k] !== undefined)
         this.warn(
           at(path, k),
-          'ignored: informational for shoal (ports publish on the host that runs the replica)',
+          'ignored: informational for shoal',
         );
     const target = this.int(o.target, at(path, 'target'), 1, 65_535);
     const published =
@@ -1145,7 +1147,7 @@ class ServiceMapper {
             ],
             {
               labels: 'these are service labels in swarm; use labels: for the workload',
-              endpoint_mode: 'shoal has no virtual IPs; ports publish on the host that runs the replica',
+              endpoint_mode: 'shoal has no virtual IPs',
             },
           );
     if (!o) return;
