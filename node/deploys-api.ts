@@ -295,8 +295,8 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
   app.get<{ Params: { id: string } }>('/v1/deploys/:id', async (req, reply) => {
     const d = backend.get(req.params.id);
     if (!d) return reply.code(404).send({ error: 'not-found', message: `no deploy ${req.params.id}` });
-    const unplaced = d.instances.some((i) => i.host === null) || d.placed < d.replicas;
-    if (!d.pending && unplaced && backend.pendingAt && d.coordinator !== backend.selfId) {
+    const unplaced = () => d.placed < d.replicas || (d.instances ?? []).some((i) => i.host === null);
+    if (backend.pendingAt && !d.pending && d.coordinator !== backend.selfId && unplaced()) {
       // Only the coordinator knows why replicas are unplaced: ask it (best effort, bounded).
       const p = await backend.pendingAt(d.coordinator, d.id).catch(() => undefined);
       if (p) d.pending = p;
