@@ -153,7 +153,8 @@ describe('realistic multi-service file', () => {
     // Published ports are accepted, and the user is told they are not applied yet.
     const ports = r.warnings.filter((w) => /\.ports: /.test(w));
     expect(ports.length).toBeGreaterThan(0);
-    for (const w of ports) expect(w).toMatch(/\.ports: accepted but not applied yet: workloads run without a network/);
+    for (const w of ports)
+      expect(w).toMatch(/\.ports: accepted but not applied yet: workloads run without a network/);
   });
 
   it('a missing required variable is an error naming where it is used', () => {

@@ -813,11 +813,7 @@ class ServiceMapper {
     if (o.mode !== undefined && o.mode !== 'host' && o.mode !== 'ingress')
       this.err(at(path, 'mode'), `expected host or ingress, got ${show(o.mode)}`);
     for (const k of ['mode', 'name', 'app_protocol'])
-      if (o[k] !== undefined)
-        this.warn(
-          at(path, k),
-          'ignored: informational for shoal',
-        );
+      if (o[k] !== undefined) this.warn(at(path, k), 'ignored: informational for shoal');
     const target = this.int(o.target, at(path, 'target'), 1, 65_535);
     const published =
       o.published === undefined ? undefined : this.int(o.published, at(path, 'published'), 1, 65_535);
