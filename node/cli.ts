@@ -853,27 +853,31 @@ async function followJob(
   process.once('SIGINT', onSigint);
   const streaming = new Set<string>();
   const streams: Promise<void>[] = [];
+  /** Stream the logs of every attempt not streamed yet (`follow` while the job runs). */
+  const streamNew = async (follow: boolean) => {
+    const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
+    for (const w of ws) {
+      const key = `${w.id}@${w.gen ?? ''}`;
+      if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
+      streaming.add(key);
+      streams.push(
+        client
+          .ndjson<LogLine>(
+            `/v1/workloads/${encodeURIComponent(w.id)}/logs`,
+            follow ? { query: { follow: 1 }, signal: stopLogs.signal } : {},
+            (l) => {
+              if (!json) writeLogLine(l, undefined, false);
+            },
+          )
+          .catch((err) => {
+            process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
+          }),
+      );
+    }
+  };
   const watchLogs = async () => {
     while (!stopLogs.signal.aborted) {
-      const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
-      for (const w of ws) {
-        const key = `${w.id}@${w.gen ?? ''}`;
-        if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
-        streaming.add(key);
-        streams.push(
-          client
-            .ndjson<LogLine>(
-              `/v1/workloads/${encodeURIComponent(w.id)}/logs`,
-              { query: { follow: 1 }, signal: stopLogs.signal },
-              (l) => {
-                if (!json) writeLogLine(l, undefined, false);
-              },
-            )
-            .catch((err) => {
-              process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
-            }),
-        );
-      }
+      await streamNew(true);
       await sleep(1000, stopLogs.signal);
     }
   };
@@ -899,21 +903,7 @@ async function followJob(
       }
       if (s.status === 'succeeded' || s.status === 'failed' || Date.now() >= deadline) {
         // A job can end before the log watcher saw it: print the logs of attempts not streamed yet.
-        const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
-        for (const w of ws) {
-          const key = `${w.id}@${w.gen ?? ''}`;
-          if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
-          streaming.add(key);
-          streams.push(
-            client
-              .ndjson<LogLine>(`/v1/workloads/${encodeURIComponent(w.id)}/logs`, {}, (l) => {
-                if (!json) writeLogLine(l, undefined, false);
-              })
-              .catch((err) => {
-                process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
-              }),
-          );
-        }
+        await streamNew(false);
         // Let the last lines of a finished job arrive before closing the streams.
         await Promise.race([Promise.all(streams), sleep(2000)]);
         return s;

@@ -1,21 +1,8 @@
-import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { registerSimCommands } from '../sim/cli.ts';
 import { fuzzScenario } from '../sim/fuzz.ts';
+import { simCli } from './sim-cli.ts';
 
-async function cli(...args: string[]): Promise<string> {
-  const out: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  try {
-    const p = new Command('shoal').exitOverride();
-    registerSimCommands(p);
-    await p.parseAsync(['node', 'shoal', ...args]);
-  } finally {
-    console.log = log;
-  }
-  return out.join('\n');
-}
+const cli = simCli;
 
 describe('sim fuzz', () => {
   it('fault schedules are a function of the seed, with crashes, partitions, loss, delay or skew', () => {

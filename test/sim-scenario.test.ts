@@ -1,12 +1,11 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { registerSimCommands } from '../sim/cli.ts';
 import { runScenario } from '../sim/runner.ts';
 import { loadScenario, ScenarioError } from '../sim/scenario.ts';
 import { parseCsv, scenarioHosts, scenarioTasks, taskSpec } from '../sim/workload.ts';
+import { simCli } from './sim-cli.ts';
 
 const TINY = 'test/fixtures/sim/tiny.yaml';
 
@@ -20,19 +19,7 @@ function write(dir: string, name: string, text: string): string {
   return p;
 }
 
-async function cli(...args: string[]): Promise<string> {
-  const out: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  try {
-    const p = new Command('shoal').exitOverride();
-    registerSimCommands(p);
-    await p.parseAsync(['node', 'shoal', ...args]);
-  } finally {
-    console.log = log;
-  }
-  return out.join('\n');
-}
+const cli = simCli;
 
 describe('scenario files', () => {
   it('errors name the file and the field path', () => {
