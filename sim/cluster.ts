@@ -49,6 +49,8 @@ export interface SimClusterOptions {
    * decisions, same trace (test/sim-scale-cluster.test.ts); far less CPU and memory with many agents.
    */
   shareDecoded?: boolean;
+  /** Placement scans every intent and record each time (the reference of the indexed scan; tests). */
+  referenceScan?: boolean;
 }
 
 /**
@@ -194,7 +196,15 @@ export class SimCluster {
     );
     agent.use(sync);
     const placement = new Placement(
-      { transport, clock, store, log: log.child({ mod: 'placement' }), membership: agent.membership, sync },
+      {
+        transport,
+        clock,
+        store,
+        log: log.child({ mod: 'placement' }),
+        membership: agent.membership,
+        sync,
+        referenceScan: this.opts.referenceScan,
+      },
       this.opts.placement,
     );
     agent.use(placement);

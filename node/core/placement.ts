@@ -15,6 +15,15 @@ import type {
 import type { DeployIntent, HostRecord, WorkloadRecord } from '../../crdt/types.ts';
 import type { Transport } from '../../gossip/transport.ts';
 import type { SubProtocol } from './agent.ts';
+import {
+  ClaimIndex,
+  CoordinatorIndex,
+  claimBeats,
+  claimsByDeploy,
+  coordinatorAmong,
+  fnv1a,
+  rendezvous,
+} from './claims.ts';
 import { parseHealthcheck, SpecFieldError } from './health.ts';
 import { parseHooks } from './hooks.ts';
 import type { Clock, Logger, Store, Timer } from './io.ts';
@@ -100,6 +109,12 @@ export interface PlacementDeps {
   log: Logger;
   membership: Membership;
   sync: StateSync;
+  /**
+   * Scan every intent against claims rebuilt from every host record, as before the claims and
+   * coordinator indexes (docs/placement.md, "Scans"). Kept only as the reference the indexed scan
+   * is tested against (same seed → same trace); O(hosts + claims) per scan.
+   */
+  referenceScan?: boolean;
 }
 
 /** One committed replica on this host (the exact books). */
@@ -131,54 +146,7 @@ export function workloadId(deployId: string, replica: number): string {
   return `${deployId}.${replica}`;
 }
 
-/** 32-bit FNV-1a of a string's UTF-16 code units. */
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
-/** MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~½. */
-function fmix32(x: number): number {
-  let h = x >>> 0;
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-const memberHashes = new Map<string, number>();
-function memberHash(member: string): number {
-  let h = memberHashes.get(member);
-  if (h === undefined) {
-    h = fnv1a(member);
-    if (memberHashes.size > 100_000) memberHashes.clear();
-    memberHashes.set(member, h);
-  }
-  return h;
-}
-
-/**
- * Rendezvous weight of `member` for a deploy whose `fnv1a` hash is `deployHash`: a 48-bit mix of
- * both hashes (two finalised lanes). Pure and cheap — every agent computes it for every member
- * and every deploy with unclaimed slots (SHA-256 per pair was ~15% of a 100-agent simulation).
- */
-function weight(deployHash: number, member: string): number {
-  const m = memberHash(member);
-  const hi = fmix32(deployHash ^ Math.imul(m, 0x9e3779b1));
-  const lo = fmix32((deployHash + 0x7f4a7c15) ^ Math.imul(m ^ 0x5bd1e995, 0x27d4eb2f));
-  return hi * 0x10000 + (lo >>> 16);
-}
-
-/** Rendezvous weight of `member` for `deployId` (the highest weight coordinates; ties: lower id). */
-export function rendezvous(deployId: string, member: string): number {
-  return weight(fnv1a(deployId), member);
-}
-
-/** Does claim `a` (gen, host) beat claim `b`? Higher generation, then lower host id. */
-export function claimBeats(a: { gen: number; host: string }, b: { gen: number; host: string }): boolean {
-  if (a.gen !== b.gen) return a.gen > b.gen;
-  return a.host < b.host;
-}
+export { claimBeats, rendezvous };
 
 export class Placement implements SubProtocol {
   readonly tag = TAG_PLACE;
@@ -202,6 +170,10 @@ export class Placement implements SubProtocol {
     Map<string, { host: string; gen: number; replica: number; until: number }>
   >();
   private coordinatorCacheKey: readonly string[] | undefined;
+  /** Hosts claiming each deploy (this agent's view), kept from record changes. */
+  private readonly claimIndex = new ClaimIndex();
+  /** Coordinator of every live deploy in this agent's view, kept from intent and member changes. */
+  private coordinators: CoordinatorIndex | undefined;
   /** Replies awaited from hosts (bids, award acks), by `round\0type\0host`. */
   private readonly awaiting = new Map<string, (reply: PlacementMessage | undefined) => void>();
   private readonly backoff = new Map<
@@ -251,14 +223,26 @@ export class Placement implements SubProtocol {
     this.running = true;
     this.load();
     this.publishSelf();
+    // Index what the store restored (later changes come through onChange).
+    this.coordinators = new CoordinatorIndex(this.id);
+    const state = this.deps.sync.state;
+    for (const rec of state.hosts.allLive()) this.claimIndex.update(rec.id, rec);
+    const alive = this.deps.membership.aliveIds();
+    for (const intent of state.intents.all()) this.coordinators.add(intent.id, alive);
     const prev = this.deps.sync.onChange;
     this.deps.sync.onChange = (c) => {
       prev?.(c);
+      this.indexChanges(c);
       this.changed();
     };
     // Scans depend on members' status only (not on every gossiped refresh of a member).
     this.deps.membership.onChange((m, prev) => {
-      if (m.status !== prev) this.changed();
+      if (m.status === prev) return;
+      if (m.id !== this.id && (m.status === 'alive') !== (prev === 'alive')) {
+        if (m.status === 'alive') this.coordinators?.memberUp(m.id);
+        else this.coordinators?.memberDown(m.id, this.deps.membership.aliveIds());
+      }
+      this.changed();
     });
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
   }
@@ -542,14 +526,14 @@ export class Placement implements SubProtocol {
           // (two coordinators, a healed partition): the lowest host ids keep the deploy.
           const limit = typeof intent.spec.hostLimit === 'number' ? intent.spec.hostLimit : undefined;
           if (limit !== undefined) {
-            const holders = this.claimingRecords()
+            const holders = this.claimingFor(w.deployId)
               .filter((r) => (r.id === this.id ? true : r.workloads.some((x) => x.deployId === w.deployId)))
               .map((r) => r.id)
               .sort();
             if (!holders.slice(0, limit).includes(this.id)) drop = `host limit ${limit} exceeded`;
           }
         } else {
-          for (const rec of this.liveRecords()) {
+          for (const rec of this.liveClaimants(w.deployId)) {
             if (rec.id === this.id) continue;
             const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
             if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
@@ -721,8 +705,74 @@ export class Placement implements SubProtocol {
     });
   }
 
-  /** The coordinator of `deployId` in this agent's view (cached until membership changes). */
+  /** Is `host` alive or suspect in this view (or this agent)? Such hosts' records are "live". */
+  private isLive(host: string): boolean {
+    if (host === this.id) return true;
+    const st = this.deps.membership.get(host)?.status;
+    return st === 'alive' || st === 'suspect';
+  }
+
+  /** Do `host`'s claims count: live, or declared dead less than the reassign grace ago? */
+  private isClaiming(host: string, now: number): boolean {
+    if (host === this.id) return true;
+    const mem = this.deps.membership.get(host);
+    if (!mem) return false;
+    if (mem.status === 'alive' || mem.status === 'suspect') return true;
+    return mem.status === 'dead' && now - mem.changedAt < this.cfg.reassignGraceMs;
+  }
+
+  /** Live records that may claim `deployId` (a superset of those that do), sorted by id. */
+  private liveClaimants(deployId: string): HostRecord[] {
+    if (this.deps.referenceScan) return this.liveRecords();
+    const hosts = this.deps.sync.state.hosts;
+    const out: HostRecord[] = [];
+    for (const h of this.claimIndex.hostsOf(deployId)) {
+      const rec = h === this.id || this.isLive(h) ? hosts.live(h) : undefined;
+      if (rec) out.push(rec);
+    }
+    return out;
+  }
+
+  /**
+   * Records whose claims count (`claimingRecords`) that may claim `deployId`, this host's own
+   * always included, sorted by id.
+   */
+  private claimingFor(deployId: string): HostRecord[] {
+    if (this.deps.referenceScan) return this.claimingRecords();
+    const hosts = this.deps.sync.state.hosts;
+    const now = this.deps.clock.now();
+    const ids = this.claimIndex.hostsOf(deployId);
+    if (!ids.includes(this.id)) {
+      ids.push(this.id);
+      ids.sort();
+    }
+    const out: HostRecord[] = [];
+    for (const h of ids) {
+      const rec = this.isClaiming(h, now) ? hosts.live(h) : undefined;
+      if (rec) out.push(rec);
+    }
+    return out;
+  }
+
+  /** Keep the claims and coordinator indexes current (called on every state change). */
+  private indexChanges(c: { hosts: string[]; intents: string[] }): void {
+    const state = this.deps.sync.state;
+    for (const h of c.hosts) this.claimIndex.update(h, state.hosts.live(h));
+    const coords = this.coordinators;
+    if (!coords) return;
+    for (const id of c.intents) {
+      if (state.intents.get(id)) coords.add(id, this.deps.membership.aliveIds());
+      else coords.remove(id);
+    }
+  }
+
+  /** The coordinator of `deployId` in this agent's view. */
   coordinatorOf(deployId: string): string {
+    if (!this.deps.referenceScan) {
+      const c = this.coordinators?.of(deployId);
+      if (c !== undefined) return c;
+    }
+    // Not a live deploy here (or the reference scan): computed, cached until membership changes.
     const alive = this.deps.membership.aliveIds(); // same array object until a status changes
     if (alive !== this.coordinatorCacheKey) {
       this.coordinatorCache.clear();
@@ -730,51 +780,87 @@ export class Placement implements SubProtocol {
     }
     const hit = this.coordinatorCache.get(deployId);
     if (hit !== undefined) return hit;
-    const c = this.computeCoordinator(deployId, alive);
+    const c = coordinatorAmong(fnv1a(deployId), this.id, alive);
     this.coordinatorCache.set(deployId, c);
     return c;
   }
 
-  private computeCoordinator(deployId: string, alive: readonly string[]): string {
-    const d = fnv1a(deployId);
-    let best = this.id;
-    let bestW = weight(d, this.id);
-    for (const id of alive) {
-      const w = weight(d, id);
-      if (w > bestW || (w === bestW && id < best)) {
-        best = id;
-        bestW = w;
+  /**
+   * Deploys a scan looks at: those this agent coordinates and those with a backoff entry (which
+   * a scan clears when the deploy is no longer this agent's or fully claimed), sorted by id.
+   * Any other deploy would be skipped by the scan without effect.
+   */
+  private scanCandidates(): DeployIntent[] {
+    const intents = this.deps.sync.state.intents;
+    if (this.deps.referenceScan || !this.coordinators) return intents.all();
+    const ids = new Set(this.coordinators.coordinatedBy(this.id));
+    for (const id of this.backoff.keys()) ids.add(id);
+    const out: DeployIntent[] = [];
+    for (const id of [...ids].sort()) {
+      const intent = intents.get(id);
+      if (intent) out.push(intent);
+    }
+    return out;
+  }
+
+  /** Winning claim per replica of `deployId` among claiming hosts, and the highest gen per replica. */
+  private claimsOf(
+    deployId: string,
+    now: number,
+  ): { per: Map<number, { gen: number; host: string }>; maxGen: Map<number, number> } {
+    const per = new Map<number, { gen: number; host: string }>();
+    const maxGen = new Map<number, number>();
+    const hosts = this.deps.sync.state.hosts;
+    for (const h of this.claimIndex.hostsOf(deployId)) {
+      const rec = hosts.live(h);
+      const ws = rec ? claimsByDeploy(rec).get(deployId) : undefined;
+      if (!ws) continue;
+      const claiming = this.isClaiming(h, now);
+      for (const w of ws) {
+        maxGen.set(w.replica, Math.max(maxGen.get(w.replica) ?? 0, w.gen));
+        if (!claiming) continue;
+        const cur = per.get(w.replica);
+        const c = { gen: w.gen, host: h };
+        if (!cur || claimBeats(c, cur)) per.set(w.replica, c);
       }
     }
-    return best;
+    for (const a of this.acked.get(deployId)?.values() ?? []) {
+      const cur = per.get(a.replica);
+      if (!cur || a.gen > cur.gen) per.set(a.replica, { gen: a.gen, host: a.host });
+    }
+    return { per, maxGen };
   }
 
   private scan(): void {
     if (!this.running) return;
     this.reconcileClaims();
     const now = this.deps.clock.now();
-    const records = this.liveRecords();
-    // Winning claims per deploy and replica, among live hosts.
+    const ref = this.deps.referenceScan === true;
+    const hostTable = this.deps.sync.state.hosts;
+    // Reference scan: winning claims per deploy and replica over every record, among live hosts.
     const claims = new Map<string, Map<number, { gen: number; host: string }>>();
     const maxGen = new Map<string, number>();
-    for (const rec of this.deps.sync.state.hosts.allLive()) {
-      for (const w of rec.workloads) {
-        const k = `${w.deployId}\0${w.replica}`;
-        maxGen.set(k, Math.max(maxGen.get(k) ?? 0, w.gen));
+    if (ref) {
+      for (const rec of hostTable.allLive()) {
+        for (const w of rec.workloads) {
+          const k = `${w.deployId}\0${w.replica}`;
+          maxGen.set(k, Math.max(maxGen.get(k) ?? 0, w.gen));
+        }
+      }
+      for (const rec of this.claimingRecords()) {
+        for (const w of rec.workloads) {
+          const per = claims.get(w.deployId) ?? new Map<number, { gen: number; host: string }>();
+          claims.set(w.deployId, per);
+          const cur = per.get(w.replica);
+          const c = { gen: w.gen, host: rec.id };
+          if (!cur || claimBeats(c, cur)) per.set(w.replica, c);
+        }
       }
     }
-    for (const rec of this.claimingRecords()) {
-      for (const w of rec.workloads) {
-        const per = claims.get(w.deployId) ?? new Map<number, { gen: number; host: string }>();
-        claims.set(w.deployId, per);
-        const cur = per.get(w.replica);
-        const c = { gen: w.gen, host: rec.id };
-        if (!cur || claimBeats(c, cur)) per.set(w.replica, c);
-      }
-    }
+    // Acknowledged awards count as claims until the host's record shows them or they expire.
     for (const [deployId, m] of this.acked) {
       for (const [key, a] of m) {
-        const rec = this.deps.sync.state.hosts.live(a.host);
+        const rec = hostTable.live(a.host);
         const visible = rec?.workloads.some(
           (w) => w.deployId === deployId && w.replica === a.replica && w.gen >= a.gen,
         );
@@ -782,6 +868,7 @@ export class Placement implements SubProtocol {
           m.delete(key);
           continue;
         }
+        if (!ref) continue; // merged per deploy by claimsOf
         const per = claims.get(deployId) ?? new Map<number, { gen: number; host: string }>();
         claims.set(deployId, per);
         const cur = per.get(a.replica);
@@ -789,15 +876,28 @@ export class Placement implements SubProtocol {
       }
       if (m.size === 0) this.acked.delete(deployId);
     }
-    const draining = new Set(records.filter((r) => r.draining).map((r) => r.id));
+    let records: HostRecord[] | undefined;
+    const live = (): HostRecord[] => {
+      records ??= this.liveRecords();
+      return records;
+    };
+    const drainingRef = ref
+      ? new Set(
+          live()
+            .filter((r) => r.draining)
+            .map((r) => r.id),
+        )
+      : undefined;
+    const draining = (h: string): boolean =>
+      drainingRef ? drainingRef.has(h) : this.isLive(h) && hostTable.live(h)?.draining === true;
     const work: RoundItem[] = [];
-    for (const intent of this.deps.sync.state.intents.all()) {
+    for (const intent of this.scanCandidates()) {
       if (isPerHost(intent.strategy)) {
         if (this.coordinatorOf(intent.id) === this.id)
           work.push(
             ...this.perHostWork(
               intent,
-              records.filter((r) => !r.draining),
+              live().filter((r) => !r.draining),
               now,
             ),
           );
@@ -805,7 +905,8 @@ export class Placement implements SubProtocol {
         continue;
       }
       // Cheap first: most deploys are fully claimed; only then ask who coordinates.
-      const per = claims.get(intent.id);
+      const own = ref ? undefined : this.claimsOf(intent.id, now);
+      const per = own ? own.per : claims.get(intent.id);
       const busy = this.inflight.get(intent.id);
       const slots: { replica: number; gen: number }[] = [];
       for (let r = 0; r < intent.replicas; r++) {
@@ -813,8 +914,9 @@ export class Placement implements SubProtocol {
         const c = per?.get(r);
         // A replica on a draining host is placed anew elsewhere (gen + 1); the draining host
         // keeps its copy until the new one runs.
-        if (c && !draining.has(c.host)) continue;
-        slots.push({ replica: r, gen: (maxGen.get(`${intent.id}\0${r}`) ?? 0) + 1 });
+        if (c && !draining(c.host)) continue;
+        const gen = own ? own.maxGen.get(r) : maxGen.get(`${intent.id}\0${r}`);
+        slots.push({ replica: r, gen: (gen ?? 0) + 1 });
       }
       if (slots.length === 0 || this.coordinatorOf(intent.id) !== this.id) {
         this.backoff.delete(intent.id);
@@ -832,18 +934,18 @@ export class Placement implements SubProtocol {
       const existing: ExistingPlacement[] = [];
       const counts = new Map<string, number>();
       for (const c of per?.values() ?? []) {
-        if (!draining.has(c.host)) counts.set(c.host, (counts.get(c.host) ?? 0) + 1);
+        if (!draining(c.host)) counts.set(c.host, (counts.get(c.host) ?? 0) + 1);
       }
-      for (const rec of records) {
-        const n = counts.get(rec.id);
-        if (n) existing.push({ hostId: rec.id, count: n, labels: rec.capacity.labels });
+      for (const host of [...counts.keys()].sort()) {
+        const rec = this.isLive(host) ? hostTable.live(host) : undefined;
+        if (rec) existing.push({ hostId: host, count: counts.get(host)!, labels: rec.capacity.labels });
       }
       work.push({ request: spec.request, strategy: spec.strategy, slots, existing });
     }
     if (work.length > 0)
       void this.round(
         work,
-        records.filter((r) => !r.draining),
+        live().filter((r) => !r.draining),
       );
   }
 
@@ -864,7 +966,7 @@ export class Placement implements SubProtocol {
     }
     const n = intent.replicas;
     const held = new Map<string, Set<number>>();
-    for (const rec of this.claimingRecords()) {
+    for (const rec of this.claimingFor(intent.id)) {
       for (const w of rec.workloads) {
         if (w.deployId !== intent.id || w.replica >= n) continue;
         const set = held.get(rec.id) ?? new Set<number>();
