@@ -125,6 +125,11 @@ export class ClaimIndex {
     }
   }
 
+  /** The live record host `id` was last indexed with. */
+  recordOf(id: string): HostRecord | undefined {
+    return this.indexed.get(id);
+  }
+
   /** Hosts whose live record claims `deployId`, sorted by id. */
   hostsOf(deployId: string): string[] {
     const set = this.byDeploy.get(deployId);

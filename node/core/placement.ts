@@ -183,8 +183,12 @@ export class Placement implements SubProtocol {
   private roundSeq = 0;
   private timer: Timer | undefined;
   private soon: Timer | undefined;
-  private retryTimer: Timer | undefined;
-  private retryAt = 0;
+  /** Times (clock ms) at which something expires (a backoff, an ack memory, a grace): scan then. */
+  private readonly wakes: number[] = [];
+  private wakeTimer: Timer | undefined;
+  private wakeTimerAt = Number.POSITIVE_INFINITY;
+  /** Deploys with replicas on this host, and how many. */
+  private readonly held = new Map<string, number>();
   private persistTimer: Timer | undefined;
   private running = false;
   private dirty = false;
@@ -232,8 +236,8 @@ export class Placement implements SubProtocol {
     const prev = this.deps.sync.onChange;
     this.deps.sync.onChange = (c) => {
       prev?.(c);
-      this.indexChanges(c);
-      this.changed();
+      // Scan only for changes that concern what this agent coordinates or holds.
+      if (this.indexChanges(c)) this.changed();
     };
     // Scans depend on members' status only (not on every gossiped refresh of a member).
     this.deps.membership.onChange((m, prev) => {
@@ -242,6 +246,8 @@ export class Placement implements SubProtocol {
         if (m.status === 'alive') this.coordinators?.memberUp(m.id);
         else this.coordinators?.memberDown(m.id, this.deps.membership.aliveIds());
       }
+      // A dead host's claims stop counting after the grace: look again then.
+      if (m.status === 'dead' && m.id !== this.id) this.wakeAt(m.changedAt + this.cfg.reassignGraceMs);
       this.changed();
     });
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
@@ -251,7 +257,8 @@ export class Placement implements SubProtocol {
     this.running = false;
     this.timer?.cancel();
     this.soon?.cancel();
-    this.retryTimer?.cancel();
+    this.wakeTimer?.cancel();
+    this.wakeTimer = undefined;
   }
 
   persist(): void {
@@ -379,7 +386,7 @@ export class Placement implements SubProtocol {
       const key = workloadId(w.deployId, w.replica);
       const have = this.local.get(key);
       if (have && have.gen >= w.gen) continue;
-      this.local.set(key, w);
+      this.setLocal(key, w);
       n++;
     }
     if (n > 0) this.publishSelf();
@@ -400,7 +407,7 @@ export class Placement implements SubProtocol {
       if (!raw) return;
       const list = JSON.parse(new TextDecoder().decode(raw)) as LocalWorkload[];
       if (!Array.isArray(list)) throw new Error('expected a list');
-      for (const w of list) this.local.set(workloadId(w.deployId, w.replica), w);
+      for (const w of list) this.setLocal(workloadId(w.deployId, w.replica), w);
       this.deps.log.info({ workloads: this.local.size }, 'placement: workloads restored');
     } catch (err) {
       this.deps.log.error(
@@ -408,6 +415,20 @@ export class Placement implements SubProtocol {
         'placement: stored workloads unreadable; starting empty',
       );
     }
+  }
+
+  private setLocal(key: string, w: LocalWorkload): void {
+    if (!this.local.has(key)) this.held.set(w.deployId, (this.held.get(w.deployId) ?? 0) + 1);
+    this.local.set(key, w);
+  }
+
+  private deleteLocal(key: string): void {
+    const w = this.local.get(key);
+    if (!w) return;
+    this.local.delete(key);
+    const n = (this.held.get(w.deployId) ?? 0) - 1;
+    if (n > 0) this.held.set(w.deployId, n);
+    else this.held.delete(w.deployId);
   }
 
   /** Answer a batch of bid requests from this host's exact books; reserve what is offered. */
@@ -482,7 +503,7 @@ export class Placement implements SubProtocol {
           });
           continue;
         }
-        this.local.set(key, {
+        this.setLocal(key, {
           deployId: it.deployId,
           replica: slot.replica,
           gen: slot.gen,
@@ -551,7 +572,7 @@ export class Placement implements SubProtocol {
       }
       if (drop) {
         this.handoff.delete(key);
-        this.local.delete(key);
+        this.deleteLocal(key);
         this.counters.dropped++;
         changed = true;
         this.deps.log.info(
@@ -754,16 +775,90 @@ export class Placement implements SubProtocol {
     return out;
   }
 
-  /** Keep the claims and coordinator indexes current (called on every state change). */
-  private indexChanges(c: { hosts: string[]; intents: string[] }): void {
+  /**
+   * Keep the claims and coordinator indexes current (called on every state change) and tell
+   * whether the change concerns this agent — a scan would act on it: its own record; a deploy it
+   * coordinates or holds replicas of (its intent, or its workloads in a record, including
+   * their status, or a record's draining flag); any host record while it coordinates a per-host
+   * deploy (every host may be a new slot). Other changes cannot make a scan act before its next
+   * relevant change, its next wake-up or its next periodic tick.
+   */
+  private indexChanges(c: { hosts: string[]; intents: string[] }): boolean {
     const state = this.deps.sync.state;
-    for (const h of c.hosts) this.claimIndex.update(h, state.hosts.live(h));
+    let relevant = false;
     const coords = this.coordinators;
-    if (!coords) return;
-    for (const id of c.intents) {
-      if (state.intents.get(id)) coords.add(id, this.deps.membership.aliveIds());
-      else coords.remove(id);
+    if (coords) {
+      for (const id of c.intents) {
+        if (state.intents.get(id)) coords.add(id, this.deps.membership.aliveIds());
+        else coords.remove(id);
+        if (!relevant && this.concerns(id)) relevant = true;
+      }
     }
+    let perHost: boolean | undefined;
+    for (const h of c.hosts) {
+      const prev = this.claimIndex.recordOf(h);
+      const next = state.hosts.live(h);
+      this.claimIndex.update(h, next);
+      if (relevant) continue;
+      if (h === this.id) relevant = true;
+      else {
+        perHost ??= this.coordinatesPerHost();
+        if (perHost || this.claimsChanged(prev, next)) relevant = true;
+      }
+    }
+    return relevant;
+  }
+
+  /** Does this agent coordinate `deployId`, or hold replicas of it? */
+  private concerns(deployId: string): boolean {
+    return this.held.has(deployId) || this.coordinators?.of(deployId) === this.id;
+  }
+
+  private coordinatesPerHost(): boolean {
+    const intents = this.deps.sync.state.intents;
+    for (const d of this.coordinators?.coordinatedBy(this.id) ?? []) {
+      const intent = intents.get(d);
+      if (intent && isPerHost(intent.strategy)) return true;
+    }
+    return false;
+  }
+
+  /** Did a deploy this agent is concerned with get other workloads (replica, gen, status) in a record? */
+  private claimsChanged(prev: HostRecord | undefined, next: HostRecord | undefined): boolean {
+    const a = prev ? claimsByDeploy(prev) : undefined;
+    const b = next ? claimsByDeploy(next) : undefined;
+    const drain = (prev?.draining ?? false) !== (next?.draining ?? false);
+    for (const [d, ws] of b ?? []) {
+      if ((drain || !sameClaims(ws, a?.get(d))) && this.concerns(d)) return true;
+    }
+    for (const d of a?.keys() ?? []) if (!b?.has(d) && this.concerns(d)) return true;
+    return false;
+  }
+
+  /** Scan at `at` (clock ms): something expires then. */
+  private wakeAt(at: number): void {
+    if (!this.running) return;
+    let i = this.wakes.length;
+    while (i > 0 && this.wakes[i - 1]! > at) i--;
+    if (this.wakes[i - 1] === at) return;
+    this.wakes.splice(i, 0, at);
+    if (at < this.wakeTimerAt) this.armWake();
+  }
+
+  private armWake(): void {
+    this.wakeTimer?.cancel();
+    this.wakeTimer = undefined;
+    this.wakeTimerAt = Number.POSITIVE_INFINITY;
+    const at = this.wakes[0];
+    if (at === undefined || !this.running) return;
+    this.wakeTimerAt = at;
+    this.wakeTimer = this.deps.clock.setTimer(Math.max(0, at - this.deps.clock.now()), () => {
+      this.wakeTimer = undefined;
+      const now = this.deps.clock.now();
+      while (this.wakes.length > 0 && this.wakes[0]! <= now) this.wakes.shift();
+      this.armWake();
+      this.changed();
+    });
   }
 
   /** The coordinator of `deployId` in this agent's view. */
@@ -1046,18 +1141,8 @@ export class Placement implements SubProtocol {
     const first = transient ? 2 * this.cfg.reactMs : this.cfg.minBackoffMs;
     const grown = Math.min(this.cfg.maxBackoffMs, prev ? prev.delay * 2 : first);
     const delay = transient ? Math.min(grown, this.cfg.intervalMs) : grown;
-    // Retries sooner than the periodic scan get their own wake-up.
-    if (delay < this.cfg.intervalMs && this.running) {
-      const at = now + delay;
-      if (!this.retryTimer || this.retryAt > at) {
-        this.retryTimer?.cancel();
-        this.retryAt = at;
-        this.retryTimer = this.deps.clock.setTimer(delay, () => {
-          this.retryTimer = undefined;
-          this.changed();
-        });
-      }
-    }
+    // Scans are driven by relevant changes: the retry gets its own wake-up.
+    this.wakeAt(now + delay);
     this.backoff.set(deployId, {
       until: now + delay,
       delay,
@@ -1254,6 +1339,7 @@ export class Placement implements SubProtocol {
             });
           if (m.size > 0) this.acked.set(a.deployId, m);
         }
+        this.wakeAt(at + 2 * this.cfg.awardTimeoutMs);
         continue;
       }
       if (ack.t !== 'award-ack') continue;
@@ -1263,6 +1349,7 @@ export class Placement implements SubProtocol {
         for (const r of it.accepted) {
           const gen = sent?.slots.find((x) => x.replica === r)?.gen ?? 1;
           m.set(`${host}/${r}`, { host, gen, replica: r, until: at + this.cfg.ackMemoryMs });
+          this.wakeAt(at + this.cfg.ackMemoryMs);
         }
         if (m.size > 0) this.acked.set(it.deployId, m);
         if (it.accepted.length > 0) {
@@ -1331,6 +1418,17 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
     a.diskBytes === (r.diskBytes ?? 0) &&
     gpuMilli === (r.gpu?.milli ?? 0)
   );
+}
+
+/** Same workloads (replica, gen, status) in the same order? */
+function sameClaims(a: readonly WorkloadRecord[], b: readonly WorkloadRecord[] | undefined): boolean {
+  if (b === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.replica !== y.replica || x.gen !== y.gen || x.status !== y.status) return false;
+  }
+  return true;
 }
 
 function summary(a: Allocation): string {
