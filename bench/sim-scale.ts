@@ -1,3 +1,6 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Prng } from '../node/core/random.ts';
 import { LARGE_SCALE, SimCluster } from '../sim/cluster.ts';
@@ -42,6 +45,8 @@ export const bench: Bench = {
         'join-max-s': { type: 'string', default: '120' },
         'max-rss-mib': { type: 'string', default: '8192' },
         force: { type: 'boolean', default: false },
+        'shared-state': { type: 'boolean', default: false },
+        profile: { type: 'string' },
       },
     });
     const num = (k: keyof typeof values): number => {
@@ -77,12 +82,14 @@ export const bench: Bench = {
         throw new Error(`sim-scale: RSS ${peakRss} MiB exceeds --max-rss-mib ${maxRss}; stopped`);
     };
     const wall0 = performance.now();
-    const c = new SimCluster({ ...LARGE_SCALE, seed, size });
+    const sharedState = values['shared-state'];
+    const c = new SimCluster({ ...LARGE_SCALE, seed, size, sharedState });
     await c.start();
     sample();
     const startWallMs = performance.now() - wall0;
     process.stdout.write(
-      `sim-scale: ${size} agents created in ${(startWallMs / 1000).toFixed(1)} s wall, RSS ${rssMiB()} MiB\n`,
+      `sim-scale: ${size} agents${sharedState ? ' (shared-state stand-in)' : ''} created in ` +
+        `${(startWallMs / 1000).toFixed(1)} s wall, RSS ${rssMiB()} MiB\n`,
     );
 
     // ── phase 1: join storm ──
@@ -144,6 +151,14 @@ export const bench: Bench = {
     );
 
     // ── phase 3: deploys with departures ──
+    // `--profile DIR`: a V8 CPU profile of this phase alone (DIR/sim-scale-<N>-workload.cpuprofile).
+    let session: Session | undefined;
+    if (values.profile) {
+      session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('Profiler.start');
+    }
     const rng = new Prng(`sim-scale-workload-${seed}`);
     const removals: { at: number; id: string; by: number }[] = [];
     c.net.resetStats();
@@ -184,6 +199,14 @@ export const bench: Bench = {
       sample();
     }
     const workWallMs = performance.now() - w;
+    if (session && values.profile) {
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(values.profile, { recursive: true });
+      const file = join(values.profile, `sim-scale-${size}-workload.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      session.disconnect();
+      process.stdout.write(`profile of the workload phase: ${file}\n`);
+    }
     const workVirtualMs = c.loop.now - v0;
     const workEvents = c.loop.fired - e0;
     const placements = c.agents.reduce((n, a) => n + a.placement.counters.awardsAccepted, 0) - awards0;
@@ -199,6 +222,7 @@ export const bench: Bench = {
     const out = {
       size,
       seed,
+      sharedState,
       virtualMs: totalVirtualMs,
       wallMs: Math.round(totalWallMs),
       speedup: Math.round((totalVirtualMs / totalWallMs) * 100) / 100,

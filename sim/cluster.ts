@@ -14,6 +14,7 @@ import type { HostFacts } from '../node/host.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
 import { type Bandwidth, type LinkModel, SimNetwork, type SimNetworkOptions } from './network.ts';
 import { SimProber } from './prober.ts';
+import { SharedState } from './shared-state.ts';
 import { MemoryStore } from './store.ts';
 
 /**
@@ -51,6 +52,25 @@ export interface SimClusterOptions {
   shareDecoded?: boolean;
   /** Placement scans every intent and record each time (the reference of the indexed scan; tests). */
   referenceScan?: boolean;
+  /**
+   * Topic deliveries take hashed delays (SimNetwork `hashedTopics`, salt from the seed): the
+   * delivery times of a publish are a pure function of it. Implied by `sharedState`.
+   */
+  hashedTopics?: boolean;
+  /**
+   * After every agent has started, each publishes its record again, so that every agent holds
+   * every record without anti-entropy (agents that started later missed the first publishes).
+   * Implied by `sharedState`.
+   */
+  republishAfterStart?: boolean;
+  /**
+   * The shared-state stand-in (sim/shared-state.ts): one copy of the cluster state for all
+   * agents, lazy visibility, events only for the agents a change concerns. Same decisions as the
+   * real path with `hashedTopics` and no anti-entropy (test/sim-shared-state.test.ts). Refuses
+   * what it does not model: loss, bandwidth limits, FIFO links, unbounded tails, restarts (and
+   * partitions and link changes, which throw).
+   */
+  sharedState?: boolean;
 }
 
 /**
@@ -127,6 +147,8 @@ export class SimCluster {
   private readonly rng: Prng;
   /** Shared by every agent's StateSync when `shareDecoded` (one decode per publish). */
   private readonly decodeCache: WeakMap<Uint8Array, StateMessage> | undefined;
+  /** The shared-state stand-in (`sharedState`). */
+  readonly shared: SharedState | undefined;
   /** One simulated machine per host index (outlives the agent process on it). */
   readonly machines: SimMachine[] = [];
   /** Scriptable health probers, one per host index (tests script outcomes per workload). */
@@ -137,9 +159,11 @@ export class SimCluster {
     this.trace = opts.trace ? [] : undefined;
     this.decodeCache = opts.shareDecoded ? new WeakMap() : undefined;
     const trace = this.trace;
+    const hashed = opts.hashedTopics || opts.sharedState;
     this.net = new SimNetwork(this.loop, this.rng.fork('network'), {
       ...opts.network,
       shareTopicBytes: opts.network?.shareTopicBytes ?? opts.shareDecoded,
+      ...(hashed ? { hashedTopics: { salt: (opts.seed * 0x9e3779b1) ^ 0x5ca1ab1e } } : {}),
       link: opts.link,
       trace: trace
         ? (ev) => {
@@ -147,6 +171,26 @@ export class SimCluster {
           }
         : undefined,
     });
+    if (opts.sharedState) {
+      const n = opts.network ?? {};
+      const losses = [
+        opts.link?.loss ?? 0,
+        ...Object.values(n.zoneLinks ?? {}).flatMap((r) => Object.values(r).map((m) => m.loss ?? 0)),
+      ];
+      const why = losses.some((l) => l > 0)
+        ? 'message loss'
+        : n.bandwidth || opts.bandwidth
+          ? 'bandwidth limits'
+          : n.fifo
+            ? 'FIFO links'
+            : undefined;
+      if (why) throw new Error(`SimCluster: the shared-state stand-in does not model ${why}`);
+      this.shared = new SharedState(
+        this.loop,
+        this.net,
+        Array.from({ length: opts.size }, (_, i) => SimCluster.idOf(i)),
+      );
+    }
   }
 
   static idOf(i: number): string {
@@ -159,6 +203,9 @@ export class SimCluster {
       this.agents.push(this.makeAgent(i, new MemoryStore()));
     }
     for (const a of this.agents) await a.agent.start();
+    if (this.opts.republishAfterStart || this.opts.sharedState) {
+      for (const a of this.agents) a.sync.setHost(a.sync.hostFacts());
+    }
   }
 
   private makeAgent(i: number, store: MemoryStore): SimAgent {
@@ -190,6 +237,7 @@ export class SimCluster {
         log: log.child({ mod: 'state' }),
         membership: agent.membership,
         decodeCache: this.decodeCache,
+        shared: this.shared?.syncLink(i),
       },
       host,
       this.opts.sync,
@@ -204,10 +252,12 @@ export class SimCluster {
         membership: agent.membership,
         sync,
         referenceScan: this.opts.referenceScan,
+        shared: this.shared?.placementLink(i),
       },
       this.opts.placement,
     );
     agent.use(placement);
+    this.shared?.attach(i, agent.membership);
     let engine: SimEngine | undefined;
     let reconciler: Reconciler | undefined;
     if (this.opts.engine) {
@@ -270,12 +320,14 @@ export class SimCluster {
     const a = this.get(i);
     a.clock.kill();
     this.net.crash(a.id);
+    this.shared?.crash(i);
     a.up = false;
   }
 
   /** Restart a crashed agent from its surviving store (same id). */
   async restart(i: number): Promise<SimAgent> {
     const old = this.get(i);
+    if (this.shared) throw new Error('SimCluster: the shared-state stand-in does not model restarts');
     this.net.restart(old.id);
     const fresh = this.makeAgent(i, old.store);
     this.agents[i] = fresh;

@@ -5,7 +5,7 @@ import {
   TransportError,
   type TransportHandlers,
 } from '../gossip/transport.ts';
-import type { Prng } from '../node/core/random.ts';
+import { hashString, type Prng } from '../node/core/random.ts';
 import type { EventLoop, TimerGroup } from './clock.ts';
 
 /**
@@ -114,6 +114,13 @@ export interface SimNetworkOptions {
    * publish (StateSync `decodeCache`). Default false.
    */
   shareTopicBytes?: boolean;
+  /**
+   * Topic deliveries take their loss and latency from a hash of (salt, publish number, receiver)
+   * instead of the shared PRNG (`publishDelay`): anyone can compute when a publish reaches a node
+   * without an event, and the same publish reaches the same node at the same time whoever asks.
+   * The shared-state stand-in relies on it (sim/shared-state.ts). Default: drawn from the PRNG.
+   */
+  hashedTopics?: { salt: number };
 }
 
 export type TraceKind = 'send' | 'topic' | 'req' | 'res';
@@ -207,6 +214,10 @@ export class SimNetwork {
   private readonly publishUplinkCopies: number;
   /** See SimNetworkOptions.shareTopicBytes. */
   readonly shareTopicBytes: boolean;
+  /** See SimNetworkOptions.hashedTopics (undefined: topic latencies are drawn from the PRNG). */
+  readonly topicSalt: number | undefined;
+  private publishes = 0;
+  private linksFrozen: string | undefined;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabOff = 0;
   /** Network-wide totals. */
@@ -233,6 +244,7 @@ export class SimNetwork {
     this.defaultBandwidth = checkBandwidth(opts.bandwidth ?? {});
     this.publishUplinkCopies = opts.publishUplinkCopies ?? 6;
     this.shareTopicBytes = opts.shareTopicBytes ?? false;
+    this.topicSalt = opts.hashedTopics === undefined ? undefined : opts.hashedTopics.salt >>> 0;
     if (!Number.isInteger(this.publishUplinkCopies) || this.publishUplinkCopies < 1)
       throw new RangeError(
         `SimNetwork: publishUplinkCopies must be an integer ≥ 1, got ${opts.publishUplinkCopies}`,
@@ -318,6 +330,7 @@ export class SimNetwork {
 
   /** Override the link model from `a` to `b` (and from `b` to `a` unless `oneWay`). */
   setLink(a: PeerId, b: PeerId, model: Partial<LinkModel>, oneWay = false): void {
+    this.checkUnfrozen();
     const m = checkLink({ ...this.linkModel(a, b), ...model });
     this.links.set(a + '\n' + b, m);
     if (!oneWay) this.links.set(b + '\n' + a, checkLink({ ...this.linkModel(b, a), ...model }));
@@ -325,18 +338,93 @@ export class SimNetwork {
 
   /** Remove per-link overrides. */
   clearLinks(): void {
+    this.checkUnfrozen();
     this.links.clear();
   }
 
   /** Change the default loss probability. */
   setLoss(loss: number): void {
+    this.checkUnfrozen();
     this.defaultLink.loss = loss;
     checkLink(this.defaultLink);
   }
 
   /** Change the default link model (fields not given keep their value): delay spikes of a scenario. */
   setDefaultLink(model: Partial<LinkModel>): void {
+    this.checkUnfrozen();
     Object.assign(this.defaultLink, checkLink({ ...this.defaultLink, ...model }));
+  }
+
+  /**
+   * Refuse later changes of link models (`why` says who needs them fixed): a publish's delivery
+   * times are then a pure function of the publish, computable at any later time.
+   */
+  freezeLinks(why: string): void {
+    this.linksFrozen = why;
+  }
+
+  private checkUnfrozen(): void {
+    if (this.linksFrozen !== undefined)
+      throw new Error(`SimNetwork: link models are fixed (${this.linksFrozen})`);
+  }
+
+  /** Number the next publish (hashed topics: its deliveries are a function of this number). */
+  nextPublishSeq(): number {
+    return ++this.publishes;
+  }
+
+  /** How many publishes have been numbered so far. */
+  get publishCount(): number {
+    return this.publishes;
+  }
+
+  /**
+   * Hashed topics: latency of publish `seq` from `from` to `to` (two hops, as drawn publishes
+   * take), or undefined if the link's loss drops it. A pure function of its arguments and the
+   * link models.
+   */
+  publishDelay(from: PeerId, to: PeerId, seq: number): number | undefined {
+    const salt = this.topicSalt;
+    if (salt === undefined) throw new Error('SimNetwork: publishDelay needs hashedTopics');
+    const m = this.linkModel(from, to);
+    const h = this.hashed;
+    h.key = mix32(mix32(salt ^ Math.imul(seq, 0x9e3779b1)) ^ this.idHash(to));
+    h.k = 0;
+    if (m.loss > 0 && h.next() < m.loss) return undefined;
+    return this.drawWith(m, h.next) + this.drawWith(m, h.next);
+  }
+
+  /** Uniforms from a hash (publishDelay): one object, no closure per call. */
+  private readonly hashed = {
+    key: 0,
+    k: 0,
+    next: (): number => {
+      const h = this.hashed;
+      return mix32(h.key + Math.imul(++h.k, 0x85ebca6b)) / 4294967296;
+    },
+  };
+
+  private readonly idHashes = new Map<PeerId, number>();
+
+  private idHash(id: PeerId): number {
+    let h = this.idHashes.get(id);
+    if (h === undefined) {
+      h = hashString(id);
+      this.idHashes.set(id, h);
+    }
+    return h;
+  }
+
+  /** The largest delay `publishDelay` can return (Infinity if a link's tail is unbounded). */
+  maxPublishDelay(): number {
+    let worst = 0;
+    const models = [this.defaultLink, ...this.zoneLinks.values(), ...this.links.values()];
+    for (const m of models) {
+      const t = m.tail;
+      const tail = t === undefined ? 0 : (t.maxMs ?? Number.POSITIVE_INFINITY);
+      worst = Math.max(worst, 2 * (m.baseMs + m.jitterMs + tail));
+    }
+    return worst;
   }
 
   /** The default link model (a copy). */
@@ -350,6 +438,7 @@ export class SimNetwork {
    * the returned function heals this one; heal() heals all.
    */
   partition(groupA: Iterable<PeerId>, groupB?: Iterable<PeerId>, oneWay = false): () => void {
+    this.checkUnfrozen();
     const p: Partition = { a: new Set(groupA), b: groupB === undefined ? null : new Set(groupB), oneWay };
     this.partitions.push(p);
     return () => {
@@ -471,17 +560,23 @@ export class SimNetwork {
 
   /** One latency draw from a link model (uniform draws in a fixed order: jitter, then the tail). */
   private draw(m: LinkModel): number {
-    let d = m.jitterMs > 0 ? m.baseMs + m.jitterMs * this.rng.next() : m.baseMs;
+    return this.drawWith(m, this.rngNext);
+  }
+
+  private readonly rngNext = (): number => this.rng.next();
+
+  private drawWith(m: LinkModel, next: () => number): number {
+    let d = m.jitterMs > 0 ? m.baseMs + m.jitterMs * next() : m.baseMs;
     const t = m.tail;
     if (t !== undefined) {
       let x: number;
       if (t.kind === 'lognormal') {
-        const u1 = this.rng.next();
-        const u2 = this.rng.next();
+        const u1 = next();
+        const u2 = next();
         const z = Math.sqrt(-2 * Math.log(1 - u1)) * Math.cos(2 * Math.PI * u2);
         x = t.medianMs * Math.exp(t.sigma * z);
       } else {
-        x = t.scaleMs * ((1 - this.rng.next()) ** (-1 / t.alpha) - 1);
+        x = t.scaleMs * ((1 - next()) ** (-1 / t.alpha) - 1);
       }
       d += t.maxMs !== undefined && x > t.maxMs ? t.maxMs : x;
     }
@@ -520,6 +615,7 @@ export class SimNetwork {
     hops = 1,
     topic?: string,
     departAt?: number,
+    publishSeq?: number,
   ): boolean {
     const target = this.nodes.get(to);
     if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
@@ -527,7 +623,8 @@ export class SimNetwork {
       return false;
     }
     const m = this.linkModel(from, to);
-    if (this.lost(m)) {
+    const hashed = publishSeq === undefined ? undefined : this.publishDelay(from, to, publishSeq);
+    if (publishSeq === undefined ? this.lost(m) : hashed === undefined) {
       this.record(kind, from, to, bytes, 'loss', topic);
       return false;
     }
@@ -535,8 +632,8 @@ export class SimNetwork {
       this.record(kind, from, to, bytes, 'partition', topic);
       return false;
     }
-    let delay = 0;
-    for (let h = 0; h < hops; h++) delay += this.draw(m);
+    let delay = hashed ?? 0;
+    if (hashed === undefined) for (let h = 0; h < hops; h++) delay += this.draw(m);
     let at = (departAt ?? this.uplink(from, bytes)) + delay;
     if (target.down !== Number.POSITIVE_INFINITY) {
       at = Math.max(at, target.downFreeAt) + bytes / target.down;
@@ -879,6 +976,7 @@ export class SimTransport implements Transport {
     const s = this.node.stats;
     s.published++;
     s.publishedBytes += data.length;
+    const seq = this.net.nextPublishSeq();
     if (subs === undefined || subs.size === 0) return;
     const snapshot = this.net.copy(data);
     const from = this.id;
@@ -902,6 +1000,7 @@ export class SimTransport implements Transport {
         2,
         topic,
         departAt,
+        this.net.topicSalt === undefined ? undefined : seq,
       );
     }
   }
@@ -959,6 +1058,14 @@ export class SimTransport implements Transport {
     s.sent++;
     s.sentBytes += bytes;
   }
+}
+
+/** MurmurHash3's 32-bit finaliser. */
+function mix32(x: number): number {
+  let h = x >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 function errorMessage(e: unknown): string {

@@ -87,3 +87,32 @@ describe('indexed placement scan', () => {
     expect(placed).toBeGreaterThan(20);
   }, 240_000);
 });
+
+describe('candidate sampling above sampleAbove live hosts', () => {
+  async function sampled(seed: number) {
+    const c = new SimCluster({ seed, size: 40, trace: true, placement: { sampleAbove: 10, sampleSize: 8 } });
+    await c.start();
+    await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000);
+    for (let k = 0; k < 12; k++) {
+      c.get(k * 3).placement.submit(`s${k}`, intent(1 + (k % 3), 500, k % 2 ? 'spread' : 'binpack'));
+    }
+    const t = await c.runUntil(() => c.placementViolations(true).length === 0, 20_000, 50);
+    return { c, t };
+  }
+
+  it('ranks a deterministic sample per deploy, and still places exactly once', async () => {
+    const a = await sampled(9);
+    expect(a.t).toBeGreaterThanOrEqual(0);
+    const placed = a.c.agents.reduce((n, x) => n + x.placement.workloads().length, 0);
+    expect(placed).toBe(Array.from({ length: 12 }, (_, k) => 1 + (k % 3)).reduce((x, y) => x + y, 0));
+    const rounds = a.c.trace!.filter((l) => l.includes('placement: bids collected'));
+    expect(rounds.length).toBeGreaterThan(0);
+    for (const l of rounds) {
+      const f = JSON.parse(l.slice(l.indexOf('{'))) as { deploys: string[]; views: number; ranked: number };
+      expect(f.views).toBe(40);
+      expect(f.ranked).toBeLessThanOrEqual(f.deploys.length * 12); // max(8, 4 × up to 3 replicas)
+    }
+    const b = await sampled(9);
+    expect(b.c.traceHash()).toBe(a.c.traceHash());
+  }, 60_000);
+});

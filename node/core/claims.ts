@@ -91,11 +91,33 @@ export function claimsByDeploy(rec: HostRecord): Map<string, WorkloadRecord[]> {
   return m;
 }
 
+/** Hosts that may claim a deploy: a superset of those whose live record does (callers check). */
+export interface ClaimsView {
+  /** Host `id`'s live record changed from `prev` to `rec`. */
+  update(id: string, rec: HostRecord | undefined): void;
+  /** The live record host `id` was last indexed with (undefined if not kept). */
+  recordOf(id: string): HostRecord | undefined;
+  /** Hosts that may claim `deployId`, sorted by id. */
+  hostsOf(deployId: string): string[];
+}
+
+/** The coordinator of each live deploy in one agent's view. */
+export interface CoordinatorView {
+  /** The coordinator of `deployId` if it is a live deploy in this view, else undefined. */
+  of(deployId: string): string | undefined;
+  /** Live deploys `member` coordinates in this view (this agent's own id is the one asked). */
+  coordinatedBy(member: string): Iterable<string>;
+  add(deployId: string, alive: readonly string[]): void;
+  remove(deployId: string): void;
+  memberUp(member: string): void;
+  memberDown(member: string, alive: readonly string[]): void;
+}
+
 /**
  * Which hosts' live records claim each deploy, kept from record changes in O(size of the
  * changed record): `hostsOf(d)` is exactly { h : the live record of h lists a workload of d }.
  */
-export class ClaimIndex {
+export class ClaimIndex implements ClaimsView {
   private readonly byDeploy = new Map<string, Set<string>>();
   /** The record each host was last indexed with (undefined: none, or a tombstone). */
   private readonly indexed = new Map<string, HostRecord>();
@@ -143,7 +165,7 @@ export class ClaimIndex {
  * go: when a member becomes alive, each deploy compares its weight with its coordinator's (O(1));
  * when a member stops being alive, only the deploys it coordinated are recomputed.
  */
-export class CoordinatorIndex {
+export class CoordinatorIndex implements CoordinatorView {
   private readonly coord = new Map<string, { id: string; w: number; h: number }>();
   private readonly byMember = new Map<string, Set<string>>();
 

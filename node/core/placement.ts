@@ -17,7 +17,9 @@ import type { Transport } from '../../gossip/transport.ts';
 import type { SubProtocol } from './agent.ts';
 import {
   ClaimIndex,
+  type ClaimsView,
   CoordinatorIndex,
+  type CoordinatorView,
   claimBeats,
   claimsByDeploy,
   coordinatorAmong,
@@ -38,7 +40,8 @@ import {
   sumResources,
 } from './placement-adapter.ts';
 import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
-import type { StateSync } from './state-sync.ts';
+import { Prng, sample } from './random.ts';
+import type { StateChange, StateSync } from './state-sync.ts';
 import { WireError } from './wire.ts';
 
 /**
@@ -67,6 +70,13 @@ export interface PlacementConfig {
   /** Candidates asked per deploy: all feasible when at most this many, else the best this many. */
   maxCandidates: number;
   /**
+   * Above this many live hosts, a round ranks a deterministic sample of them per deploy (power of
+   * d choices: `sampleSize`, at least 4 per pending replica, drawn from the deploy id and the
+   * round) instead of every live host. Per-host strategies always look at every host.
+   */
+  sampleAbove: number;
+  sampleSize: number;
+  /**
    * Unplaced replicas are retried after this, then with exponential backoff up to `maxBackoffMs`.
    * Short: a round that lost against concurrent auctions' reservations usually succeeds at once.
    */
@@ -94,6 +104,8 @@ export const defaultPlacementConfig: PlacementConfig = {
   awardTimeoutMs: 1000,
   reservationTtlMs: 3000,
   maxCandidates: 4,
+  sampleAbove: 256,
+  sampleSize: 64,
   minBackoffMs: 100,
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
@@ -115,6 +127,20 @@ export interface PlacementDeps {
    * is tested against (same seed → same trace); O(hosts + claims) per scan.
    */
   referenceScan?: boolean;
+  /**
+   * Simulator only (sim/shared-state.ts): indexes shared by every simulated agent instead of one
+   * per agent — hosts that may claim each deploy, and coordinators computed from this agent's
+   * view — and where this agent says which deploys it holds replicas of (so that the stand-in
+   * wakes it for changes that concern them).
+   */
+  shared?: PlacementShared;
+}
+
+export interface PlacementShared {
+  claims: ClaimsView;
+  coordinators: CoordinatorView;
+  /** This host holds replicas of `deployId` (on) or no longer (off). */
+  held(deployId: string, on: boolean): void;
 }
 
 /** One committed replica on this host (the exact books). */
@@ -171,9 +197,9 @@ export class Placement implements SubProtocol {
   >();
   private coordinatorCacheKey: readonly string[] | undefined;
   /** Hosts claiming each deploy (this agent's view), kept from record changes. */
-  private readonly claimIndex = new ClaimIndex();
+  private readonly claimIndex: ClaimsView;
   /** Coordinator of every live deploy in this agent's view, kept from intent and member changes. */
-  private coordinators: CoordinatorIndex | undefined;
+  private coordinators: CoordinatorView | undefined;
   /** Replies awaited from hosts (bids, award acks), by `round\0type\0host`. */
   private readonly awaiting = new Map<string, (reply: PlacementMessage | undefined) => void>();
   private readonly backoff = new Map<
@@ -215,6 +241,7 @@ export class Placement implements SubProtocol {
     cfg: Partial<PlacementConfig> = {},
   ) {
     this.cfg = { ...defaultPlacementConfig, ...cfg };
+    this.claimIndex = deps.shared?.claims ?? new ClaimIndex();
   }
 
   get id(): string {
@@ -228,7 +255,7 @@ export class Placement implements SubProtocol {
     this.load();
     this.publishSelf();
     // Index what the store restored (later changes come through onChange).
-    this.coordinators = new CoordinatorIndex(this.id);
+    this.coordinators = this.deps.shared?.coordinators ?? new CoordinatorIndex(this.id);
     const state = this.deps.sync.state;
     for (const rec of state.hosts.allLive()) this.claimIndex.update(rec.id, rec);
     const alive = this.deps.membership.aliveIds();
@@ -418,7 +445,11 @@ export class Placement implements SubProtocol {
   }
 
   private setLocal(key: string, w: LocalWorkload): void {
-    if (!this.local.has(key)) this.held.set(w.deployId, (this.held.get(w.deployId) ?? 0) + 1);
+    if (!this.local.has(key)) {
+      const n = (this.held.get(w.deployId) ?? 0) + 1;
+      this.held.set(w.deployId, n);
+      if (n === 1) this.deps.shared?.held(w.deployId, true);
+    }
     this.local.set(key, w);
   }
 
@@ -428,7 +459,10 @@ export class Placement implements SubProtocol {
     this.local.delete(key);
     const n = (this.held.get(w.deployId) ?? 0) - 1;
     if (n > 0) this.held.set(w.deployId, n);
-    else this.held.delete(w.deployId);
+    else {
+      this.held.delete(w.deployId);
+      this.deps.shared?.held(w.deployId, false);
+    }
   }
 
   /** Answer a batch of bid requests from this host's exact books; reserve what is offered. */
@@ -560,7 +594,11 @@ export class Placement implements SubProtocol {
             if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
               // Draining: make before break — keep serving until the new copy runs (bounded).
               if (this.deps.sync.self()?.draining && c.status !== 'running') {
-                const since = this.handoff.get(key) ?? this.deps.clock.now();
+                let since = this.handoff.get(key);
+                if (since === undefined) {
+                  since = this.deps.clock.now();
+                  this.wakeAt(since + this.cfg.drainHandoffMs);
+                }
                 this.handoff.set(key, since);
                 if (this.deps.clock.now() - since < this.cfg.drainHandoffMs) break;
               }
@@ -698,9 +736,27 @@ export class Placement implements SubProtocol {
   }
 
   private tick(): void {
+    this.timer = undefined;
     if (!this.running) return;
-    this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
+    this.armTick();
     this.scan();
+  }
+
+  /**
+   * The periodic scan is a safety net (changes and wake-ups drive scans): it runs while there is
+   * something a scan could act on — replicas held, deploys coordinated, rounds, backoffs, ack
+   * memories. An idle agent (most of them, in a large cluster) has no timer.
+   */
+  private armTick(): void {
+    if (this.timer || !this.running || !this.watching()) return;
+    this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
+  }
+
+  private watching(): boolean {
+    if (this.local.size > 0 || this.backoff.size > 0 || this.acked.size > 0) return true;
+    if (this.inflight.size > 0 || this.perHostBusy.size > 0) return true;
+    for (const _ of this.coordinators?.coordinatedBy(this.id) ?? []) return true;
+    return false;
   }
 
   /** Host records of members not known dead or left (self included), sorted by id. */
@@ -783,7 +839,7 @@ export class Placement implements SubProtocol {
    * deploy (every host may be a new slot). Other changes cannot make a scan act before its next
    * relevant change, its next wake-up or its next periodic tick.
    */
-  private indexChanges(c: { hosts: string[]; intents: string[] }): boolean {
+  private indexChanges(c: StateChange): boolean {
     const state = this.deps.sync.state;
     let relevant = false;
     const coords = this.coordinators;
@@ -795,8 +851,8 @@ export class Placement implements SubProtocol {
       }
     }
     let perHost: boolean | undefined;
-    for (const h of c.hosts) {
-      const prev = this.claimIndex.recordOf(h);
+    for (const [i, h] of c.hosts.entries()) {
+      const prev = c.prev ? c.prev[i] : this.claimIndex.recordOf(h);
       const next = state.hosts.live(h);
       this.claimIndex.update(h, next);
       if (relevant) continue;
@@ -1042,6 +1098,7 @@ export class Placement implements SubProtocol {
         work,
         live().filter((r) => !r.draining),
       );
+    this.armTick();
   }
 
   /**
@@ -1182,18 +1239,42 @@ export class Placement implements SubProtocol {
     }
   }
 
+  /**
+   * The hosts a round ranks for a deploy: every live one, or above `sampleAbove` a sample drawn
+   * from (deploy id, round) — deterministic, O(sample) views and feasibility checks per deploy.
+   */
+  private candidatePool(records: HostRecord[], deployId: string, round: string, slots: number): HostRecord[] {
+    if (records.length <= this.cfg.sampleAbove) return records;
+    const k = Math.max(this.cfg.sampleSize, 4 * slots);
+    if (records.length <= k) return records;
+    return sample(new Prng(`${deployId}\0${round}`), records, k).sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
   private async runRound(round: string, work: RoundItem[], records: HostRecord[]): Promise<void> {
     const now = this.deps.clock.now();
-    const views = records.map((r) => (r.id === this.id ? this.selfHost() : hostFromRecord(r)));
+    const views = new Map<string, Host>();
+    const viewOf = (r: HostRecord): Host => {
+      let v = views.get(r.id);
+      if (v === undefined) {
+        v = r.id === this.id ? this.selfHost() : hostFromRecord(r);
+        views.set(r.id, v);
+      }
+      return v;
+    };
     // 1. Candidates per deploy, from the gossiped view (the hosts re-check on their exact books).
     const reasons = new Map<string, string[]>();
     const byHost = new Map<string, BidItem[]>();
+    let ranked = 0;
     for (const it of work) {
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
       const feasible: { hostId: string; score: number }[] = [];
       const why: string[] = [];
-      const pool = it.hosts ? views.filter((h) => it.hosts!.includes(h.id)) : views;
-      for (const h of pool) {
+      const pool = it.hosts
+        ? records.filter((r) => it.hosts!.includes(r.id))
+        : this.candidatePool(records, it.request.deployId, round, it.slots.length);
+      ranked += pool.length;
+      for (const r of pool) {
+        const h = viewOf(r);
         const f = feasibility(h, it.request, ctx);
         if (f.ok) feasible.push({ hostId: h.id, score: score(h, it.request, ctx) });
         else why.push(`${h.id.slice(-8)}: ${f.reason}`);
@@ -1249,7 +1330,8 @@ export class Placement implements SubProtocol {
       {
         round,
         deploys: work.map((w) => w.request.deployId),
-        views: views.length,
+        views: records.length,
+        ranked,
         asked: hosts.length,
         answered: answers.filter((a) => a.res).length,
       },

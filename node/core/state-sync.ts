@@ -90,6 +90,30 @@ export interface StateSyncDeps {
    * a real agent (each message arrives in its own buffer).
    */
   decodeCache?: WeakMap<Uint8Array, StateMessage>;
+  /**
+   * Simulator only: the shared-state stand-in (sim/shared-state.ts) replaces the state topic and
+   * this agent's tables — local writes go into it, reads see what has reached this agent, and it
+   * tells the agent (`arrived`) when something that may concern it arrives. No anti-entropy and no
+   * persistence of the tables (the stand-in models lossless dissemination and no restarts).
+   */
+  shared?: StateSyncShared;
+}
+
+/** What changed in this agent's copy of the state (`onChange`). */
+export interface StateChange {
+  hosts: string[];
+  intents: string[];
+  /** The live records of `hosts` before the change, when the sender knows them. */
+  prev?: (HostRecord | undefined)[];
+}
+
+export interface StateSyncShared {
+  /** This agent's copy of the cluster state (local writes are published by it). */
+  readonly state: ClusterState;
+  /** This agent receives publishes from now on (the state topic's subscribe). */
+  subscribe(): void;
+  /** Set by StateSync: a change reached this agent. */
+  arrived?: (change: StateChange) => void;
 }
 
 export function zeroResources(): Resources {
@@ -142,7 +166,7 @@ export class StateSync implements SubProtocol {
     rejected: 0,
   };
   /** Called after any change that altered local state (for metrics, tests and the bidding layer). */
-  onChange: ((changed: { hosts: string[]; intents: string[] }) => void) | undefined;
+  onChange: ((changed: StateChange) => void) | undefined;
 
   constructor(
     private readonly deps: StateSyncDeps,
@@ -151,7 +175,7 @@ export class StateSync implements SubProtocol {
   ) {
     this.cfg = { ...defaultStateSyncConfig, ...cfg };
     this.host = host;
-    this.state = new ClusterState(deps.transport.id);
+    this.state = deps.shared?.state ?? new ClusterState(deps.transport.id);
   }
 
   get id(): string {
@@ -163,10 +187,14 @@ export class StateSync implements SubProtocol {
   start(): void {
     this.running = true;
     this.load();
-    this.deps.transport.subscribe(STATE_TOPIC);
+    const shared = this.deps.shared;
+    if (shared) {
+      shared.arrived = (c) => this.arrived(c);
+      shared.subscribe();
+    } else this.deps.transport.subscribe(STATE_TOPIC);
     this.writeSelf();
     const first = this.deps.random.int(this.cfg.antiEntropyIntervalMs) + 1;
-    this.timer = this.deps.clock.setTimer(first, () => this.antiEntropyLoop());
+    if (!shared) this.timer = this.deps.clock.setTimer(first, () => this.antiEntropyLoop());
   }
 
   stop(): void {
@@ -277,11 +305,19 @@ export class StateSync implements SubProtocol {
     this.onChange?.({ hosts: [this.id], intents: [] });
   }
 
-  /** Broadcast a delta on the state topic. */
+  /** Broadcast a delta on the state topic (shared state: the local write published it already). */
   publish(delta: StateDelta): void {
     if (delta.hosts.length === 0 && delta.intents.length === 0) return;
     this.counters.published++;
+    if (this.deps.shared) return;
     this.deps.transport.publish(STATE_TOPIC, this.encode({ t: 'delta', ...delta }));
+  }
+
+  /** Shared state: changes reached this agent. */
+  private arrived(c: StateChange): void {
+    if (!this.running) return;
+    this.counters.applied += c.hosts.length + c.intents.length;
+    this.onChange?.(c);
   }
 
   // ───────────────────────────── inbound ─────────────────────────────
@@ -410,6 +446,7 @@ export class StateSync implements SubProtocol {
         'own record version unreadable; peers will tell us ours',
       );
     }
+    if (this.deps.shared) return; // the stand-in's tables are not persisted (no restarts)
     let baseSeq = 0;
     try {
       const snap = store.read(STORE_STATE_KEY);
@@ -520,7 +557,7 @@ export class StateSync implements SubProtocol {
     const waiters = this.flushWaiters;
     this.flushWaiters = [];
     try {
-      this.persistChanges(false);
+      if (!this.deps.shared) this.persistChanges(false);
     } catch (err) {
       this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
     }
@@ -530,7 +567,7 @@ export class StateSync implements SubProtocol {
   /** Write everything changed since the last write (the agent calls this every second and at stop). */
   persist(): void {
     if (this.ownVersion > this.versionBound) this.persistSelf();
-    this.persistChanges(true);
+    if (!this.deps.shared) this.persistChanges(true);
   }
 
   /**

@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { DeployIntent } from '../crdt/types.ts';
+import { SimCluster } from '../sim/cluster.ts';
+
+/**
+ * The shared-state stand-in (one copy of the cluster state, lazy visibility, events only for the
+ * agents a change concerns) against the real path (every agent its own tables, one delivery per
+ * agent and publish), both with hashed publish delays and no anti-entropy: the same seed must give
+ * the same decisions — the same trace, byte for byte, once the per-agent deliveries of the state
+ * topic (and the debug line each logs) are left out, which is what the stand-in does away with.
+ * Deploys of every strategy (per-host included), an unplaceable one, two crashes, a scale-down, a
+ * removal, a drain; zones with a heavy-tailed link between two of them.
+ */
+
+const GiB = 2 ** 30;
+
+function intent(
+  replicas: number,
+  cpuMilli: number,
+  strategy: string,
+  extra: Record<string, unknown> = {},
+): Omit<DeployIntent, 'id' | 'revision'> {
+  return {
+    name: 'w',
+    replicas,
+    strategy,
+    spec: { resources: { cpu: { milli: cpuMilli }, memoryBytes: GiB }, ...extra },
+  };
+}
+
+async function scenario(seed: number, size: number, shared: boolean, engine: boolean) {
+  const c = new SimCluster({
+    seed,
+    size,
+    trace: true,
+    engine: engine ? {} : undefined,
+    link: { baseMs: 1, jitterMs: 3 },
+    network: {
+      routeById: true,
+      zoneLinks: {
+        a: { b: { baseMs: 20, jitterMs: 5, tail: { kind: 'pareto', scaleMs: 5, alpha: 1.5, maxMs: 200 } } },
+      },
+    },
+    sync: { antiEntropyIntervalMs: 1e9 },
+    ...(shared
+      ? { sharedState: true }
+      : { hashedTopics: true, republishAfterStart: true, shareDecoded: true }),
+  });
+  await c.start();
+  const joined = await c.runUntil(() => c.membershipSettled('dead', true), 30_000, 100);
+  const strategies = ['binpack', 'spread', 'auto', 'global'];
+  for (let k = 0; k < 16; k++) {
+    c.get((k * 7) % size).placement.submit(
+      `d${k}`,
+      intent(1 + (k % 6), 250 + 250 * (k % 3), strategies[k % 4]!),
+    );
+  }
+  c.get(2).placement.submit('each', intent(2, 250, 'each', { hostLimit: 3 }));
+  c.get(9).placement.submit('huge', intent(1, 64_000, 'binpack'));
+  await c.run(3_000);
+  c.crash(4);
+  c.crash(11);
+  await c.run(8_000);
+  c.get(1).sync.updateIntent('d3', { replicas: 1 });
+  c.get(6).sync.removeIntent('d5');
+  c.get(8).sync.setDraining(true);
+  for (let k = 16; k < 24; k++) c.get(k).placement.submit(`d${k}`, intent(2, 500, strategies[k % 4]!));
+  await c.run(10_000);
+  const rest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 250);
+  await c.run(1_000);
+  const decisions = c.trace!.filter(
+    (l) => !l.includes('"kind":"topic"') && !l.includes('host record applied'),
+  );
+  return {
+    c,
+    joined,
+    rest,
+    decisions,
+    hash: createHash('sha256').update(decisions.join('\n')).digest('hex'),
+    placed: c.upAgents().reduce((n, a) => n + a.placement.workloads().length, 0),
+  };
+}
+
+describe('shared-state stand-in', () => {
+  it.each([
+    [3, 24, false],
+    [7, 40, true],
+  ])(
+    'seed %i, %i agents (engine %s): same decisions as the real path, byte for byte',
+    async (seed, size, engine) => {
+      const real = await scenario(seed, size, false, engine);
+      const lazy = await scenario(seed, size, true, engine);
+      expect(real.joined).toBeGreaterThanOrEqual(0);
+      expect(real.rest).toBeGreaterThanOrEqual(0);
+      expect(real.placed).toBeGreaterThan(50);
+      expect(lazy.decisions.length).toBe(real.decisions.length);
+      if (lazy.hash !== real.hash) {
+        const i = real.decisions.findIndex((l, k) => l !== lazy.decisions[k]);
+        expect(lazy.decisions.slice(i, i + 3)).toEqual(real.decisions.slice(i, i + 3));
+      }
+      expect(lazy.hash).toBe(real.hash);
+      // The point of it: one arrival event per agent concerned, not one delivery per agent.
+      const deliveries = real.c.trace!.filter((l) => l.includes('"kind":"topic"')).length;
+      expect(lazy.c.shared!.counters.arrivals * 3).toBeLessThan(deliveries);
+      expect(lazy.c.loop.fired).toBeLessThan(real.c.loop.fired);
+    },
+    240_000,
+  );
+
+  it('refuses what it does not model', () => {
+    expect(() => new SimCluster({ seed: 1, size: 4, sharedState: true, link: { loss: 0.01 } })).toThrow(
+      /message loss/,
+    );
+    expect(
+      () =>
+        new SimCluster({
+          seed: 1,
+          size: 4,
+          sharedState: true,
+          link: { tail: { kind: 'lognormal', medianMs: 2, sigma: 1 } },
+        }),
+    ).toThrow(/bounded/);
+    const c = new SimCluster({ seed: 1, size: 4, sharedState: true });
+    expect(() => c.net.partition(['n00000'])).toThrow(/fixed/);
+    expect(() => c.net.setLoss(0.1)).toThrow(/fixed/);
+  });
+});
