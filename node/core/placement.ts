@@ -215,6 +215,13 @@ export class Placement implements SubProtocol {
   private wakeTimerAt = Number.POSITIVE_INFINITY;
   /** Deploys with replicas on this host, and how many. */
   private readonly held = new Map<string, number>();
+  /**
+   * Host-side reconcile looks at the replicas of these deploys only (their intent, or another
+   * host's claims on them, changed; or the replica is new), or at all of them (`reconcileAll`:
+   * this host's record, a member's status, a wake-up).
+   */
+  private readonly reconcileDirty = new Set<string>();
+  private reconcileAll = true;
   private persistTimer: Timer | undefined;
   private running = false;
   private dirty = false;
@@ -275,6 +282,7 @@ export class Placement implements SubProtocol {
       }
       // A dead host's claims stop counting after the grace: look again then.
       if (m.status === 'dead' && m.id !== this.id) this.wakeAt(m.changedAt + this.cfg.reassignGraceMs);
+      this.reconcileAll = true;
       this.changed();
     });
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
@@ -445,6 +453,7 @@ export class Placement implements SubProtocol {
   }
 
   private setLocal(key: string, w: LocalWorkload): void {
+    this.reconcileDirty.add(w.deployId);
     if (!this.local.has(key)) {
       const n = (this.held.get(w.deployId) ?? 0) + 1;
       this.held.set(w.deployId, n);
@@ -568,7 +577,12 @@ export class Placement implements SubProtocol {
   private reconcileClaims(): void {
     const state = this.deps.sync.state;
     let changed = false;
+    const all = this.reconcileAll || this.deps.referenceScan === true;
+    const dirty = this.reconcileDirty;
+    this.reconcileAll = false;
+    const look = (deployId: string) => all || dirty.has(deployId);
     for (const [key, w] of this.local) {
+      if (!look(w.deployId)) continue;
       let drop: string | undefined;
       if (state.intents.isDeleted(w.deployId)) drop = 'deploy deleted';
       else {
@@ -619,7 +633,8 @@ export class Placement implements SubProtocol {
         );
       }
     }
-    if (this.reallocate() || changed) this.publishSelf();
+    if (this.reallocate(look) || changed) this.publishSelf();
+    dirty.clear();
   }
 
   /** Why a replica on this host still has its old resources after its deploy's were changed. */
@@ -633,10 +648,11 @@ export class Placement implements SubProtocol {
    * keeps its old allocation and the refusal is kept with the allocator's reason. Returns whether
    * any allocation changed.
    */
-  private reallocate(): boolean {
+  private reallocate(look: (deployId: string) => boolean): boolean {
     const state = this.deps.sync.state;
     let changed = false;
     for (const [key, w] of this.local) {
+      if (!look(w.deployId)) continue;
       const intent = state.intents.get(w.deployId);
       if (!intent) continue;
       let spec: ReturnType<typeof placementSpec>;
@@ -847,6 +863,7 @@ export class Placement implements SubProtocol {
       for (const id of c.intents) {
         if (state.intents.get(id)) coords.add(id, this.deps.membership.aliveIds());
         else coords.remove(id);
+        if (this.held.has(id)) this.reconcileDirty.add(id);
         if (!relevant && this.concerns(id)) relevant = true;
       }
     }
@@ -855,6 +872,8 @@ export class Placement implements SubProtocol {
       const prev = c.prev ? c.prev[i] : this.claimIndex.recordOf(h);
       const next = state.hosts.live(h);
       this.claimIndex.update(h, next);
+      if (h === this.id) this.reconcileAll = true;
+      else if (this.held.size > 0) this.markHeldChanges(prev, next);
       if (relevant) continue;
       if (h === this.id) relevant = true;
       else {
@@ -863,6 +882,17 @@ export class Placement implements SubProtocol {
       }
     }
     return relevant;
+  }
+
+  /** Deploys held here whose workloads changed in another host's record: reconcile them. */
+  private markHeldChanges(prev: HostRecord | undefined, next: HostRecord | undefined): void {
+    const a = prev ? claimsByDeploy(prev) : undefined;
+    const b = next ? claimsByDeploy(next) : undefined;
+    const drain = (prev?.draining ?? false) !== (next?.draining ?? false);
+    for (const [d, ws] of b ?? []) {
+      if (this.held.has(d) && (drain || !sameClaims(ws, a?.get(d)))) this.reconcileDirty.add(d);
+    }
+    for (const d of a?.keys() ?? []) if (!b?.has(d) && this.held.has(d)) this.reconcileDirty.add(d);
   }
 
   /** Does this agent coordinate `deployId`, or hold replicas of it? */
@@ -913,6 +943,7 @@ export class Placement implements SubProtocol {
       const now = this.deps.clock.now();
       while (this.wakes.length > 0 && this.wakes[0]! <= now) this.wakes.shift();
       this.armWake();
+      this.reconcileAll = true;
       this.changed();
     });
   }
