@@ -101,6 +101,8 @@ export class SharedState {
   private intentIds: string[] | undefined;
   /** Every intent delta's largest stamp, in publish order (HLC of local writes). */
   private readonly stamps: { stamp: Stamp; t: number; from: number; seq: number }[] = [];
+  /** Running maximum of `stamps`. */
+  private readonly stampMax: Stamp[] = [];
   /** Hosts whose record claimed each deploy in some version (a superset of current claimers). */
   private readonly claimers = new Map<string, Set<string>>();
   private readonly holders = new Map<string, Set<number>>();
@@ -261,7 +263,11 @@ export class SharedState {
         }
       }
     }
-    if (top !== null) this.stamps.push({ stamp: top, t: p.t, from: p.from, seq: p.seq });
+    if (top !== null) {
+      const prev = this.stampMax[this.stampMax.length - 1];
+      this.stamps.push({ stamp: top, t: p.t, from: p.from, seq: p.seq });
+      this.stampMax.push(prev !== undefined && compareStamps(prev, top) > 0 ? prev : top);
+    }
     p.deploys.add(w.id);
   }
 
@@ -341,13 +347,15 @@ export class SharedState {
 
   // ───────────────────────────── reads: one agent's view ─────────────────────────────
 
-  /** When publish (t, from, seq) reaches agent i (Infinity: never). */
-  private reachesAt(t: number, from: number, seq: number, i: number): number {
-    if (from === i) return t;
+  /** Has publish (t, from, seq) reached agent i by `now` (strict: before `now`)? */
+  private sees(t: number, from: number, seq: number, i: number, now: number, strict: boolean): boolean {
+    if (from === i) return strict ? t < now : t <= now;
     const slot = this.slots[i]!;
-    if (seq <= slot.subSeq) return Number.POSITIVE_INFINITY;
+    if (seq <= slot.subSeq) return false;
+    if (t + this.maxDelay < now) return true; // reached everyone by now: no delay to compute
     const d = this.net.publishDelay(this.ids[from]!, slot.id, seq);
-    return d === undefined ? Number.POSITIVE_INFINITY : t + d;
+    if (d === undefined) return false;
+    return strict ? t + d < now : t + d <= now;
   }
 
   /** Host `id`'s entry in agent i's view at `now` (strict: what it held just before `now`). */
@@ -356,8 +364,7 @@ export class SharedState {
     if (!hist) return undefined;
     for (let k = hist.length - 1; k >= 0; k--) {
       const v = hist[k]!;
-      const at = this.reachesAt(v.t, v.from, v.seq, i);
-      if (strict ? at < now : at <= now) return v.entry;
+      if (this.sees(v.t, v.from, v.seq, i, now, strict)) return v.entry;
     }
     return undefined;
   }
@@ -377,7 +384,7 @@ export class SharedState {
     const hist = this.intents.get(id);
     if (!hist) return undefined;
     let key = '';
-    for (const d of hist.deltas) key += this.reachesAt(d.t, d.from, d.seq, i) <= now ? '1' : '0';
+    for (const d of hist.deltas) key += this.sees(d.t, d.from, d.seq, i, now, false) ? '1' : '0';
     if (!key.includes('1')) return undefined;
     let t = hist.tables.get(key);
     if (!t) {
@@ -394,8 +401,7 @@ export class SharedState {
   private buildIntentTable(id: string, i: number, now: number, strict: boolean): IntentTable {
     const t = new IntentTable(this.ids[i]!);
     for (const d of this.intents.get(id)?.deltas ?? []) {
-      const at = this.reachesAt(d.t, d.from, d.seq, i);
-      if (strict ? at < now : at <= now) t.merge(d.w);
+      if (this.sees(d.t, d.from, d.seq, i, now, strict)) t.merge(d.w);
     }
     return t;
   }
@@ -403,9 +409,26 @@ export class SharedState {
   /** A table to make agent i's local write to deploy `id` on: its view of it and its HLC. */
   writeTable(id: string, i: number, now: number): IntentTable {
     const t = this.buildIntentTable(id, i, now, false);
+    // The HLC has observed every stamp that reached it: the largest of those. Stamps that reached
+    // everyone (published more than maxDelay ago) come from a running maximum.
+    const st = this.stamps;
+    const subSeq = this.slots[i]!.subSeq;
+    let old = 0; // stamps [0, old) reached everyone subscribed before them
+    let hi = st.length;
+    while (old < hi) {
+      const mid = (old + hi) >>> 1;
+      if (st[mid]!.t + this.maxDelay < now) old = mid + 1;
+      else hi = mid;
+    }
     let top: Stamp | undefined;
-    for (const s of this.stamps) {
-      if (this.reachesAt(s.t, s.from, s.seq, i) > now) continue;
+    let k = 0;
+    if (old > 0 && st[0]!.seq > subSeq) {
+      top = this.stampMax[old - 1];
+      k = old;
+    }
+    for (; k < st.length; k++) {
+      const s = st[k]!;
+      if (!this.sees(s.t, s.from, s.seq, i, now, false)) continue;
       if (top === undefined || compareStamps(s.stamp, top) > 0) top = s.stamp;
     }
     if (top) t.clock.observe(top);
