@@ -857,6 +857,12 @@ export class SharedCoordination {
   }
 
   private top(h: number, k: number): number[] {
+    if (k > 64) {
+      // The whole order: sort once (insertion below is for a short top).
+      const all = Array.from({ length: this.n }, (_, m) => ({ m, w: weight(h, this.ids[m]!) }));
+      all.sort((a, b) => b.w - a.w || (this.ids[a.m]! < this.ids[b.m]! ? -1 : 1));
+      return all.slice(0, k).map((x) => x.m);
+    }
     const best: { m: number; w: number }[] = [];
     for (let m = 0; m < this.n; m++) {
       const w = weight(h, this.ids[m]!);

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { DeployIntent } from '../crdt/types.ts';
+import { coordinatorAmong, fnv1a, rendezvous } from '../node/core/claims.ts';
 import { SimCluster } from '../sim/cluster.ts';
+import { SharedCoordination } from '../sim/shared-state.ts';
 
 /**
  * The shared-state stand-in (one copy of the cluster state, lazy visibility, events only for the
@@ -107,6 +109,23 @@ describe('shared-state stand-in', () => {
     },
     240_000,
   );
+
+  it('ranks members in rendezvous order (the short top and the whole order)', () => {
+    const ids = Array.from({ length: 300 }, (_, i) => SimCluster.idOf(i));
+    const c = new SharedCoordination(
+      ids,
+      () => {},
+      () => {},
+    );
+    for (let d = 0; d < 100; d++) {
+      const id = `dep${d}`;
+      c.addDeploy(id); // nobody settled: the whole order is needed
+      const want = [...ids].sort((a, b) => rendezvous(id, b) - rendezvous(id, a) || (a < b ? -1 : 1));
+      expect(c.ranking(id).map((m) => ids[m])).toEqual(want);
+      expect(coordinatorAmong(fnv1a(id), ids[0]!, ids.slice(1))).toBe(want[0]);
+      expect(c.candidates(id)).toEqual([]); // nobody is up
+    }
+  });
 
   it('refuses what it does not model', () => {
     expect(() => new SimCluster({ seed: 1, size: 4, sharedState: true, link: { loss: 0.01 } })).toThrow(
