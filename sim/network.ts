@@ -214,14 +214,14 @@ export class SimNetwork {
   private readonly publishUplinkCopies: number;
   /** See SimNetworkOptions.shareTopicBytes. */
   readonly shareTopicBytes: boolean;
-  /** See SimNetworkOptions.hashedTopics (undefined: topic latencies are drawn from the PRNG). */
-  readonly topicSalt: number | undefined;
-  private publishes = 0;
-  private linksFrozen: string | undefined;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabOff = 0;
   /** Network-wide totals. */
   readonly totals = { delivered: 0, dropped: 0, bytes: 0 };
+  /** See SimNetworkOptions.hashedTopics (undefined: topic latencies are drawn from the PRNG). */
+  readonly topicSalt: number | undefined;
+  private publishes = 0;
+  private linksFrozen: string | undefined;
 
   constructor(
     readonly loop: EventLoop,
