@@ -359,7 +359,16 @@ export class SimCluster {
    * has a few suspicions in flight that their targets refute; what must never happen is `dead`).
    */
   membershipSettled(downStatus: 'dead' | 'left' = 'dead', tolerateSuspect = false): boolean {
-    for (const a of this.upAgents()) {
+    const up = this.upAgents();
+    const down = this.agents.filter((a) => !a.up);
+    for (const a of up) {
+      // Fast path: as many members alive as there are other live agents, and no down agent among
+      // them, means exactly the live agents are alive (O(down) instead of O(agents) per agent).
+      const m = a.agent.membership;
+      if (m.aliveIds().length === up.length - 1) {
+        if (down.every((b) => m.get(b.id)?.status === downStatus)) continue;
+        return false;
+      }
       for (const b of this.agents) {
         if (a === b) continue;
         const s = a.agent.membership.get(b.id)?.status;
