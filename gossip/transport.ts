@@ -62,7 +62,7 @@ export interface Transport {
   /** Best-effort broadcast to every subscriber of `topic` (not to self). Never throws for lack of peers. */
   publish(topic: string, data: Uint8Array): void;
   /** Teach the transport where `peer` can be reached (addresses learned from membership gossip). */
-  addPeer(peer: PeerId, addrs: string[]): void;
+  addPeer(peer: PeerId, addrs: readonly string[]): void;
   /** Contact an address (a join seed); resolves with the id of the peer reached there. */
   dial(addr: string): Promise<PeerId>;
 }

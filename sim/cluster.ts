@@ -4,6 +4,7 @@ import { SimEngine, SimMachine, type SimMachineOptions } from '../engines/sim.ts
 import { Agent } from '../node/core/agent.ts';
 import { HealthMonitor } from '../node/core/health.ts';
 import type { Logger } from '../node/core/io.ts';
+import { MemberIds } from '../node/core/member-table.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
 import { Placement, type PlacementConfig } from '../node/core/placement.ts';
 import { Prng } from '../node/core/random.ts';
@@ -129,6 +130,8 @@ export class SimCluster {
   readonly machines: SimMachine[] = [];
   /** Scriptable health probers, one per host index (tests script outcomes per workload). */
   readonly probers: SimProber[] = [];
+  /** Member ids interned once for all agents (decisions do not depend on it: test/membership-scale). */
+  readonly memberIds = new MemberIds();
 
   constructor(readonly opts: SimClusterOptions) {
     this.rng = new Prng(opts.seed);
@@ -153,6 +156,7 @@ export class SimCluster {
 
   /** Create and start every agent; all join through the seed agent. */
   async start(): Promise<void> {
+    for (let i = 0; i < this.opts.size; i++) this.memberIds.intern(SimCluster.idOf(i));
     for (let i = 0; i < this.opts.size; i++) {
       this.agents.push(this.makeAgent(i, new MemoryStore()));
     }
@@ -177,6 +181,7 @@ export class SimCluster {
         host,
         membership: this.opts.membership,
         persistIntervalMs: this.opts.persistIntervalMs,
+        memberIds: this.memberIds,
       },
     );
     const sync = new StateSync(

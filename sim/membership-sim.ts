@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Agent } from '../node/core/agent.ts';
+import { MemberIds } from '../node/core/member-table.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
 import { Prng } from '../node/core/random.ts';
 import { EventLoop, VirtualClock } from './clock.ts';
@@ -25,6 +26,11 @@ export interface MembershipSimOptions {
   trace?: boolean;
   /** How often each agent persists its member list (Agent default 1000 ms). */
   persistIntervalMs?: number;
+  /**
+   * One table of interned member ids for all agents, filled with every agent id up front (default
+   * true). false: each agent interns ids in the order it meets them — same decisions (tested).
+   */
+  sharedIds?: boolean;
 }
 
 export interface MemberSimAgent {
@@ -42,9 +48,15 @@ export class MembershipSim {
   readonly agents: MemberSimAgent[] = [];
   readonly trace: string[] | undefined;
   private readonly rng: Prng;
+  /** Shared by every agent unless `sharedIds: false`. */
+  readonly memberIds: MemberIds | undefined;
 
   constructor(readonly opts: MembershipSimOptions) {
     this.rng = new Prng(opts.seed);
+    if (opts.sharedIds ?? true) {
+      this.memberIds = new MemberIds();
+      for (let i = 0; i < opts.size; i++) this.memberIds.intern(SimCluster.idOf(i));
+    }
     this.trace = opts.trace ? [] : undefined;
     const trace = this.trace;
     this.net = new SimNetwork(this.loop, this.rng.fork('network'), {
@@ -78,6 +90,7 @@ export class MembershipSim {
         host: defaultHost(i),
         membership: this.opts.membership,
         persistIntervalMs: this.opts.persistIntervalMs,
+        memberIds: this.memberIds,
       },
     );
     return { id, index: i, agent, clock, store, up: true };

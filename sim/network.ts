@@ -907,7 +907,7 @@ export class SimTransport implements Transport {
   }
 
   /** Bookkeeping only: the sim routes by id; this makes `peer` addressable from this node. */
-  addPeer(peer: PeerId, _addrs: string[]): void {
+  addPeer(peer: PeerId, _addrs: readonly string[]): void {
     if (peer !== this.id) this.learn(peer);
   }
 

@@ -2,6 +2,7 @@ import type { Transport, TransportHandlers } from '../../gossip/transport.ts';
 import type { HostFacts } from '../host.ts';
 import type { Clock, Logger, Random, Store, Timer } from './io.ts';
 import { StoreCorruptError } from './io.ts';
+import type { MemberIds } from './member-table.ts';
 import {
   type Member,
   type MemberState,
@@ -44,6 +45,11 @@ export interface AgentConfig {
   membership?: Partial<MembershipConfig>;
   /** Persist dirty state at most this often. */
   persistIntervalMs?: number;
+  /**
+   * Interned member ids for the membership tables (default: this agent's own). A simulation may
+   * pass one instance to all its agents: same decisions, one copy of every id.
+   */
+  memberIds?: MemberIds;
 }
 
 export interface NodeView {
@@ -106,6 +112,7 @@ export class Agent {
       },
       log.child({ mod: 'membership' }),
       cfg.membership,
+      cfg.memberIds,
     );
     this.membership.onChange(() => {
       this.membersDirty = true;
@@ -169,7 +176,7 @@ export class Agent {
       id: m.id,
       status: m.status,
       incarnation: m.incarnation,
-      addrs: m.addrs,
+      addrs: [...m.addrs],
       since: m.changedAt,
       self: m.id === this.id,
     }));

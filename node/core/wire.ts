@@ -166,5 +166,7 @@ export function decodePushPull(peer: string, data: Uint8Array): PushPull {
   const o = obj(peer, parseJson(peer, data), '');
   oneOf(peer, o.t, 't', ['push-pull'] as const);
   if (typeof o.join !== 'boolean') throw new WireError(peer, 'join', 'expected a boolean');
-  return { t: 'push-pull', join: o.join, members: updates(peer, o.members, 'members') };
+  const members = updates(peer, o.members, 'members');
+  if (o.digest === undefined) return { t: 'push-pull', join: o.join, members };
+  return { t: 'push-pull', join: o.join, digest: uint(peer, o.digest, 'digest'), members };
 }
