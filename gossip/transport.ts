@@ -29,6 +29,8 @@ export interface TransportHandlers {
   onRequest(from: PeerId, data: Uint8Array): Uint8Array | Promise<Uint8Array>;
   /** Optional hint: the transport lost its connection to `peer` (e.g. TCP reset). Not a verdict. */
   onPeerDisconnected?(peer: PeerId): void;
+  /** A message sent with `sendValue` (simulator only; see Transport.sendValue). */
+  onValue?(from: PeerId, value: object): void;
 }
 
 export type TransportErrorCode = 'timeout' | 'unreachable' | 'remote' | 'stopped' | 'too-large';
@@ -55,6 +57,13 @@ export interface Transport {
   addrs(): string[];
   /** One-way best-effort message to one peer. Never throws for network reasons. */
   send(to: PeerId, data: Uint8Array): void;
+  /**
+   * Optional, simulator only: like `send`, but carries an already-decoded, immutable value instead
+   * of its encoding (the receiver's `onValue` gets the same object), charged as `bytes` bytes. Saves
+   * the encode/decode of every message when thousands of agents share one process; a user must
+   * give the same decisions either way (tested per use).
+   */
+  sendValue?(to: PeerId, value: object, bytes: number): void;
   /** Request/response with one peer. */
   request(to: PeerId, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** Receive messages published on `topic`. */

@@ -46,8 +46,9 @@ export interface SimClusterOptions {
   persistIntervalMs?: number;
   /**
    * Decode each published state message once for all agents and let them merge the same
-   * immutable records (sets the network's `shareTopicBytes`; StateSync `decodeCache`). Same
-   * decisions, same trace (test/sim-scale-cluster.test.ts); far less CPU and memory with many agents.
+   * immutable records (sets the network's `shareTopicBytes`; StateSync `decodeCache`), and pass
+   * membership messages as values (Agent `directValues`). Same decisions, same trace
+   * (test/sim-scale-cluster.test.ts); far less CPU and memory with many agents.
    */
   shareDecoded?: boolean;
 }
@@ -182,6 +183,7 @@ export class SimCluster {
         membership: this.opts.membership,
         persistIntervalMs: this.opts.persistIntervalMs,
         memberIds: this.memberIds,
+        directValues: this.opts.shareDecoded,
       },
     );
     const sync = new StateSync(

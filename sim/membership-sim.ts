@@ -31,6 +31,11 @@ export interface MembershipSimOptions {
    * true). false: each agent interns ids in the order it meets them — same decisions (tested).
    */
   sharedIds?: boolean;
+  /**
+   * Membership messages travel as shared immutable values charged their encoded length
+   * (Transport.sendValue) instead of JSON bytes (default true). Same trace either way (tested).
+   */
+  shareDecoded?: boolean;
 }
 
 export interface MemberSimAgent {
@@ -91,6 +96,7 @@ export class MembershipSim {
         membership: this.opts.membership,
         persistIntervalMs: this.opts.persistIntervalMs,
         memberIds: this.memberIds,
+        directValues: this.opts.shareDecoded ?? true,
       },
     );
     return { id, index: i, agent, clock, store, up: true };

@@ -729,6 +729,33 @@ export class SimTransport implements Transport {
     });
   }
 
+  /**
+   * `send` without bytes: the receiver's `onValue` gets `value` itself (immutable, shared), and
+   * the network charges `bytes` — the same latency, loss, bandwidth, counters and trace events as
+   * a `send` of that many bytes, so a run is the same either way.
+   */
+  sendValue(to: PeerId, value: object, bytes: number): void {
+    if (this.state !== 'started' || to === this.id) return;
+    const net = this.net;
+    if (bytes > net.maxMessageBytes) {
+      net.record('send', this.id, to, bytes, 'too-large');
+      return;
+    }
+    if (!this.knows(to)) {
+      net.record('send', this.id, to, bytes, 'unknown');
+      return;
+    }
+    this.countSent(bytes);
+    const from = this.id;
+    net.transmit('send', from, to, bytes, (t) => {
+      t.learn(from);
+      const h = t.handlers!;
+      if (h.onValue === undefined)
+        throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
+      h.onValue(from, value);
+    });
+  }
+
   /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */
   knows(peer: PeerId): boolean {
     return this.net.routeById || this.knownPeers.has(peer);

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { decodePushPull, encodePushPull, WireError } from '../node/core/wire.ts';
+import type { MembershipMessage } from '../node/core/membership.ts';
+import { Prng } from '../node/core/random.ts';
+import {
+  decodePushPull,
+  encodeMembership,
+  encodePushPull,
+  membershipByteLength,
+  WireError,
+} from '../node/core/wire.ts';
 import { MembershipSim } from '../sim/membership-sim.ts';
 
 /**
@@ -17,8 +25,8 @@ async function formed(opts: ConstructorParameters<typeof MembershipSim>[0]) {
 }
 
 /** A scripted run with a crash, a restart, a partition and its heal; returns the trace hash. */
-async function scripted(sharedIds: boolean, size = 40) {
-  const c = new MembershipSim({ seed: 21, size, trace: true, sharedIds, link: { loss: 0.01 } });
+async function scripted(sharedIds: boolean, shareDecoded = true, size = 40) {
+  const c = new MembershipSim({ seed: 21, size, trace: true, sharedIds, shareDecoded, link: { loss: 0.01 } });
   await c.start();
   await c.runUntil(() => c.settled('dead', true), 30_000, 100);
   c.crash(7);
@@ -121,4 +129,42 @@ describe('membership at scale: cost at rest', () => {
     // And the same seed twice → the same run.
     expect((await scripted(true)).hash).toBe(shared.hash);
   }, 120_000);
+
+  it('same trace with membership messages as shared values or as JSON bytes (the sim stand-in)', async () => {
+    for (const size of [40, 120]) {
+      const values = await scripted(true, true, size);
+      const bytes = await scripted(true, false, size);
+      expect(values.settled).toBe(true);
+      expect(bytes.c.trace!.length).toBe(values.c.trace!.length);
+      expect(bytes.hash).toBe(values.hash);
+      // The bytes path really decoded JSON; the values path never encoded.
+      expect(values.c.net.totalStats().sentBytes).toBe(bytes.c.net.totalStats().sentBytes);
+    }
+  }, 180_000);
+});
+
+describe('membershipByteLength', () => {
+  it('equals the length of the JSON encoding for every message kind (unicode, escapes, big numbers)', () => {
+    const rng = new Prng(2);
+    const pick = <T>(xs: readonly T[]) => xs[rng.int(xs.length)]!;
+    const ids = ['n00001', 'tä"rg', '😀\\x', 'a\nb', '12D3KooWabc'];
+    const state = () =>
+      Object.freeze({
+        id: pick(ids),
+        addrs: Array.from({ length: rng.int(3) }, () => pick(['/ip4/10.0.0.1/tcp/4001', 'sim://é€𝄞', ''])),
+        incarnation: pick([0, 7, 123456, 2 ** 40 + 1]),
+        status: pick(['alive', 'suspect', 'dead', 'left'] as const),
+      });
+    for (let i = 0; i < 500; i++) {
+      const upd = Array.from({ length: rng.int(5) }, state);
+      const seq = pick([0, 9, 10, 2 ** 31 - 2]);
+      const msg: MembershipMessage = pick([
+        { t: 'gossip', upd },
+        { t: 'ping', seq, upd },
+        { t: 'ack', seq, upd },
+        { t: 'ping-req', seq, target: pick(ids), upd },
+      ] as MembershipMessage[]);
+      expect(membershipByteLength(msg)).toBe(encodeMembership(msg).length);
+    }
+  });
 });

@@ -9,6 +9,7 @@ import {
   type MemberStatus,
   Membership,
   type MembershipConfig,
+  type MembershipMessage,
   type PushPull,
 } from './membership.ts';
 import {
@@ -16,6 +17,7 @@ import {
   decodePushPull,
   encodeMembership,
   encodePushPull,
+  membershipByteLength,
   TAG_APP,
   TAG_MEMBERSHIP,
   TAG_PUSH_PULL,
@@ -50,6 +52,11 @@ export interface AgentConfig {
    * pass one instance to all its agents: same decisions, one copy of every id.
    */
   memberIds?: MemberIds;
+  /**
+   * Simulator: send membership messages as values (Transport.sendValue, charged their encoded
+   * length) instead of JSON bytes, when the transport can. Same decisions, same trace (tested).
+   */
+  directValues?: boolean;
 }
 
 export interface NodeView {
@@ -104,7 +111,10 @@ export class Agent {
       clock,
       random,
       {
-        send: (to, msg) => transport.send(to, encodeMembership(msg)),
+        send:
+          cfg.directValues && transport.sendValue
+            ? (to, msg) => transport.sendValue!(to, msg, membershipByteLength(msg))
+            : (to, msg) => transport.send(to, encodeMembership(msg)),
         pushPull: async (to, msg, timeoutMs) =>
           decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
         dial: (addr) => transport.dial(addr),
@@ -195,6 +205,9 @@ export class Agent {
         }),
       onRequest: (from, data) => this.onRequest(from, data),
       onPeerDisconnected: (peer) => this.membership.hintDisconnected(peer),
+      // Only our own membership messages travel as values (directValues).
+      onValue: (from, value) =>
+        this.guard(from, () => this.membership.handleMessage(from, value as MembershipMessage)),
     };
   }
 
