@@ -31,6 +31,11 @@ export interface TransportHandlers {
   onPeerDisconnected?(peer: PeerId): void;
   /** A message sent with `sendValue` (simulator only; see Transport.sendValue). */
   onValue?(from: PeerId, value: object): void;
+  /** A request sent with `requestValue` (simulator only): the answer and its encoded size. */
+  onRequestValue?(
+    from: PeerId,
+    value: object,
+  ): { value: object; bytes: number } | Promise<{ value: object; bytes: number }>;
 }
 
 export type TransportErrorCode = 'timeout' | 'unreachable' | 'remote' | 'stopped' | 'too-large';
@@ -64,6 +69,8 @@ export interface Transport {
    * give the same decisions either way (tested per use).
    */
   sendValue?(to: PeerId, value: object, bytes: number): void;
+  /** Optional, simulator only: `request` with values (see sendValue); resolves with the answer's value. */
+  requestValue?(to: PeerId, value: object, bytes: number, timeoutMs: number): Promise<object>;
   /** Request/response with one peer. */
   request(to: PeerId, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** Receive messages published on `topic`. */

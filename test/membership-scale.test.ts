@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import type { MembershipMessage } from '../node/core/membership.ts';
+import type { MembershipMessage, PushPull } from '../node/core/membership.ts';
 import { Prng } from '../node/core/random.ts';
 import {
   decodePushPull,
   encodeMembership,
   encodePushPull,
   membershipByteLength,
+  pushPullByteLength,
   WireError,
 } from '../node/core/wire.ts';
 import { MembershipSim } from '../sim/membership-sim.ts';
@@ -143,7 +144,7 @@ describe('membership at scale: cost at rest', () => {
   }, 180_000);
 });
 
-describe('membershipByteLength', () => {
+describe('membershipByteLength, pushPullByteLength', () => {
   it('equals the length of the JSON encoding for every message kind (unicode, escapes, big numbers)', () => {
     const rng = new Prng(2);
     const pick = <T>(xs: readonly T[]) => xs[rng.int(xs.length)]!;
@@ -165,6 +166,13 @@ describe('membershipByteLength', () => {
         { t: 'ping-req', seq, target: pick(ids), upd },
       ] as MembershipMessage[]);
       expect(membershipByteLength(msg)).toBe(encodeMembership(msg).length);
+      const pp: PushPull = {
+        t: 'push-pull',
+        join: rng.next() < 0.5,
+        ...(rng.next() < 0.7 ? { digest: pick([0, 12, 2 ** 53 - 1]) } : {}),
+        members: upd,
+      };
+      expect(pushPullByteLength(pp)).toBe(encodePushPull(pp).length);
     }
   });
 });

@@ -18,6 +18,7 @@ import {
   encodeMembership,
   encodePushPull,
   membershipByteLength,
+  pushPullByteLength,
   TAG_APP,
   TAG_MEMBERSHIP,
   TAG_PUSH_PULL,
@@ -53,8 +54,9 @@ export interface AgentConfig {
    */
   memberIds?: MemberIds;
   /**
-   * Simulator: send membership messages as values (Transport.sendValue, charged their encoded
-   * length) instead of JSON bytes, when the transport can. Same decisions, same trace (tested).
+   * Simulator: send membership messages and push-pulls as values (Transport.sendValue and
+   * requestValue, charged their encoded length) instead of JSON bytes, when the transport can.
+   * Same decisions, same trace (tested).
    */
   directValues?: boolean;
 }
@@ -115,8 +117,12 @@ export class Agent {
           cfg.directValues && transport.sendValue
             ? (to, msg) => transport.sendValue!(to, msg, membershipByteLength(msg))
             : (to, msg) => transport.send(to, encodeMembership(msg)),
-        pushPull: async (to, msg, timeoutMs) =>
-          decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
+        pushPull:
+          cfg.directValues && transport.requestValue
+            ? async (to, msg, timeoutMs) =>
+                (await transport.requestValue!(to, msg, pushPullByteLength(msg), timeoutMs)) as PushPull
+            : async (to, msg, timeoutMs) =>
+                decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
         dial: (addr) => transport.dial(addr),
         learn: (id, addrs) => transport.addPeer(id, addrs),
       },
@@ -206,6 +212,10 @@ export class Agent {
       onRequest: (from, data) => this.onRequest(from, data),
       onPeerDisconnected: (peer) => this.membership.hintDisconnected(peer),
       // Only our own membership messages travel as values (directValues).
+      onRequestValue: (from, value) => {
+        const reply = this.membership.handlePushPull(from, value as PushPull);
+        return { value: reply, bytes: pushPullByteLength(reply) };
+      },
       onValue: (from, value) =>
         this.guard(from, () => this.membership.handleMessage(from, value as MembershipMessage)),
     };

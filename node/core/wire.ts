@@ -217,6 +217,18 @@ export function encodePushPull(msg: PushPull): Uint8Array {
   return frameJson(TAG_PUSH_PULL, msg);
 }
 
+/** `encodePushPull(msg).length` without encoding (see membershipByteLength). */
+export function pushPullByteLength(msg: PushPull): number {
+  // 1 tag + {"t":"push-pull","join":  true|false  [,"digest":N]  ,"members":[ … ]}
+  let n = 1 + 24 + (msg.join ? 4 : 5);
+  if (msg.digest !== undefined) n += 10 + String(msg.digest).length;
+  n += 12;
+  const m = msg.members;
+  for (let i = 0; i < m.length; i++) n += stateLength(m[i]!);
+  if (m.length > 1) n += m.length - 1;
+  return n + 2;
+}
+
 export function decodePushPull(peer: string, data: Uint8Array): PushPull {
   const o = obj(peer, parseJson(peer, data), '');
   oneOf(peer, o.t, 't', ['push-pull'] as const);
