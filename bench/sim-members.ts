@@ -7,10 +7,12 @@ import type { BenchResult } from './stats.ts';
  * Membership and its wire on SimNetwork, no StateSync or Placement) at N agents.
  *
  * Phases: (1) start N agents at once, all joining through agent 0, until every live agent sees
- * every other alive; (2) idle for `--idle-s` virtual seconds: CPU per agent per virtual second,
- * loop events, bytes per host per second; (3) crash one agent: virtual time until 99.9% of live
- * agents see it `suspect`, then `dead`; (4) one agent announces a new incarnation: time until it
- * reaches 99.9%; (5) the crashed agent restarts: time until 99.9% see it alive again.
+ * every other alive; (2) until every agent's retransmit queue is empty (each agent re-gossips
+ * every member it learned, λ·log N times); (3) idle for `--idle-s` virtual seconds: CPU per agent
+ * per virtual second, loop events, bytes per host per second; (4) crash one agent: virtual time
+ * until 99.9% of live agents see it `suspect`, then `dead`; (5) one agent announces a new
+ * incarnation: time until it reaches 99.9%; (6) the crashed agent restarts: time until 99.9% see
+ * it alive again.
  */
 
 const MiB = 2 ** 20;
@@ -86,7 +88,23 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       `${(join.wallMs / 1000).toFixed(1)} s wall, ${join.cpuS.toFixed(1)} CPU-s, ${join.events} events, RSS ${rss()} MiB`,
   );
 
-  // (2) idle
+  // (2) the join's retransmit queues drain (every agent re-gossips every member it learned)
+  const drain = await phase(() =>
+    c.runUntil(
+      () => {
+        sample();
+        return c.countViews((a) => a.agent.membership.queueLength === 0) === c.upAgents().length;
+      },
+      600_000,
+      1000,
+    ),
+  );
+  out(
+    `drain: retransmit queues empty ${drain.value < 0 ? 'NOT within 600 s' : `${(drain.value / 1000).toFixed(0)} s`} virtual after the join, ` +
+      `${(drain.wallMs / 1000).toFixed(1)} s wall, ${drain.cpuS.toFixed(1)} CPU-s, ${drain.events} events, RSS ${rss()} MiB`,
+  );
+
+  // (3) idle, at rest
   c.net.resetStats();
   const idle = await phase(async () => {
     for (let s = 0; s < o.idleS; s++) {
@@ -104,7 +122,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       `${cpuUsPerAgentS} µs CPU per agent per virtual s, ${idleMsgsPerHostS} msgs and ${idleBytesPerHostS} B per host per s, RSS ${rss()} MiB`,
   );
 
-  // (3) crash one agent
+  // (4) crash one agent
   const victim = c.get(Math.floor(o.size / 2));
   c.crash(victim.index);
   const need = () => Math.ceil(0.999 * c.upAgents().length);
@@ -128,7 +146,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       `(${(crash.wallMs / 1000).toFixed(1)} s wall)`,
   );
 
-  // (4) a new incarnation
+  // (5) a new incarnation
   const announcer = c.get(Math.floor(o.size / 3));
   announcer.agent.membership.refreshSelf();
   const inc = announcer.agent.membership.incarnation;
@@ -147,7 +165,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       `(${(incarnation.wallMs / 1000).toFixed(1)} s wall)`,
   );
 
-  // (5) the crashed agent restarts
+  // (6) the crashed agent restarts
   await c.restart(victim.index);
   const back = await phase(() =>
     c.runUntil(

@@ -91,6 +91,27 @@ describe('membership at scale: cost at rest', () => {
       expect(() => decodePushPull('p', encodePushPull({ ...msg, digest: bad as number }))).toThrow(WireError);
   }, 60_000);
 
+  it('members.json holds a bounded, stable set of join candidates; the seed rejoins from it', async () => {
+    const c = await formed({ seed: 10, size: 100, persistIntervalMs: 1_000 });
+    const m = c.get(0).agent.membership;
+    const first = m.joinCandidates();
+    expect(first).toHaveLength(64);
+    expect(first.map((x) => x.id)).toEqual([...first.map((x) => x.id)].sort());
+    expect(first.some((x) => x.id === m.id)).toBe(false);
+    expect(m.joinCandidates()).toEqual(first); // stable while nothing changes
+    // Small clusters: everyone alive is remembered.
+    expect(c.get(5).agent.membership.joinCandidates(200)).toHaveLength(99);
+    await c.run(2_000);
+    const stored = JSON.parse(new TextDecoder().decode(c.get(0).store.read('members.json')!));
+    expect(stored).toHaveLength(64);
+    // The seed (no --join) crashes and restarts: it rejoins through the members it remembered.
+    c.crash(0);
+    await c.runUntil(() => c.settled('dead', false), 30_000, 100);
+    await c.restart(0);
+    expect(await c.runUntil(() => c.settled('dead', false), 30_000, 100)).toBeGreaterThanOrEqual(0);
+    expect(c.get(0).agent.membership.aliveCount).toBe(99);
+  }, 60_000);
+
   it('a change is gossiped at once when the queue was empty', async () => {
     const c = await formed({ seed: 5, size: 30 });
     await c.run(30_000);

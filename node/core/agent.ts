@@ -93,7 +93,8 @@ export class Agent {
   readonly membership: Membership;
   private readonly protocols = new Map<number, SubProtocol>();
   private persistTimer: Timer | undefined;
-  private membersDirty = true;
+  /** Membership.version last persisted (-1: never). */
+  private membersWritten = -1;
   /** What this agent last wrote per store key (JSON text). */
   private readonly written = new Map<string, string>();
   private started = false;
@@ -130,9 +131,6 @@ export class Agent {
       cfg.membership,
       cfg.memberIds,
     );
-    this.membership.onChange(() => {
-      this.membersDirty = true;
-    });
   }
 
   get id(): string {
@@ -306,17 +304,13 @@ export class Agent {
 
   /** Write what changed. A failing disk is logged and retried next time — never fatal, nothing dropped. */
   persistNow(): void {
-    if (this.membersDirty) {
+    const version = this.membership.version;
+    if (version !== this.membersWritten) {
+      // members.json: a bounded set of join candidates (Membership.joinCandidates), not all N.
       const ok =
         this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }) &&
-        this.writeJson(
-          STORE_KEYS.members,
-          this.membership
-            .list()
-            .filter((m) => m.id !== this.id && m.status !== 'left')
-            .map((m) => ({ id: m.id, addrs: m.addrs })),
-        );
-      if (ok) this.membersDirty = false;
+        this.writeJson(STORE_KEYS.members, this.membership.joinCandidates());
+      if (ok) this.membersWritten = version;
     }
     for (const p of this.protocols.values()) {
       try {

@@ -49,6 +49,20 @@ export function mix32(x: number): number {
 
 const EMPTY: readonly string[] = Object.freeze([]);
 
+/** Hidden (non-enumerable, not encoded) tags of the state objects a MemberIds builds. */
+export const STATE_IDS: unique symbol = Symbol('member-ids');
+export const STATE_NUM: unique symbol = Symbol('member-num');
+
+/** A state object built by MemberIds.state: the wire fields plus hidden tags of its table and number. */
+export interface TaggedState {
+  readonly id: string;
+  readonly addrs: readonly string[];
+  readonly incarnation: number;
+  readonly status: string;
+  readonly [STATE_IDS]?: MemberIds;
+  readonly [STATE_NUM]?: number;
+}
+
 /** Interned ids (sorted order kept) and address lists. */
 export class MemberIds {
   private readonly byId = new Map<string, number>();
@@ -65,11 +79,9 @@ export class MemberIds {
   private readonly addrByKey = new Map<string, number>();
   private readonly addrByRef = new WeakMap<readonly string[], number>();
   private readonly addrLists: (readonly string[])[] = [EMPTY];
-  /** Last state object built per member (immutable; reused while it matches). */
-  private readonly states: (
-    | { id: string; addrs: readonly string[]; incarnation: number; status: string }
-    | undefined
-  )[] = [];
+  /** Last state object built per member (immutable; reused while it matches), and its JSON length (-1: not yet). */
+  private readonly states: (TaggedState | undefined)[] = [];
+  private readonly stateLens: number[] = [];
 
   get size(): number {
     return this.idList.length;
@@ -174,19 +186,35 @@ export class MemberIds {
    * wire encodes it). Reused while nothing changed — and, with a shared table, by every agent that
    * holds the same state, so messages carry shared objects instead of fresh ones.
    */
-  state(
-    num: number,
-    incarnation: number,
-    status: string,
-    addrsNum: number,
-  ): { id: string; addrs: readonly string[]; incarnation: number; status: string } {
+  state(num: number, incarnation: number, status: string, addrsNum: number): TaggedState {
     const addrs = this.addrLists[addrsNum]!;
     const c = this.states[num];
     if (c !== undefined && c.incarnation === incarnation && c.status === status && c.addrs === addrs)
       return c;
-    const s = Object.freeze({ id: this.idList[num]!, addrs, incarnation, status });
+    const s = { id: this.idList[num]!, addrs, incarnation, status };
+    Object.defineProperty(s, STATE_IDS, { value: this });
+    Object.defineProperty(s, STATE_NUM, { value: num });
+    Object.freeze(s);
     this.states[num] = s;
+    this.stateLens[num] = -1;
     return s;
+  }
+
+  /** The member number of a state object this table built (undefined for any other object). */
+  numOf(u: object): number | undefined {
+    return (u as TaggedState)[STATE_IDS] === this ? (u as TaggedState)[STATE_NUM] : undefined;
+  }
+
+  /** Memoised `measure(u)` for the current state object of a member; undefined for others. */
+  cachedLength(u: TaggedState, measure: (u: TaggedState) => number): number | undefined {
+    const num = u[STATE_NUM];
+    if (num === undefined || u[STATE_IDS] !== this || this.states[num] !== u) return undefined;
+    let n = this.stateLens[num]!;
+    if (n < 0) {
+      n = measure(u);
+      this.stateLens[num] = n;
+    }
+    return n;
   }
 }
 

@@ -6,6 +6,7 @@ import {
   M_SUSPECT,
   MemberIds,
   MemberTable,
+  mix32,
   Permutation,
   Q_NONE,
   ST_ALIVE,
@@ -210,6 +211,10 @@ export class Membership {
   private readonly syncingWith = new Set<string>();
   /** Counters for tests and benchmarks. */
   readonly counters = { pushPullsFull: 0, pushPullsDigestOnly: 0, gossipTicks: 0 };
+  /** Bumped by every change of the view (persisting callers compare it instead of listening). */
+  private changes = 0;
+  /** Members kept as join candidates (see joinCandidates). */
+  private remembered: number[] = [];
 
   constructor(
     private readonly self: { id: string; addrs: () => string[]; incarnation: number },
@@ -291,6 +296,49 @@ export class Membership {
     return num < 0 ? undefined : this.ids.id(num);
   }
 
+  /** Changes of the view so far (any member, self included): unchanged number, unchanged view. */
+  get version(): number {
+    return this.changes;
+  }
+
+  /**
+   * Up to `max` members worth remembering on disk as join candidates (self and left members
+   * excluded), sorted by id: those remembered last time, while not left, topped up with alive
+   * members at positions drawn from a hash of our id (each agent remembers its own few, not all N:
+   * O(max) per call, and a member file of O(max) whatever the cluster size).
+   */
+  joinCandidates(max = 64): { id: string; addrs: readonly string[] }[] {
+    const keep: number[] = [];
+    const seen = new Set<number>();
+    for (const num of this.remembered) {
+      const st = this.tab.statusOf(num);
+      if (st !== ST_UNKNOWN && st !== ST_LEFT && !seen.has(num) && keep.length < max) {
+        keep.push(num);
+        seen.add(num);
+      }
+    }
+    const alive = this.tab.counts[ST_ALIVE]!;
+    const h = this.ids.hash1(this.me);
+    const room = max - keep.length;
+    for (let i = 0; keep.length < max && i < (alive <= room ? alive : 4 * max); i++) {
+      const k = alive <= room ? i : mix32((h + Math.imul(i, 0x9e3779b9)) >>> 0) % alive;
+      const num = this.tab.kth(M_ALIVE, k);
+      if (num >= 0 && !seen.has(num)) {
+        keep.push(num);
+        seen.add(num);
+      }
+    }
+    this.remembered = keep;
+    return keep
+      .map((num) => ({ id: this.ids.id(num), addrs: this.ids.addrs(this.tab.addr[num]!) }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Updates waiting in the retransmit queue. */
+  get queueLength(): number {
+    return this.queued;
+  }
+
   /** Digest of this agent's view (equal views, equal digests). */
   get digest(): number {
     return this.tab.digest();
@@ -320,6 +368,8 @@ export class Membership {
       const num = this.ids.intern(m.id);
       if (num === this.me || this.tab.statusOf(num) !== ST_UNKNOWN) continue;
       this.tab.set(num, m.incarnation, ST_DEAD, this.ids.addrsNum(m.addrs), now);
+      this.changes++;
+      this.remembered.push(num);
       this.aliveCache = undefined;
       this.recentDead.push(num);
       this.net.learn(m.id, m.addrs);
@@ -372,6 +422,7 @@ export class Membership {
       this.ids.addrsNum(this.self.addrs()),
       undefined,
     );
+    this.changes++;
     this.enqueue(me);
   }
 
@@ -462,7 +513,8 @@ export class Membership {
     let changed = 0;
     let corrections: MemberState[] | undefined;
     for (const u of updates) {
-      const num = this.ids.intern(u.id);
+      // A state object built by our own id table (the simulator's shared one) carries its number.
+      const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
       if (this.applyUpdate(num, u, from)) {
         changed++;
         continue;
@@ -507,6 +559,7 @@ export class Membership {
     if (u.status === 'alive' || u.incarnation < inc) return false;
     // suspect/dead/left about us at our incarnation or above: we are alive — say so, louder.
     this.tab.set(me, u.incarnation + 1, ST_ALIVE, this.tab.addr[me]!, undefined);
+    this.changes++;
     this.log.info({ peer: from, said: u.status, incarnation: u.incarnation + 1 }, 'refuting');
     this.enqueue(me);
     this.notify(me, 'alive');
@@ -526,6 +579,7 @@ export class Membership {
       }
     }
     this.tab.set(num, inc, st, addrsNum, st !== prev ? this.clock.now() : undefined);
+    this.changes++;
     if (learn) this.net.learn(this.ids.id(num), this.ids.addrs(addrsNum));
     if (st !== prev) {
       if (prev === ST_ALIVE || st === ST_ALIVE) this.aliveCache = undefined;

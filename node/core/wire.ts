@@ -1,3 +1,4 @@
+import { STATE_IDS, type TaggedState } from './member-table.ts';
 import type { MemberState, MemberStatus, MembershipMessage, PushPull } from './membership.ts';
 
 /**
@@ -157,8 +158,14 @@ function utf8Length(s: string): number {
 }
 
 const stateLengths = new WeakMap<MemberState, number>();
+const measure = (u: object) => utf8Length(JSON.stringify(u));
 
 function stateLength(u: MemberState): number {
+  const ids = (u as TaggedState)[STATE_IDS];
+  if (ids !== undefined) {
+    const cached = ids.cachedLength(u as TaggedState, measure);
+    if (cached !== undefined) return cached;
+  }
   let n = stateLengths.get(u);
   if (n === undefined) {
     n = utf8Length(JSON.stringify(u));
