@@ -55,12 +55,32 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
     `sim-scale (membership only): ${o.size} agents created in ${((performance.now() - wall0) / 1000).toFixed(1)} s wall, RSS ${rss()} MiB`,
   );
 
+  // SHOAL_PROFILE_PHASE=join|drain|idle|crash: a V8 CPU profile of that phase alone (SHOAL_PROFILE_OUT).
+  const profilePhase = process.env.SHOAL_PROFILE_PHASE;
+  let phaseNo = 0;
+  const phaseNames = ['join', 'drain', 'idle', 'crash', 'incarnation', 'restart'];
   const phase = async <T>(fn: () => Promise<T>) => {
+    const name = phaseNames[phaseNo++];
+    let session: import('node:inspector/promises').Session | undefined;
+    if (name !== undefined && name === profilePhase) {
+      const { Session } = await import('node:inspector/promises');
+      session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('Profiler.start');
+    }
     const w = performance.now();
     const cpu = cpuS();
     const e = c.loop.fired;
     const v = c.loop.now;
     const value = await fn();
+    if (session) {
+      const { profile } = await session.post('Profiler.stop');
+      const file = process.env.SHOAL_PROFILE_OUT ?? `/tmp/sim-members-${name}.cpuprofile`;
+      (await import('node:fs')).writeFileSync(file, JSON.stringify(profile));
+      out(`profile of phase ${name}: ${file}`);
+      session.disconnect();
+    }
     return {
       value,
       wallMs: Math.round(performance.now() - w),
