@@ -89,20 +89,30 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       virtualMs: c.loop.now - v,
     };
   };
-  const aliveAll = (a: { agent: { membership: { aliveIds(): string[] } } }) =>
-    a.agent.membership.aliveIds().length === c.upAgents().length - 1;
 
   // (1) join storm
   const join = await phase(() =>
     c.runUntil(
       () => {
         sample();
-        return c.countViews(aliveAll) === c.upAgents().length;
+        const up = c.upCount();
+        return c.countViews((a) => a.agent.membership.aliveCount === up - 1) === up;
       },
       o.joinMaxMs,
       250,
     ),
   );
+  const counters = () => {
+    let full = 0;
+    let digestOnly = 0;
+    for (const a of c.agents) {
+      full += a.agent.membership.counters.pushPullsFull;
+      digestOnly += a.agent.membership.counters.pushPullsDigestOnly;
+    }
+    return { full, digestOnly };
+  };
+  const joinPP = counters();
+  out(`join: ${joinPP.full} full push-pull answers, ${joinPP.digestOnly} digest-only`);
   out(
     `join: ${join.value < 0 ? `NOT settled within ${o.joinMaxMs / 1000} s virtual` : `${(join.value / 1000).toFixed(2)} s virtual`}, ` +
       `${(join.wallMs / 1000).toFixed(1)} s wall, ${join.cpuS.toFixed(1)} CPU-s, ${join.events} events, RSS ${rss()} MiB`,
@@ -113,7 +123,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
     c.runUntil(
       () => {
         sample();
-        return c.countViews((a) => a.agent.membership.queueLength === 0) === c.upAgents().length;
+        return c.countViews((a) => a.agent.membership.queueLength === 0) === c.upCount();
       },
       600_000,
       1000,
@@ -145,7 +155,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
   // (4) crash one agent
   const victim = c.get(Math.floor(o.size / 2));
   c.crash(victim.index);
-  const need = () => Math.ceil(0.999 * c.upAgents().length);
+  const need = () => Math.ceil(0.999 * c.upCount());
   const statusIs = (id: string, ok: (s: string | undefined) => boolean) => () =>
     c.countViews((a) => ok(a.agent.membership.get(id)?.status)) >= need();
   const crash = await phase(async () => {

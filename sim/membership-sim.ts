@@ -140,6 +140,13 @@ export class MembershipSim {
     return this.agents.filter((a) => a.up);
   }
 
+  /** Number of live agents. */
+  upCount(): number {
+    let n = 0;
+    for (const a of this.agents) if (a.up) n++;
+    return n;
+  }
+
   /** How many live agents satisfy `pred` for their view of member `id`. */
   countViews(pred: (a: MemberSimAgent) => boolean): number {
     let n = 0;

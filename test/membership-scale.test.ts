@@ -112,6 +112,34 @@ describe('membership at scale: cost at rest', () => {
     expect(c.get(0).agent.membership.aliveCount).toBe(99);
   }, 60_000);
 
+  it('a push-pull list teaches new members without queueing them (except the peer itself); changes are queued', async () => {
+    const c = await formed({ seed: 12, size: 20 });
+    await c.run(30_000);
+    const m = c.get(1).agent.membership;
+    expect(m.queueLength).toBe(0);
+    const fresh = (id: string, incarnation = 1, status: 'alive' | 'suspect' = 'alive') => ({
+      id,
+      addrs: [`sim://${id}`],
+      incarnation,
+      status,
+    });
+    const quiet0 = m.counters.learnedQuietly;
+    // From a push-pull with n00002: x1 is new (quiet), n00002's own state is not news to it either
+    // but n00002 is known already; a new member that is the peer itself is queued.
+    m.applyUpdates([fresh('x1'), fresh('x2')], 'n00002', true);
+    expect(m.queueLength).toBe(0);
+    expect(m.counters.learnedQuietly - quiet0).toBe(2);
+    expect(m.status('x1')).toBe('alive');
+    m.applyUpdates([fresh('x3')], 'x3', true);
+    expect(m.queueLength).toBe(1);
+    // A change of a known member from a push-pull list is queued (a suspicion, a refutation).
+    m.applyUpdates([fresh('x1', 1, 'suspect')], 'n00002', true);
+    expect(m.queueLength).toBe(2);
+    // The same news by gossip (not bulk) is queued.
+    m.applyUpdates([fresh('x4')], 'n00002');
+    expect(m.queueLength).toBe(3);
+  }, 60_000);
+
   it('a change is gossiped at once when the queue was empty', async () => {
     const c = await formed({ seed: 5, size: 30 });
     await c.run(30_000);

@@ -87,24 +87,29 @@ describe('MemberIds', () => {
 
 describe('MemberTable', () => {
   it('counts, kth and kthSkipping agree with a sorted reference under random updates', () => {
-    for (const shared of [true, false]) {
-      const rng = new Prng(shared ? 11 : 12);
+    for (const [shared, N] of [
+      [true, 1500],
+      [false, 1500],
+      [true, 9000], // several super-blocks (4,096 ranks each)
+    ] as const) {
+      const rng = new Prng(shared ? N + 11 : 12);
       const ids = new MemberIds();
       // A shared table may hold ids this agent never heard of.
-      if (shared) for (let i = 0; i < 1500; i += 3) ids.intern(id(i));
+      if (shared) for (let i = 0; i < N; i += 3) ids.intern(id(i));
       const t = new MemberTable(ids, 1_000);
       const self = id(777);
       t.self = ids.intern(self);
       t.set(t.self, 1, ST_ALIVE, 0, 1_000);
       const ref = new Map<string, Ref>([[self, { inc: 1, st: ST_ALIVE }]]);
-      for (let step = 0; step < 6000; step++) {
-        const x = id(rng.int(1500));
+      const steps = N > 5000 ? 30_000 : 6000;
+      for (let step = 0; step < steps; step++) {
+        const x = id(rng.int(N));
         const st = 1 + rng.int(4);
         const inc = rng.int(5);
         t.set(ids.intern(x), inc, st, 0, 1_000 + step);
         if (x !== self) ref.set(x, { inc, st });
         else ref.set(x, { inc, st });
-        if (step % 500 === 0 || step === 5999) {
+        if (step % 2500 === 0 || step === steps - 1) {
           for (const mask of [M_ALIVE, M_DEAD, M_ALIVE | M_SUSPECT, M_SUSPECT | M_LEFT]) {
             const n = [...ref.entries()].filter(([k, v]) => k !== self && (mask >> v.st) & 1).length;
             expect(t.count(mask)).toBe(n);

@@ -214,8 +214,13 @@ export class Agent {
         const reply = this.membership.handlePushPull(from, value as PushPull);
         return { value: reply, bytes: pushPullByteLength(reply) };
       },
-      onValue: (from, value) =>
-        this.guard(from, () => this.membership.handleMessage(from, value as MembershipMessage)),
+      onValue: (from, value) => {
+        try {
+          this.membership.handleMessage(from, value as MembershipMessage);
+        } catch (err) {
+          this.noteBad(from, err);
+        }
+      },
     };
   }
 

@@ -13,7 +13,8 @@ import { hashString } from './random.ts';
  * `MemberTable` is one agent's view: typed arrays indexed by member number — status (1 B),
  * incarnation (4 B), time of the last status change (4 B, relative to the table's base), address
  * list (4 B) and the retransmit count of the member's queued update (1 B): 14 bytes per member,
- * instead of one object (and an addrs array) per member per agent. Per-status counts and counts
+ * instead of one object (and an addrs array) per member per agent; stored as one 16-byte record
+ * per member. Per-status counts and counts
  * per block of 256 members in id order make "the k-th alive member in id order" O(N/256 + 256)
  * without a per-agent list. A digest (sum of per-member hashes of id, incarnation and status) is
  * kept up to date in O(1) per change: equal digests mean equal views (push-pull skips the lists).
@@ -29,8 +30,10 @@ export const M_SUSPECT = 1 << ST_SUSPECT;
 export const M_DEAD = 1 << ST_DEAD;
 export const M_LEFT = 1 << ST_LEFT;
 
-const BLOCK_SHIFT = 8;
+/** Counts per status per block of 64 ranks, and per super-block of 64 blocks (4,096 ranks). */
+const BLOCK_SHIFT = 6;
 const BLOCK = 1 << BLOCK_SHIFT;
+const SUPER_SHIFT = 12;
 /** Incarnations ≥ this live in a side map (the wire allows up to 2^53 − 1). */
 const INC_BIG = 0xffffffff;
 /** changedAt offsets outside int32 live in a side map. */
@@ -74,6 +77,7 @@ export class MemberIds {
   private sortedNums = new Int32Array(64);
   private ranks = new Int32Array(64);
   private sortedValid = true;
+  private sortedView: Int32Array | undefined;
   /** Bumped whenever ranks are recomputed (tables rebuild their block counts). */
   layout = 0;
   private readonly addrByKey = new Map<string, number>();
@@ -81,7 +85,7 @@ export class MemberIds {
   private readonly addrLists: (readonly string[])[] = [EMPTY];
   /** Last state object built per member (immutable; reused while it matches), and its JSON length (-1: not yet). */
   private readonly states: (TaggedState | undefined)[] = [];
-  private readonly stateLens: number[] = [];
+  private stateLens = new Int32Array(64);
 
   get size(): number {
     return this.idList.length;
@@ -98,11 +102,14 @@ export class MemberIds {
     const n = this.idList.length;
     this.byId.set(id, n);
     this.idList.push(id);
+    this.states.push(undefined); // kept dense (fast elements) whatever order numbers are used in
     if (n >= this.h1.length) {
       const cap = this.h1.length * 2;
       this.h1 = grow32(this.h1, cap);
       this.h2 = grow32(this.h2, cap);
       this.sortedNums = growI32(this.sortedNums, cap);
+      this.stateLens = growI32(this.stateLens, cap);
+      this.sortedView = undefined;
       this.ranks = growI32(this.ranks, cap);
     }
     this.h1[n] = hashString(id);
@@ -132,7 +139,9 @@ export class MemberIds {
   /** Member numbers in id order (a view; valid until the next intern). */
   sorted(): Int32Array {
     this.ensureSorted();
-    return this.sortedNums.subarray(0, this.idList.length);
+    if (this.sortedView === undefined || this.sortedView.length !== this.idList.length)
+      this.sortedView = this.sortedNums.subarray(0, this.idList.length);
+    return this.sortedView;
   }
 
   rank(num: number): number {
@@ -196,7 +205,7 @@ export class MemberIds {
     Object.defineProperty(s, STATE_NUM, { value: num });
     Object.freeze(s);
     this.states[num] = s;
-    this.stateLens[num] = -1;
+    this.stateLens[num] = 0; // not measured yet
     return s;
   }
 
@@ -210,7 +219,7 @@ export class MemberIds {
     const num = u[STATE_NUM];
     if (num === undefined || u[STATE_IDS] !== this || this.states[num] !== u) return undefined;
     let n = this.stateLens[num]!;
-    if (n < 0) {
+    if (n <= 0) {
       n = measure(u);
       this.stateLens[num] = n;
     }
@@ -233,20 +242,23 @@ function growI32(a: Int32Array, cap: number) {
 /** One agent's view of the members (see the file comment). Self is stored but not counted. */
 export class MemberTable {
   private cap = 0;
-  status = new Uint8Array(0);
-  private inc = new Uint32Array(0);
-  private at = new Int32Array(0);
-  addr = new Uint32Array(0);
-  /** Retransmit count of the member's queued update, or Q_NONE. */
-  qT = new Uint8Array(0);
+  /**
+   * One 16-byte record per member, all fields of a member in one cache line (a large simulation
+   * touches thousands of agents' tables at random): bytes 0–3 incarnation (u32), 4–7 change time
+   * relative to `base` (i32), 8–11 address list (u32), 12 status, 13 queued transmit count.
+   */
+  private w = new Uint32Array(0);
+  private i32 = new Int32Array(0);
+  private b = new Uint8Array(0);
   private readonly incBig = new Map<number, number>();
   private readonly atBig = new Map<number, number>();
   /** Members per status, self excluded (index = status). */
   readonly counts = [0, 0, 0, 0, 0];
   /** Known members, self included. */
   known = 0;
-  /** Per block of 256 ranks: members per status (5 entries per block), self excluded. */
-  private blocks = new Uint16Array(0);
+  /** Per block of 64 ranks and per super-block of 4,096: members per status (5 entries each), self excluded. */
+  private blocks = new Uint8Array(0);
+  private supers = new Uint16Array(0);
   private blocksLayout = -1;
   private d1 = 0;
   private d2 = 0;
@@ -262,36 +274,42 @@ export class MemberTable {
     if (num < this.cap) return;
     // With a shared table every agent ends up knowing ~all ids: size straight to that.
     const cap = Math.max(num + 1, this.ids.size, this.cap + (this.cap >> 1), 16);
-    const status = new Uint8Array(cap);
-    status.set(this.status);
-    const inc = new Uint32Array(cap);
-    inc.set(this.inc);
-    const at = new Int32Array(cap);
-    at.set(this.at);
-    const addr = new Uint32Array(cap);
-    addr.set(this.addr);
-    const qT = new Uint8Array(cap).fill(Q_NONE);
-    qT.set(this.qT);
-    this.status = status;
-    this.inc = inc;
-    this.at = at;
-    this.addr = addr;
-    this.qT = qT;
+    const buf = new ArrayBuffer(cap * 16);
+    const b = new Uint8Array(buf);
+    b.set(this.b);
+    for (let n = this.cap; n < cap; n++) b[n * 16 + 13] = Q_NONE;
+    this.w = new Uint32Array(buf);
+    this.i32 = new Int32Array(buf);
+    this.b = b;
     this.cap = cap;
   }
 
   statusOf(num: number): number {
-    return num < this.cap ? this.status[num]! : ST_UNKNOWN;
+    return num < this.cap ? this.b[num * 16 + 12]! : ST_UNKNOWN;
   }
 
   incarnation(num: number): number {
-    const v = this.inc[num]!;
+    const v = this.w[num * 4]!;
     return v === INC_BIG ? this.incBig.get(num)! : v;
   }
 
   changedAt(num: number): number {
-    const v = this.at[num]!;
+    const v = this.i32[num * 4 + 1]!;
     return v === AT_BIG ? this.atBig.get(num)! : this.base + v;
+  }
+
+  /** The member's address list number (MemberIds.addrs). */
+  addrOf(num: number): number {
+    return this.w[num * 4 + 2]!;
+  }
+
+  /** Queued transmit count of the member's update, or Q_NONE. */
+  q(num: number): number {
+    return this.b[num * 16 + 13]!;
+  }
+
+  setQ(num: number, t: number): void {
+    this.b[num * 16 + 13] = t;
   }
 
   /** Digest of the whole view (53 bits): equal views give equal digests. */
@@ -314,7 +332,8 @@ export class MemberTable {
    */
   set(num: number, incarnation: number, st: number, addrsNum: number, changedAt: number | undefined): void {
     this.ensure(num);
-    const prev = this.status[num]!;
+    const o = num * 4;
+    const prev = this.b[num * 16 + 12]!;
     const prevInc = prev === ST_UNKNOWN ? 0 : this.incarnation(num);
     if (prev !== ST_UNKNOWN) {
       this.d1 = (this.d1 - this.entryHash(num, prevInc, prev, 1)) >>> 0;
@@ -325,34 +344,38 @@ export class MemberTable {
     this.d1 = (this.d1 + this.entryHash(num, incarnation, st, 1)) >>> 0;
     this.d2 = (this.d2 + this.entryHash(num, incarnation, st, 2)) >>> 0;
     if (incarnation >= INC_BIG) {
-      this.inc[num] = INC_BIG;
+      this.w[o] = INC_BIG;
       this.incBig.set(num, incarnation);
     } else {
-      this.inc[num] = incarnation;
+      this.w[o] = incarnation;
       if (this.incBig.size > 0) this.incBig.delete(num);
     }
-    this.addr[num] = addrsNum;
+    this.w[o + 2] = addrsNum;
     if (changedAt !== undefined) {
       const rel = changedAt - this.base;
       if (rel > AT_BIG && rel <= 0x7fffffff) {
-        this.at[num] = rel;
+        this.i32[o + 1] = rel;
         if (this.atBig.size > 0) this.atBig.delete(num);
       } else {
-        this.at[num] = AT_BIG;
+        this.i32[o + 1] = AT_BIG;
         this.atBig.set(num, changedAt);
       }
     }
     if (prev !== st) {
-      this.status[num] = st;
+      this.b[num * 16 + 12] = st;
       if (num !== this.self) {
         this.counts[prev]!--;
         this.counts[st]!++;
         if (this.blocksLayout === this.ids.layout && this.ids.ranksValid) {
-          const b = (this.ids.rank(num) >> BLOCK_SHIFT) * 5;
+          const r = this.ids.rank(num);
+          const b = (r >> BLOCK_SHIFT) * 5;
           if (b + 5 > this.blocks.length) this.blocksLayout = -1;
           else {
+            const sb = (r >> SUPER_SHIFT) * 5;
             this.blocks[b + prev]!--;
             this.blocks[b + st]!++;
+            this.supers[sb + prev]!--;
+            this.supers[sb + st]!++;
           }
         }
       }
@@ -372,14 +395,18 @@ export class MemberTable {
     ids.ensureSorted();
     const nBlocks = (ids.size + BLOCK - 1) >> BLOCK_SHIFT;
     if (this.blocksLayout === ids.layout && this.blocks.length >= nBlocks * 5) return;
-    const blocks = new Uint16Array(Math.max(nBlocks, 1) * 5);
+    const blocks = new Uint8Array(Math.max(nBlocks, 1) * 5);
+    const supers = new Uint16Array(Math.max(ids.size >> SUPER_SHIFT, 0) * 5 + 5);
     const sorted = ids.sorted();
     for (let r = 0; r < sorted.length; r++) {
       const num = sorted[r]!;
       if (num === this.self || num >= this.cap) continue;
-      blocks[(r >> BLOCK_SHIFT) * 5 + this.status[num]!]!++;
+      const st = this.b[num * 16 + 12]!;
+      blocks[(r >> BLOCK_SHIFT) * 5 + st]!++;
+      supers[(r >> SUPER_SHIFT) * 5 + st]!++;
     }
     this.blocks = blocks;
+    this.supers = supers;
     this.blocksLayout = ids.layout;
   }
 
@@ -387,24 +414,39 @@ export class MemberTable {
   kth(mask: number, k: number): number {
     if (k < 0) return -1;
     this.ensureBlocks();
+    const a = (mask >> 1) & 1;
+    const s = (mask >> 2) & 1;
+    const d = (mask >> 3) & 1;
+    const l = (mask >> 4) & 1;
+    // Super-blocks, then blocks, then ranks: O(N/4096 + 64 + 64).
+    const supers = this.supers;
+    const nSupers = supers.length / 5;
+    let sb = 0;
+    for (; sb < nSupers; sb++) {
+      const o = sb * 5;
+      const c = a * supers[o + 1]! + s * supers[o + 2]! + d * supers[o + 3]! + l * supers[o + 4]!;
+      if (k < c) break;
+      k -= c;
+    }
+    if (sb === nSupers) return -1;
     const blocks = this.blocks;
-    const sorted = this.ids.sorted();
     const nBlocks = blocks.length / 5;
-    for (let b = 0; b < nBlocks; b++) {
+    let b = sb << (SUPER_SHIFT - BLOCK_SHIFT);
+    const bEnd = Math.min(nBlocks, b + (1 << (SUPER_SHIFT - BLOCK_SHIFT)));
+    for (; b < bEnd; b++) {
       const o = b * 5;
-      let c = 0;
-      for (let st = 1; st <= 4; st++) if ((mask >> st) & 1) c += blocks[o + st]!;
-      if (k >= c) {
-        k -= c;
-        continue;
-      }
-      const end = Math.min((b + 1) << BLOCK_SHIFT, sorted.length);
-      for (let r = b << BLOCK_SHIFT; r < end; r++) {
-        const num = sorted[r]!;
-        if (num === this.self || num >= this.cap) continue;
-        if ((mask >> this.status[num]!) & 1 && k-- === 0) return num;
-      }
-      return -1; // blocks out of step with statuses: cannot happen
+      const c = a * blocks[o + 1]! + s * blocks[o + 2]! + d * blocks[o + 3]! + l * blocks[o + 4]!;
+      if (k < c) break;
+      k -= c;
+    }
+    if (b === bEnd) return -1; // counts out of step with statuses: cannot happen
+    const sorted = this.ids.sorted();
+    const bytes = this.b;
+    const end = Math.min((b + 1) << BLOCK_SHIFT, sorted.length);
+    for (let r = b << BLOCK_SHIFT; r < end; r++) {
+      const num = sorted[r]!;
+      if (num === this.self || num >= this.cap) continue;
+      if ((mask >> bytes[num * 16 + 12]!) & 1 && k-- === 0) return num;
     }
     return -1;
   }
@@ -421,24 +463,29 @@ export class MemberTable {
     const sorted = this.ids.sorted();
     for (let r = 0; r < sorted.length; r++) {
       const num = sorted[r]!;
-      if (num < this.cap && this.status[num] !== ST_UNKNOWN) yield num;
+      if (num < this.cap && this.b[num * 16 + 12] !== ST_UNKNOWN) yield num;
     }
   }
 }
 
-/** A growable FIFO of int32 (a ring buffer). */
+/** A growable FIFO of int32 (a ring buffer; grows ×2 when full, halves below 1/8 full). */
 export class IntFifo {
   private buf = new Int32Array(16);
   private head = 0;
   size = 0;
 
+  private resize(cap: number): void {
+    const old = this.buf;
+    const b = new Int32Array(cap);
+    const first = Math.min(this.size, old.length - this.head);
+    b.set(old.subarray(this.head, this.head + first));
+    if (first < this.size) b.set(old.subarray(0, this.size - first), first);
+    this.buf = b;
+    this.head = 0;
+  }
+
   push(v: number): void {
-    if (this.size === this.buf.length) {
-      const b = new Int32Array(this.buf.length * 2);
-      for (let i = 0; i < this.size; i++) b[i] = this.buf[(this.head + i) & (this.buf.length - 1)]!;
-      this.buf = b;
-      this.head = 0;
-    }
+    if (this.size === this.buf.length) this.resize(this.buf.length * 2);
     this.buf[(this.head + this.size) & (this.buf.length - 1)] = v;
     this.size++;
   }
@@ -447,10 +494,7 @@ export class IntFifo {
     const v = this.buf[this.head]!;
     this.head = (this.head + 1) & (this.buf.length - 1);
     this.size--;
-    if (this.size === 0 && this.buf.length > 1024) {
-      this.buf = new Int32Array(16);
-      this.head = 0;
-    }
+    if (this.buf.length > 64 && this.size < this.buf.length >> 3) this.resize(this.buf.length >> 1);
     return v;
   }
 }

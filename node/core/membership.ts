@@ -133,12 +133,21 @@ export function supersedes(
 export type MemberChange = (member: Member, previous: MemberStatus | undefined) => void;
 
 const NAMES: readonly (MemberStatus | undefined)[] = [undefined, 'alive', 'suspect', 'dead', 'left'];
-const CODE: Record<MemberStatus, number> = {
-  alive: ST_ALIVE,
-  suspect: ST_SUSPECT,
-  dead: ST_DEAD,
-  left: ST_LEFT,
-};
+/** ST_* code of a status name (by its first letter: a, s, d, l). */
+function code(status: MemberStatus): number {
+  switch (status.charCodeAt(0)) {
+    case 97:
+      return ST_ALIVE;
+    case 115:
+      return ST_SUSPECT;
+    case 100:
+      return ST_DEAD;
+    default:
+      return ST_LEFT;
+  }
+}
+/** An empty piggyback (shared: messages are never mutated). */
+const NOTHING: readonly MemberState[] = Object.freeze([]);
 /** Queue marker: picked by the piggyback being built (its transmit count is updated at the end). */
 const Q_PICKED = 0xfe;
 
@@ -191,6 +200,8 @@ export class Membership {
   private readonly buckets: IntFifo[] = [];
   /** Members with a queued update. */
   private queued = 0;
+  /** Scratch of piggyback(): (member, transmit count) pairs picked. */
+  private readonly picked: number[] = [];
   /** Members that became dead, in that order (gossip targets while dead < gossipToTheDeadMs). */
   private recentDead: number[] = [];
   private readonly suspicionTimers = new Map<number, Timer>();
@@ -210,7 +221,7 @@ export class Membership {
   /** Unknown senders we are already syncing with (so a burst of their messages triggers one push-pull). */
   private readonly syncingWith = new Set<string>();
   /** Counters for tests and benchmarks. */
-  readonly counters = { pushPullsFull: 0, pushPullsDigestOnly: 0, gossipTicks: 0 };
+  readonly counters = { pushPullsFull: 0, pushPullsDigestOnly: 0, gossipTicks: 0, learnedQuietly: 0 };
   /** Bumped by every change of the view (persisting callers compare it instead of listening). */
   private changes = 0;
   /** Members kept as join candidates (see joinCandidates). */
@@ -330,7 +341,7 @@ export class Membership {
     }
     this.remembered = keep;
     return keep
-      .map((num) => ({ id: this.ids.id(num), addrs: this.ids.addrs(this.tab.addr[num]!) }))
+      .map((num) => ({ id: this.ids.id(num), addrs: this.ids.addrs(this.tab.addrOf(num)) }))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
@@ -353,7 +364,7 @@ export class Membership {
     if (this.aliveCache === undefined) {
       const out: string[] = [];
       for (const num of this.tab.numsSorted())
-        if (num !== this.me && this.tab.status[num] === ST_ALIVE) out.push(this.ids.id(num));
+        if (num !== this.me && this.tab.statusOf(num) === ST_ALIVE) out.push(this.ids.id(num));
       this.aliveCache = out;
     }
     return this.aliveCache;
@@ -418,7 +429,7 @@ export class Membership {
     this.tab.set(
       me,
       this.tab.incarnation(me) + 1,
-      this.tab.status[me]!,
+      this.tab.statusOf(me),
       this.ids.addrsNum(this.self.addrs()),
       undefined,
     );
@@ -445,9 +456,12 @@ export class Membership {
     this.applyUpdates(msg.upd, from);
     // A member that knows us but that we never heard of (gossip budgets ran out before reaching
     // us): learn everything it knows at once rather than waiting for the next push-pull round.
+    // Not while our own retransmit queue is busy, though: news is flowing (a join storm), gossip
+    // will bring the sender soon, and a full sync with every unknown sender would cost O(N) each.
     const fromNum = this.ids.lookup(from);
     if (
       (fromNum === undefined || this.tab.statusOf(fromNum) === ST_UNKNOWN) &&
+      this.queued === 0 &&
       !this.syncingWith.has(from) &&
       this.syncingWith.size < 8
     ) {
@@ -491,7 +505,7 @@ export class Membership {
 
   handlePushPull(from: string, msg: PushPull): PushPull {
     if (msg.join) this.log.debug({ peer: from }, 'join request');
-    this.applyUpdates(msg.members, from);
+    this.applyUpdates(msg.members, from, true);
     const digest = this.tab.digest();
     // Same digest: the views are equal, nothing to send. Old peers send no digest: full answer.
     if (!msg.join && msg.digest === digest) {
@@ -508,14 +522,18 @@ export class Membership {
    * answer it directly with what we know: epidemic gossip has a bounded retransmit budget and may
    * miss an agent, and without this correction that agent would keep a false `dead` until the
    * next push-pull.
+   *
+   * `bulk` (the lists of a push-pull): a member we did not know at all is learned without being
+   * queued for gossip, unless it is the peer itself — its list is no news to the peer, and the
+   * member announces itself (see docs/membership.md, "Dissemination"). Any other change is queued.
    */
-  applyUpdates(updates: readonly MemberState[], from: string): number {
+  applyUpdates(updates: readonly MemberState[], from: string, bulk = false): number {
     let changed = 0;
     let corrections: MemberState[] | undefined;
     for (const u of updates) {
       // A state object built by our own id table (the simulator's shared one) carries its number.
       const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
-      if (this.applyUpdate(num, u, from)) {
+      if (this.applyUpdate(num, u, from, bulk)) {
         changed++;
         continue;
       }
@@ -524,7 +542,7 @@ export class Membership {
         cur !== ST_UNKNOWN &&
         u.status !== 'alive' &&
         from !== this.self.id &&
-        supersedesCode(this.tab.incarnation(num), cur, u.incarnation, CODE[u.status])
+        supersedesCode(this.tab.incarnation(num), cur, u.incarnation, code(u.status))
       ) {
         if (corrections === undefined) corrections = [];
         corrections.push(this.stateOf(num));
@@ -538,27 +556,27 @@ export class Membership {
 
   // ───────────────────────────── state transitions ─────────────────────────────
 
-  private applyUpdate(num: number, u: MemberState, from: string): boolean {
+  private applyUpdate(num: number, u: MemberState, from: string, bulk: boolean): boolean {
     if (num === this.me) return this.aboutSelf(u, from);
     const cur = this.tab.statusOf(num);
-    const st = CODE[u.status];
+    const st = code(u.status);
     if (cur !== ST_UNKNOWN && !supersedesCode(u.incarnation, st, this.tab.incarnation(num), cur)) {
       // Same incarnation, same status but new addresses can't happen (addresses change only with
       // a new incarnation), so nothing to do.
       return false;
     }
-    this.setState(num, u.incarnation, st, u.addrs);
+    this.setState(num, u.incarnation, st, u.addrs, !(bulk && cur === ST_UNKNOWN && u.id !== from));
     return true;
   }
 
   /** Someone says something about us: refute suspicion/death by raising our incarnation. */
   private aboutSelf(u: MemberState, from: string): boolean {
     const me = this.me;
-    if (this.tab.status[me] === ST_LEFT) return false;
+    if (this.tab.statusOf(me) === ST_LEFT) return false;
     const inc = this.tab.incarnation(me);
     if (u.status === 'alive' || u.incarnation < inc) return false;
     // suspect/dead/left about us at our incarnation or above: we are alive — say so, louder.
-    this.tab.set(me, u.incarnation + 1, ST_ALIVE, this.tab.addr[me]!, undefined);
+    this.tab.set(me, u.incarnation + 1, ST_ALIVE, this.tab.addrOf(me), undefined);
     this.changes++;
     this.log.info({ peer: from, said: u.status, incarnation: u.incarnation + 1 }, 'refuting');
     this.enqueue(me);
@@ -567,9 +585,15 @@ export class Membership {
   }
 
   /** Set a member's state (addresses: kept when `addrs` is undefined or empty), queue it, notify. */
-  private setState(num: number, inc: number, st: number, addrs: readonly string[] | undefined): void {
+  private setState(
+    num: number,
+    inc: number,
+    st: number,
+    addrs: readonly string[] | undefined,
+    queue = true,
+  ): void {
     const prev = this.tab.statusOf(num);
-    let addrsNum = prev === ST_UNKNOWN ? 0 : this.tab.addr[num]!;
+    let addrsNum = prev === ST_UNKNOWN ? 0 : this.tab.addrOf(num);
     let learn = prev === ST_UNKNOWN;
     if (addrs !== undefined && addrs.length > 0 && addrs !== this.ids.addrs(addrsNum)) {
       const a = this.ids.addrsNum(addrs);
@@ -589,12 +613,13 @@ export class Membership {
       }
       if (st !== ST_ALIVE && this.tab.counts[ST_ALIVE] === 0) this.wakeReconnect();
     }
-    this.enqueue(num);
+    if (queue) this.enqueue(num);
+    else this.counters.learnedQuietly++;
     this.afterChange(num, prev === ST_UNKNOWN ? undefined : NAMES[prev]);
   }
 
   private afterChange(num: number, prev: MemberStatus | undefined): void {
-    const st = this.tab.status[num]!;
+    const st = this.tab.statusOf(num);
     if (num !== this.me) {
       const timer = this.suspicionTimers.get(num);
       if (timer && st !== ST_SUSPECT) {
@@ -627,7 +652,7 @@ export class Membership {
     const inc = this.tab.incarnation(num);
     const timer = this.clock.setTimer(timeout, () => {
       this.suspicionTimers.delete(num);
-      if (this.tab.status[num] === ST_SUSPECT && this.tab.incarnation(num) === inc) {
+      if (this.tab.statusOf(num) === ST_SUSPECT && this.tab.incarnation(num) === inc) {
         this.setState(num, inc, ST_DEAD, undefined);
       }
     });
@@ -700,11 +725,11 @@ export class Membership {
 
   /** Queue member `num`'s current state for retransmission (transmit count back to 0). */
   private enqueue(num: number): void {
-    const qT = this.tab.qT;
-    const t = qT[num]!;
+    const tab = this.tab;
+    const t = tab.q(num);
     if (t === 0) return; // queued and not sent yet: it will carry the current state
     if (t === Q_NONE) this.queued++;
-    qT[num] = 0;
+    tab.setQ(num, 0);
     this.bucket(0).push(num);
     this.wakeGossip();
   }
@@ -736,28 +761,27 @@ export class Membership {
    * recipient's own state first if we doubt it. Updates about the recipient are skipped.
    */
   private piggyback(to: number): MemberState[] {
-    const out: MemberState[] = [];
-    if (to >= 0) {
-      const st = this.tab.statusOf(to);
-      if (st !== ST_ALIVE && st !== ST_UNKNOWN) out.push(this.stateOf(to));
-    }
+    const doubt = to >= 0 && this.tab.statusOf(to) !== ST_ALIVE && this.tab.statusOf(to) !== ST_UNKNOWN;
+    if (this.queued === 0 && !doubt) return NOTHING as MemberState[]; // at rest: no allocation
+    const out: MemberState[] = doubt ? [this.stateOf(to)] : [];
     if (this.queued === 0) return out;
     const max = this.cfg.maxPiggyback;
-    const qT = this.tab.qT;
-    const picked: number[] = [];
+    const tab = this.tab;
+    const picked = this.picked;
+    picked.length = 0;
     for (let t = 0; t < this.buckets.length && out.length < max; t++) {
       const b = this.buckets[t];
       if (b === undefined) continue;
       // Only the entries there now: a skipped recipient goes back to the end.
       for (let i = b.size; i > 0 && out.length < max; i--) {
         const num = b.shift();
-        if (qT[num] !== t) continue; // stale entry (re-queued since, or already picked)
+        if (tab.q(num) !== t) continue; // stale entry (re-queued since, or already picked)
         if (num === to) {
           b.push(num);
           continue;
         }
         out.push(this.stateOf(num));
-        qT[num] = Q_PICKED;
+        tab.setQ(num, Q_PICKED);
         picked.push(num, t);
       }
     }
@@ -767,10 +791,10 @@ export class Membership {
         const num = picked[i]!;
         const t = picked[i + 1]! + 1;
         if (t >= limit) {
-          qT[num] = Q_NONE;
+          tab.setQ(num, Q_NONE);
           this.queued--;
         } else {
-          qT[num] = t;
+          tab.setQ(num, t);
           this.bucket(t).push(num);
         }
       }
@@ -810,7 +834,7 @@ export class Membership {
     const seen = new Set<number>();
     for (const num of this.recentDead) {
       if (
-        this.tab.status[num] === ST_DEAD &&
+        this.tab.statusOf(num) === ST_DEAD &&
         now - this.tab.changedAt(num) < this.cfg.gossipToTheDeadMs &&
         !seen.has(num)
       ) {
@@ -871,7 +895,7 @@ export class Membership {
         this.cfg.requestTimeoutMs,
       );
       if (!this.running) return false;
-      this.applyUpdates(reply.members, id);
+      this.applyUpdates(reply.members, id, true);
       if (
         !join &&
         (reply.digest === undefined || (reply.members.length > 0 && reply.digest !== this.tab.digest()))
@@ -882,7 +906,7 @@ export class Membership {
           this.cfg.requestTimeoutMs,
         );
         if (!this.running) return false;
-        this.applyUpdates(second.members, id);
+        this.applyUpdates(second.members, id, true);
       }
       return true;
     } catch (err) {
@@ -921,7 +945,7 @@ export class Membership {
     if (!ok) {
       const candidates: string[] = [];
       for (const num of this.tab.numsSorted())
-        if (num !== this.me && this.tab.status[num] !== ST_LEFT) candidates.push(this.ids.id(num));
+        if (num !== this.me && this.tab.statusOf(num) !== ST_LEFT) candidates.push(this.ids.id(num));
       for (const id of candidates) {
         if (await this.pushPullWith(id, true)) {
           ok = true;
@@ -971,24 +995,28 @@ export class Membership {
     return this.ids.state(
       num,
       this.tab.incarnation(num),
-      NAMES[this.tab.status[num]!]!,
-      this.tab.addr[num]!,
+      NAMES[this.tab.statusOf(num)]!,
+      this.tab.addrOf(num),
     ) as MemberState;
   }
 
   private member(num: number): Member {
     return {
       id: this.ids.id(num),
-      addrs: this.ids.addrs(this.tab.addr[num]!),
+      addrs: this.ids.addrs(this.tab.addrOf(num)),
       incarnation: this.tab.incarnation(num),
-      status: NAMES[this.tab.status[num]!]!,
+      status: NAMES[this.tab.statusOf(num)]!,
       changedAt: this.tab.changedAt(num),
     };
   }
 
   private states(): MemberState[] {
     const out: MemberState[] = [];
-    for (const num of this.tab.numsSorted()) out.push(this.stateOf(num));
+    const sorted = this.ids.sorted();
+    for (let r = 0; r < sorted.length; r++) {
+      const num = sorted[r]!;
+      if (this.tab.statusOf(num) !== ST_UNKNOWN) out.push(this.stateOf(num));
+    }
     return out;
   }
 }
