@@ -149,7 +149,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
   out(
     `idle: ${(idle.virtualMs / 1000).toFixed(0)} s virtual in ${(idle.wallMs / 1000).toFixed(1)} s wall ` +
       `(×${(idle.virtualMs / idle.wallMs).toFixed(2)}), ${idle.events} events (${Math.round(idle.events / (idle.wallMs / 1000))}/s), ` +
-      `${cpuUsPerAgentS} µs CPU per agent per virtual s, ${idleMsgsPerHostS} msgs and ${idleBytesPerHostS} B per host per s, RSS ${rss()} MiB`,
+      `${cpuUsPerAgentS} µs CPU per agent per virtual s (${((idle.cpuS * 1e6) / idle.events).toFixed(2)} µs per event), ${idleMsgsPerHostS} msgs and ${idleBytesPerHostS} B per host per s, RSS ${rss()} MiB`,
   );
 
   // (4) crash one agent
@@ -229,6 +229,14 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       wallMs: join.wallMs,
       cpuS: Math.round(join.cpuS * 10) / 10,
       events: join.events,
+      pushPullsFull: joinPP.full,
+      pushPullsDigestOnly: joinPP.digestOnly,
+    },
+    drain: {
+      virtualMs: drain.value,
+      wallMs: drain.wallMs,
+      cpuS: Math.round(drain.cpuS * 10) / 10,
+      events: drain.events,
     },
     idle: {
       virtualMs: idle.virtualMs,
@@ -237,6 +245,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
       events: idle.events,
       eventsPerSec: Math.round(idle.events / (idle.wallMs / 1000)),
       cpuUsPerAgentS,
+      cpuUsPerEvent: Math.round(((idle.cpuS * 1e6) / idle.events) * 100) / 100,
       msgsPerHostPerS: idleMsgsPerHostS,
       bytesPerHostPerS: idleBytesPerHostS,
     },
