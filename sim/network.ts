@@ -207,6 +207,8 @@ export class SimNetwork {
   private readonly publishUplinkCopies: number;
   /** See SimNetworkOptions.shareTopicBytes. */
   readonly shareTopicBytes: boolean;
+  /** Nodes whose uplink is limited (0: uplink() needs no lookup). */
+  private limitedUplinks = 0;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabOff = 0;
   /** Network-wide totals. */
@@ -294,7 +296,9 @@ export class SimNetwork {
 
   private applyBandwidth(node: SimNode, bw: Bandwidth): void {
     checkBandwidth(bw, node.id);
+    if (node.up !== Number.POSITIVE_INFINITY) this.limitedUplinks--;
     node.up = bw.upBytesPerSec === undefined ? Number.POSITIVE_INFINITY : bw.upBytesPerSec / 1000;
+    if (node.up !== Number.POSITIVE_INFINITY) this.limitedUplinks++;
     node.down = bw.downBytesPerSec === undefined ? Number.POSITIVE_INFINITY : bw.downBytesPerSec / 1000;
   }
 
@@ -304,6 +308,7 @@ export class SimNetwork {
    */
   uplink(from: PeerId, bytes: number, copies = 1): number {
     const now = this.loop.now;
+    if (this.limitedUplinks === 0) return now; // no node has a limited uplink: no lookup
     const n = this.nodes.get(from);
     if (n === undefined || n.up === Number.POSITIVE_INFINITY) return now;
     const done = Math.max(now, n.upFreeAt) + (bytes * copies) / n.up;

@@ -133,6 +133,22 @@ describe('MemberTable', () => {
     }
   });
 
+  it('kth when every other id matches (the fast path) equals the general walk', () => {
+    const ids = new MemberIds();
+    const order = [5, 1, 9, 3, 7, 0, 8, 2, 6, 4].map(id);
+    const t = new MemberTable(ids, 0);
+    t.self = ids.intern(id(4));
+    for (const x of order)
+      t.set(ids.intern(x), 1, x === id(4) ? ST_ALIVE : x < id(5) ? ST_ALIVE : ST_SUSPECT, 0, 0);
+    const ref = new Map(order.map((x) => [x, { inc: 1, st: x < id(5) ? ST_ALIVE : ST_SUSPECT }] as const));
+    for (let k = 0; k <= 10; k++) {
+      const fast = t.kth(M_ALIVE | M_SUSPECT, k);
+      expect(fast < 0 ? undefined : ids.id(fast)).toBe(refKth(ref, id(4), M_ALIVE | M_SUSPECT, k));
+      const part = t.kth(M_ALIVE, k); // not every id: general path
+      expect(part < 0 ? undefined : ids.id(part)).toBe(refKth(ref, id(4), M_ALIVE, k));
+    }
+  });
+
   it('the digest depends on the view only: not on the numbering or the order of updates', () => {
     const rng = new Prng(5);
     const entries = Array.from({ length: 400 }, (_, i) => ({

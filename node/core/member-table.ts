@@ -413,6 +413,14 @@ export class MemberTable {
   /** The k-th (0-based) member in id order whose status is in `mask`, self excluded; -1 if none. */
   kth(mask: number, k: number): number {
     if (k < 0) return -1;
+    // Every id of the table but self matches (e.g. everyone alive at rest): the k-th in id order,
+    // skipping self, without counting.
+    const ids = this.ids;
+    if (ids.ranksValid && this.count(mask) === ids.size - (this.self >= 0 ? 1 : 0)) {
+      if (k >= ids.size - 1) return -1;
+      const sorted = ids.sorted();
+      return this.self >= 0 && k >= ids.rank(this.self) ? sorted[k + 1]! : sorted[k]!;
+    }
     this.ensureBlocks();
     const a = (mask >> 1) & 1;
     const s = (mask >> 2) & 1;
