@@ -344,6 +344,7 @@ export class SimEngine implements Engine {
   readonly machine: SimMachine;
   private readonly stopTimeoutMs: number;
   private readonly unsubscribers = new Set<() => void>();
+  private killed = false;
 
   constructor(opts: SimEngineOptions) {
     this.hostId = opts.hostId;
@@ -384,11 +385,13 @@ export class SimEngine implements Engine {
   }
 
   async create(spec: WorkloadSpec): Promise<WorkloadInfo> {
+    if (this.killed) return hang();
     validateSpec(spec, this.hostId);
     return this.info(this.machine.create(spec));
   }
 
   async start(id: string): Promise<void> {
+    if (this.killed) return hang();
     const w = this.w(id);
     if (w.state === 'running') return;
     if (w.state === 'exited')
@@ -399,10 +402,12 @@ export class SimEngine implements Engine {
   }
 
   async stop(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.killed) return hang();
     await this.machine.stop(this.w(id), opts.timeoutMs ?? this.stopTimeoutMs);
   }
 
   async remove(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    if (this.killed) return hang();
     const w = this.w(id);
     if (w.state === 'running') {
       if (!opts.force)
@@ -413,10 +418,12 @@ export class SimEngine implements Engine {
   }
 
   async inspect(id: string): Promise<WorkloadInfo> {
+    if (this.killed) return hang();
     return this.info(this.w(id));
   }
 
   async list(): Promise<WorkloadInfo[]> {
+    if (this.killed) return hang();
     return this.machine.all(this.hostId).map((w) => this.info(w));
   }
 
@@ -447,6 +454,7 @@ export class SimEngine implements Engine {
   }
 
   async stats(id: string): Promise<Stats> {
+    if (this.killed) return hang();
     const w = this.w(id);
     if (w.state !== 'running') return { cpuMilli: 0, memoryBytes: 0 };
     const r = w.spec.resources ?? {};
@@ -458,12 +466,14 @@ export class SimEngine implements Engine {
   }
 
   async exec(id: string, cmd: string[], _opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    if (this.killed) return hang();
     const w = this.w(id);
     if (w.state !== 'running') throw new EngineError('not-running', `workload ${id} is not running`, { id });
     return this.machine.exec(w, cmd);
   }
 
   async update(id: string, patch: Resources): Promise<WorkloadInfo> {
+    if (this.killed) return hang();
     validateResources(patch, { id }, 'update');
     const w = this.w(id);
     const cur = w.spec.resources ?? {};
@@ -476,6 +486,7 @@ export class SimEngine implements Engine {
   }
 
   async wait(id: string): Promise<number> {
+    if (this.killed) return hang();
     const w = this.w(id);
     if (w.state === 'exited') return w.exitCode ?? -1;
     return new Promise((resolve) => w.waiters.push(resolve));
@@ -494,4 +505,22 @@ export class SimEngine implements Engine {
     for (const off of this.unsubscribers) off();
     this.unsubscribers.clear();
   }
+
+  /**
+   * The agent process that held this handle was killed (the simulator's crash): its engine
+   * subscriptions end and every later call never completes, as nothing runs in a dead process.
+   * The machine (the host's containers) lives on; a restarted agent gets a new handle. Without
+   * this, a crashed agent's reconciler was still woken by the machine's events and acted on its
+   * stale books (removing the restarted agent's workloads).
+   */
+  kill(): void {
+    this.killed = true;
+    for (const off of this.unsubscribers) off();
+    this.unsubscribers.clear();
+  }
+}
+
+/** A promise that never settles: the call of a killed process. */
+function hang<T>(): Promise<T> {
+  return new Promise<T>(() => {});
 }

@@ -326,6 +326,7 @@ export class SimCluster {
   crash(i: number): void {
     const a = this.get(i);
     a.clock.kill();
+    a.engine?.kill();
     this.net.crash(a.id);
     this.shared?.crash(i);
     a.up = false;

@@ -108,6 +108,38 @@ describe('reconcile loop on the sim engine', () => {
     expect(c.placementViolations(true)).toEqual([]);
   });
 
+  it('a crashed agent stays dead: the machine events of its restarted successor do not wake its reconciler', async () => {
+    const c = await cluster(34);
+    c.get(0).placement.submit('web', { name: 'web', replicas: 4, strategy: 'spread', spec: spec() });
+    await c.runUntil(() => [0, 1, 2, 3].every((i) => running(c, i) === 1), 15_000, 20);
+    await c.run(2_000); // every reconcile pass done: the agent idles, waiting for events
+    const old = c.get(2);
+    let looked = 0;
+    const list = old.engine!.list.bind(old.engine!);
+    old.engine!.list = () => {
+      looked++;
+      return list();
+    };
+    c.crash(2);
+    // While it is down the deploy goes away; the restarted agent stops and removes the container.
+    // The killed agent still has 'web' in its books: had it stayed subscribed to the machine, those
+    // events would have woken its reconciler, which would have acted on its stale books (fuzz seed
+    // 7 once saw it remove the new agent's workloads, then re-adopt a deleted one: an overcommit).
+    c.get(0).sync.removeIntent('web');
+    await c.run(2_000);
+    await c.restart(2);
+    const gone = await c.runUntil(() => c.machines[2]!.all(c.get(2).id).length === 0, 10_000, 20);
+    expect(gone).toBeGreaterThanOrEqual(0);
+    await c.run(3_000);
+    expect(looked).toBe(0);
+    expect(
+      await Promise.race([
+        old.engine!.inspect('web.2').then(() => 'settled'),
+        c.run(100).then(() => 'hangs'),
+      ]),
+    ).toBe('hangs');
+  });
+
   it('a crashing workload is restarted per policy (on-failure, with backoff) and its status reaches the cluster', async () => {
     const c = await cluster(32);
     c.get(1).placement.submit('crashy', {
