@@ -2,7 +2,6 @@ import './polyfill.ts';
 import { type GossipSub, type GossipsubMessage, gossipsub, StrictNoSign } from '@libp2p/gossipsub';
 import { identify } from '@libp2p/identify';
 import type { Connection, PrivateKey, Stream, StreamMessageEvent } from '@libp2p/interface';
-import { noise } from '@libp2p/noise';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
@@ -31,6 +30,7 @@ const nullLogger: TransportLogger = {
 };
 
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameTooLargeError, frameHeader } from './frame.ts';
+import { noiseTuned, tuneYamuxWindowUpdates } from './libp2p-tuning.ts';
 import { encodeSwarmKey, parseSwarmKey, SWARM_KEY_BYTES } from './swarm-key.ts';
 import {
   MAX_MESSAGE_BYTES,
@@ -217,13 +217,15 @@ export class Libp2pTransport implements Transport {
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     const heartbeatInterval = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     const dialTimeout = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
+    // Per-message costs of noise and yamux (gossip/libp2p-tuning.ts).
+    tuneYamuxWindowUpdates();
     const node = await createLibp2p({
       start: false,
       privateKey: options.privateKey,
       nodeInfo: { name: 'shoal' },
       addresses: { listen: options.listen ?? DEFAULT_LISTEN },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [noiseTuned()],
       // A burst of requests right after a dial can reach the remote before its side of the
       // connection is wired up; yamux parks such "early" streams, and by default *aborts the
       // whole connection* past 10 of them.

@@ -25,6 +25,7 @@ import {
   parseKindFrame,
   REQ_PROTOCOL,
 } from '../gossip/libp2p.ts';
+import { tuningStats, uint16BELength } from '../gossip/libp2p-tuning.ts';
 import {
   encodeSwarmKey,
   generateSwarmKey,
@@ -292,6 +293,35 @@ describe('Libp2pTransport (libp2p only)', () => {
         raw.send(framed);
       }
       expect(new TextDecoder().decode(await pending)).toBe('from b');
+    });
+  });
+
+  describe('libp2p tuning (gossip/libp2p-tuning.ts)', () => {
+    it('replaces the noise length decoder and skips most yamux window updates; big messages still flow', async () => {
+      const before = { ...tuningStats };
+      const a = await started();
+      const b = await started();
+      a.t.addPeer(b.t.id, b.t.addrs());
+      for (let i = 0; i < 200; i++) a.t.send(b.t.id, text(`m${i}`));
+      await eventually('200 small messages', () => b.messages.length === 200);
+      expect(tuningStats.noiseDecoders).toBeGreaterThanOrEqual(before.noiseDecoders + 2);
+      expect(tuningStats.windowUpdatesSkipped).toBeGreaterThan(before.windowUpdatesSkipped);
+      // Flow control still works past many windows (256 KiB each): 2 × 3 MiB at once (within
+      // the transport's per-peer buffer), then one more.
+      const big = new Uint8Array(3 * 1024 * 1024).fill(1);
+      a.t.send(b.t.id, big);
+      a.t.send(b.t.id, big);
+      await eventually('two big messages', () => b.messages.length === 202, 20_000);
+      a.t.send(b.t.id, big);
+      await eventually('three big messages', () => b.messages.length === 203, 20_000);
+      expect(b.messages.slice(200).every((m) => m.data.byteLength === big.byteLength)).toBe(true);
+    });
+
+    it('reads noise lengths without throwing', () => {
+      expect(uint16BELength(new Uint8Array(0))).toBe(0);
+      expect(uint16BELength(Uint8Array.of(1))).toBe(0);
+      expect(uint16BELength(Uint8Array.of(1, 2, 3))).toBe(258);
+      expect(uint16BELength({ byteLength: 2, get: (i: number) => [0xff, 0xfe][i]! })).toBe(0xfffe);
     });
   });
 
