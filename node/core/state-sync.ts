@@ -1,15 +1,18 @@
 import {
   decodeMessage,
   encodeMessage,
+  MESSAGE_LIMITS,
   SNAPSHOT_LIMITS,
   type StateMessage,
   StateMessageError,
 } from '../../crdt/codec.ts';
 import { nextVersion } from '../../crdt/hosts.ts';
+import { applyHostPatch, diffHostRecord } from '../../crdt/patch.ts';
 import { ClusterState, type StateDelta } from '../../crdt/state.ts';
 import type {
   Capacity,
   HostEntry,
+  HostPatch,
   HostRecord,
   IntentFields,
   IntentWire,
@@ -59,6 +62,15 @@ const MIN_LOG_BYTES = 256 * 1024;
 /** Second byte of a state request that is a hash probe (a crdt-codec JSON message never starts with 0x00). */
 const HASH_PROBE = 0x00;
 const HASH_DIFFERS = 0x01;
+
+/**
+ * Records rebuilt from a patch, by patch object: in the simulator every agent decodes a publish
+ * once (decodeCache) and holds the same base record object, so they share the rebuilt record
+ * too (one copy per version, as with full records). A real agent decodes each message itself.
+ */
+const rebuilt = new WeakMap<HostPatch, { base: HostRecord; rec: HostRecord }>();
+/** At most one request for a host's full record per this interval (the reply is on its way). */
+const WANT_INTERVAL_MS = 250;
 
 export interface StateSyncConfig {
   antiEntropyIntervalMs: number;
@@ -140,7 +152,18 @@ export class StateSync implements SubProtocol {
     exchangeFailures: 0,
     applied: 0,
     rejected: 0,
+    /** Own-record versions published as patches (the rest went whole). */
+    patchesPublished: 0,
+    /** Patches received whose base this agent did not hold (the full record was asked for). */
+    patchGaps: 0,
   };
+  /** When this agent last asked each host for its full record (after a patch it could not use). */
+  private readonly wanted = new Map<string, number>();
+  /**
+   * Per host, the newest patch that arrived before its base (gossip can reorder): applied as soon
+   * as the base arrives, dropped once superseded.
+   */
+  private readonly earlyPatches = new Map<string, { patch: HostPatch; from: string }>();
   /** Called after any change that altered local state (for metrics, tests and the bidding layer). */
   onChange: ((changed: { hosts: string[]; intents: string[] }) => void) | undefined;
 
@@ -273,13 +296,16 @@ export class StateSync implements SubProtocol {
     this.state.apply({ hosts: [rec], intents: [] });
     this.dirtyHosts.add(this.id);
     if (this.ownVersion > this.versionBound) this.persistSelf();
-    this.publish({ hosts: [rec], intents: [] });
+    // Only what changed since the previous version, when that is much smaller (crdt/patch.ts).
+    const patch = prev === undefined ? undefined : diffHostRecord(prev, rec);
+    if (patch) this.counters.patchesPublished++;
+    this.publish(patch ? { hosts: [], intents: [], patches: [patch] } : { hosts: [rec], intents: [] });
     this.onChange?.({ hosts: [this.id], intents: [] });
   }
 
   /** Broadcast a delta on the state topic. */
-  publish(delta: StateDelta): void {
-    if (delta.hosts.length === 0 && delta.intents.length === 0) return;
+  publish(delta: StateDelta & { patches?: HostPatch[] }): void {
+    if (delta.hosts.length === 0 && delta.intents.length === 0 && !delta.patches?.length) return;
     this.counters.published++;
     this.deps.transport.publish(STATE_TOPIC, this.encode({ t: 'delta', ...delta }));
   }
@@ -301,7 +327,10 @@ export class StateSync implements SubProtocol {
   }
 
   onMessage(from: string, data: Uint8Array): void {
-    this.handle(from, this.decode(from, data));
+    const msg = this.decode(from, data);
+    const replies = this.handle(from, msg);
+    // A peer that could not use a patch of our record asks for it whole (see `handle`).
+    if (msg.t === 'want') for (const r of replies) this.deps.transport.send(from, this.encode(r));
   }
 
   onRequest(from: string, data: Uint8Array): Uint8Array {
@@ -320,8 +349,13 @@ export class StateSync implements SubProtocol {
     let replies: StateMessage[];
     if (msg.t === 'delta' || msg.t === 'snapshot') {
       const before = this.ownRecordVersion();
-      const changed = this.state.apply(msg, from);
+      const delta =
+        msg.t === 'delta' && msg.patches?.length
+          ? { hosts: [...msg.hosts, ...this.unpatch(from, msg.patches)], intents: msg.intents }
+          : msg;
+      const changed = this.state.apply(delta, from);
       replies = [];
+      if (changed.hosts.length > 0 && this.earlyPatches.size > 0) this.applyEarlyPatches(changed.hosts);
       if (changed.hosts.length || changed.intents.length) {
         for (const h of changed.hosts) this.dirtyHosts.add(h.id);
         for (const w of changed.intents) this.dirtyIntents.add(w.id);
@@ -337,6 +371,76 @@ export class StateSync implements SubProtocol {
       replies = this.state.handle(msg, from);
     }
     return replies;
+  }
+
+  /**
+   * Full records from patches, for those whose base this agent holds. Validates them all before
+   * anything is applied (an inconsistent patch rejects the message, naming the peer and field).
+   * A patch whose base is missing (lost or reordered gossip, a new agent) asks the host for its
+   * full record, at most once per WANT_INTERVAL_MS per host; anti-entropy would bring it too.
+   */
+  private unpatch(from: string, patches: readonly HostPatch[]): HostRecord[] {
+    const out: HostRecord[] = [];
+    patches.forEach((p, i) => {
+      const cur = this.state.hosts.get(p.id);
+      if (cur !== undefined && cur.version >= p.version) return; // already there (or newer)
+      if (cur === undefined || cur.deleted || cur.version !== p.base) {
+        this.counters.patchGaps++;
+        const early = this.earlyPatches.get(p.id);
+        if (
+          cur !== undefined &&
+          !cur.deleted &&
+          cur.version < p.base &&
+          (!early || early.patch.version < p.version)
+        )
+          this.earlyPatches.set(p.id, { patch: p, from });
+        this.askFull(p.id);
+        return;
+      }
+      const hit = rebuilt.get(p);
+      if (hit !== undefined && hit.base === cur) {
+        out.push(hit.rec);
+        return;
+      }
+      try {
+        const rec = applyHostPatch(cur, p, from, `patches[${i}]`, MESSAGE_LIMITS.maxWorkloadsPerHost);
+        rebuilt.set(p, { base: cur, rec });
+        out.push(rec);
+      } catch (err) {
+        // Inconsistent with our copy of the base: reject it and fetch the record whole.
+        this.askFull(p.id);
+        if (err instanceof StateMessageError) throw new WireError(from, err.path, err.reason);
+        throw err;
+      }
+    });
+    return out;
+  }
+
+  /** Patches that waited for a version just applied. */
+  private applyEarlyPatches(changed: readonly HostEntry[]): void {
+    for (const h of changed) {
+      const early = this.earlyPatches.get(h.id);
+      if (early === undefined) continue;
+      if (early.patch.version <= h.version || h.deleted) this.earlyPatches.delete(h.id);
+      else if (early.patch.base === h.version) {
+        this.earlyPatches.delete(h.id);
+        try {
+          this.handle(early.from, { t: 'delta', hosts: [], intents: [], patches: [early.patch] });
+        } catch (err) {
+          this.counters.rejected++;
+          this.deps.log.warn({ peer: early.from, err: (err as Error).message }, 'rejected a waiting patch');
+        }
+      }
+    }
+  }
+
+  private askFull(host: string): void {
+    if (host === this.id) return;
+    const now = this.deps.clock.now();
+    if ((this.wanted.get(host) ?? Number.NEGATIVE_INFINITY) > now - WANT_INTERVAL_MS) return;
+    if (this.wanted.size > 10_000) this.wanted.clear();
+    this.wanted.set(host, now);
+    this.deps.transport.send(host, this.encode({ t: 'want', hosts: [host], intents: [] }));
   }
 
   private ownRecordVersion(): number | undefined {
