@@ -143,6 +143,10 @@ export class StateSync implements SubProtocol {
   private baseBytes = 0;
   /** Write a full base next time (no base yet, or a write failed: what is on disk is unknown). */
   private needBase = true;
+  /** A base write failed after everything was marked clean: write one even if nothing is dirty. */
+  private baseLost = false;
+  /** The chain of async state writes (see persistChanges). */
+  private writing: Promise<void> = Promise.resolve();
   private timer: Timer | undefined;
   private running = false;
   readonly counters = {
@@ -156,6 +160,8 @@ export class StateSync implements SubProtocol {
     patchesPublished: 0,
     /** Patches received whose base this agent did not hold (the full record was asked for). */
     patchGaps: 0,
+    /** Async state writes that failed (retried: the next write is a full base). */
+    persistFailures: 0,
   };
   /** When this agent last asked each host for its full record (after a patch it could not use). */
   private readonly wanted = new Map<string, number>();
@@ -192,11 +198,13 @@ export class StateSync implements SubProtocol {
     this.timer = this.deps.clock.setTimer(first, () => this.antiEntropyLoop());
   }
 
-  stop(): void {
+  /** Stop timers; resolves once the state writes in flight have landed (the agent then persists the rest). */
+  stop(): Promise<void> {
     this.running = false;
     this.timer?.cancel();
     this.selfTimer?.cancel();
     this.selfTimer = undefined;
+    return this.writing;
   }
 
   /** The host's facts changed (capacity override, labels): write and publish a new version. */
@@ -623,12 +631,17 @@ export class StateSync implements SubProtocol {
     this.flushTimer = undefined;
     const waiters = this.flushWaiters;
     this.flushWaiters = [];
+    const release = (): void => {
+      for (const w of waiters) w();
+    };
+    let written: Promise<void> | undefined;
     try {
-      this.persistChanges(false);
+      written = this.persistChanges(false);
     } catch (err) {
       this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
     }
-    for (const w of waiters) w();
+    if (written === undefined) release();
+    else void written.then(release);
   }
 
   /** Write everything changed since the last write (the agent calls this every second and at stop). */
@@ -637,16 +650,27 @@ export class StateSync implements SubProtocol {
     this.persistChanges(true);
   }
 
+  /** Resolves once the state writes started so far have landed (or failed). */
+  settled(): Promise<void> {
+    return this.writing;
+  }
+
   /**
    * Incremental persistence: the entries changed since the last write go to a new log file
    * (`state.log.<seq>`, O(change)); when the log outgrows the base, one full base snapshot
    * replaces both (O(state), amortised). `withHosts` false writes intents only (group commit).
+   *
+   * With a store that has `writeAsync` (the real disk), files are written off the event loop, one
+   * after another (`writing`): a log file lands only after the files before it, so what is on disk
+   * after a crash is always a prefix. The bookkeeping is done at once; a failed write re-marks its
+   * entries dirty and makes the next write a full base. Returns the pending write, if any.
    */
-  private persistChanges(withHosts: boolean): void {
+  private persistChanges(withHosts: boolean): Promise<void> | undefined {
     const hostIds = withHosts ? [...this.dirtyHosts] : [];
     const intentIds = [...this.dirtyIntents];
-    if (hostIds.length === 0 && intentIds.length === 0) return;
+    if (hostIds.length === 0 && intentIds.length === 0 && !this.baseLost) return undefined;
     const { store } = this.deps;
+    const writeAsync = this.running ? store.writeAsync?.bind(store) : undefined;
     const logFull =
       this.logFiles.length >= MAX_LOG_FILES || this.logBytes > Math.max(MIN_LOG_BYTES, this.baseBytes);
     if (this.needBase || logFull) {
@@ -657,20 +681,38 @@ export class StateSync implements SubProtocol {
       bytes[0] = BASE_MAGIC;
       new DataView(bytes.buffer).setUint32(1, seq);
       bytes.set(snap, 5);
-      try {
-        store.write(STORE_STATE_KEY, bytes);
-      } catch (err) {
-        this.needBase = true;
-        throw err;
+      const covered = this.logFiles;
+      if (writeAsync === undefined) {
+        try {
+          store.write(STORE_STATE_KEY, bytes);
+        } catch (err) {
+          this.needBase = true;
+          throw err;
+        }
       }
       this.needBase = false;
+      this.baseLost = false;
       this.baseBytes = bytes.length;
       this.dirtyHosts.clear();
       this.dirtyIntents.clear();
-      for (const s of this.logFiles) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
       this.logFiles = [];
       this.logBytes = 0;
-      return;
+      if (writeAsync === undefined) {
+        for (const s of covered) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
+        return undefined;
+      }
+      return this.enqueueWrite(
+        async () => {
+          await writeAsync(STORE_STATE_KEY, bytes);
+          // Covered log files: harmless if left behind (skipped and removed on load).
+          await Promise.all(covered.map((s) => this.removeQuietlyAsync(`${STORE_LOG_PREFIX}${s}`)));
+        },
+        () => {
+          // Everything was marked clean: write a whole base again next time.
+          this.needBase = true;
+          this.baseLost = true;
+        },
+      );
     }
     const hosts: HostEntry[] = [];
     for (const id of hostIds.sort()) {
@@ -683,19 +725,53 @@ export class StateSync implements SubProtocol {
       if (w) intents.push(w);
     }
     const seq = this.logSeq + 1;
+    const key = `${STORE_LOG_PREFIX}${seq}`;
     const bytes = encodeMessage({ t: 'delta', hosts, intents });
-    try {
-      store.write(`${STORE_LOG_PREFIX}${seq}`, bytes);
-    } catch (err) {
-      // Unknown what reached the disk: the next write is a full base.
-      this.needBase = true;
-      throw err;
+    if (writeAsync === undefined) {
+      try {
+        store.write(key, bytes);
+      } catch (err) {
+        // Unknown what reached the disk: the next write is a full base.
+        this.needBase = true;
+        throw err;
+      }
     }
     this.logSeq = seq;
     this.logFiles.push(seq);
     this.logBytes += bytes.length;
     for (const id of hostIds) this.dirtyHosts.delete(id);
     for (const id of intentIds) this.dirtyIntents.delete(id);
+    if (writeAsync === undefined) return undefined;
+    return this.enqueueWrite(
+      () => writeAsync(key, bytes),
+      () => {
+        // Unknown what reached the disk: the next write is a full base; its entries are dirty again.
+        this.needBase = true;
+        for (const id of hostIds) this.dirtyHosts.add(id);
+        for (const id of intentIds) this.dirtyIntents.add(id);
+      },
+    );
+  }
+
+  /** Run `write` after the state writes before it; on failure log, count and call `failed`. */
+  private enqueueWrite(write: () => Promise<void>, failed: () => void): Promise<void> {
+    const next = this.writing.then(write).catch((err: unknown) => {
+      failed();
+      this.counters.persistFailures++;
+      this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
+    });
+    this.writing = next;
+    return next;
+  }
+
+  private async removeQuietlyAsync(key: string): Promise<void> {
+    const { store } = this.deps;
+    try {
+      if (store.removeAsync) await store.removeAsync(key);
+      else store.remove(key);
+    } catch (err) {
+      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log file');
+    }
   }
 
   // ───────────────────────────── codec ─────────────────────────────
