@@ -418,12 +418,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
     const bootMs = await startProcs(c, o.procs, o.cpuProf);
-    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 3 s\n`);
-    await sleep(1_000);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
+    // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
+    // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.
+    await sleep(5_000);
     // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
     const idleCpu0 = agentCpuSeconds(c);
     const idleT0 = Date.now();
-    await sleep(2_000);
+    await sleep(3_000);
     const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
