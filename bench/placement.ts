@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--cpu-prof DIR] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -33,9 +33,10 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  *     check after every 10 virtual ms and the exactly-once check at rest.
  * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine sim`, debug
  *     logs). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
- *     `--concurrency` requests in flight. t0 = just before the POST; decided = the pino `time` of
- *     the coordinator's `placement: decided` line (same machine clock). Also reported: HTTP round
- *     trip, CPU the agents used, machine load.
+ *     `--concurrency` requests in flight, back to back (closed loop), or `--rate` per second (open
+ *     loop). t0 = just before the POST; decided = the pino `time` of the winning host's
+ *     `placement: award accepted` line (same machine clock). Also reported: HTTP round trip, CPU
+ *     the agents used, their counters per decision, machine load.
  * (c) quality — one seeded binpack workload on `--quality-agents` (50) heterogeneous hosts, placed
  *     (1) by the protocol in the sim, `--quality-wave` deploys at a time (each listed size), each wave decided and
  *     gossiped everywhere before the next, and (2) by `allocator.plan` over the same hosts, one
@@ -60,6 +61,8 @@ interface Options {
   /** (b): replicas of every deploy; 0 = 1–3 (seeded). */
   procReplicas: number;
   concurrency: number;
+  /** (b): POST this many deploys per second (open loop, at most `concurrency` in flight); 0 = closed loop. */
+  rate: number;
   qualityAgents: number;
   qualityDeploys: number;
   qualityWaves: number[];
@@ -69,7 +72,7 @@ interface Options {
 
 const USAGE =
   '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
-  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --rate 0 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -83,6 +86,7 @@ function parseArgs(args: string[]): Options {
     procDeploys: 300,
     procReplicas: 0,
     concurrency: 16,
+    rate: 0,
     qualityAgents: 50,
     qualityDeploys: 100,
     qualityWaves: [1, 4],
@@ -98,6 +102,7 @@ function parseArgs(args: string[]): Options {
     '--proc-deploys': 'procDeploys',
     '--proc-replicas': 'procReplicas',
     '--concurrency': 'concurrency',
+    '--rate': 'rate',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
   };
@@ -125,7 +130,7 @@ function parseArgs(args: string[]): Options {
     const key = num[a];
     if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' ? 0 : 1))
+    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' || key === 'rate' ? 0 : 1))
       throw new Error(`${a}: expected a positive integer, got ${v}`);
     o[key] = n;
   }
@@ -448,21 +453,35 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     // CLOCK_MONOTONIC, the clock of V8's profile timestamps: lets a profile be cut to the burst.
     const monoStartUs = Number(process.hrtime.bigint() / 1000n);
     let next = 0;
-    const worker = async () => {
-      while (next < deploys.length) {
-        const k = next++;
-        const d = deploys[k]!;
-        const t0 = Date.now();
-        sentAt.set(d.id, t0);
-        try {
-          await c.http(targets[k]!, 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000);
-          http.push(Date.now() - t0);
-        } catch (err) {
-          errors.push(`${d.id}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
-        }
+    const post = async (k: number) => {
+      const d = deploys[k]!;
+      const t0 = Date.now();
+      sentAt.set(d.id, t0);
+      try {
+        await c.http(targets[k]!, 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000);
+        http.push(Date.now() - t0);
+      } catch (err) {
+        errors.push(`${d.id}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
+    if (o.rate > 0) {
+      // Open loop: deploy k is due at start + k/rate (latency at a given load); a POST waits only
+      // when `concurrency` are already in flight (then the offered rate is not met: reported).
+      const inFlight = new Set<Promise<void>>();
+      for (let k = 0; k < deploys.length; k++) {
+        const due = start + (k * 1000) / o.rate;
+        if (due > Date.now()) await sleep(due - Date.now());
+        while (inFlight.size >= o.concurrency) await Promise.race(inFlight);
+        const p: Promise<void> = post(k).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await Promise.all(inFlight);
+    } else {
+      const worker = async () => {
+        while (next < deploys.length) await post(next++);
+      };
+      await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
+    }
     const submitMs = Date.now() - start;
     // A decision is an award committed on the winning host's books (its `placement: award
     // accepted` line). The coordinator's `placement: decided` line comes when the ack is back; an
@@ -539,6 +558,9 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       deploys: deploys.length,
       replicas: total,
       concurrency: o.concurrency,
+      /** Offered deploys per second (0: closed loop) and what the submission achieved. */
+      rate: o.rate,
+      submittedPerSec: round1((deploys.length / Math.max(1, submitMs)) * 1000),
       submitErrors: errors.length,
       firstSubmitErrors: errors.slice(0, 3),
       submitWindowMs: submitMs,
