@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--cpu-prof DIR] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -33,9 +33,10 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  *     check after every 10 virtual ms and the exactly-once check at rest.
  * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine sim`, debug
  *     logs). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
- *     `--concurrency` requests in flight. t0 = just before the POST; decided = the pino `time` of
- *     the coordinator's `placement: decided` line (same machine clock). Also reported: HTTP round
- *     trip, CPU the agents used, machine load.
+ *     `--concurrency` requests in flight, back to back (closed loop), or `--rate` per second (open
+ *     loop). t0 = just before the POST; decided = the pino `time` of the winning host's
+ *     `placement: award accepted` line (same machine clock). Also reported: HTTP round trip, CPU
+ *     the agents used, their counters per decision, machine load.
  * (c) quality — one seeded binpack workload on `--quality-agents` (50) heterogeneous hosts, placed
  *     (1) by the protocol in the sim, `--quality-wave` deploys at a time (each listed size), each wave decided and
  *     gossiped everywhere before the next, and (2) by `allocator.plan` over the same hosts, one
@@ -60,6 +61,8 @@ interface Options {
   /** (b): replicas of every deploy; 0 = 1–3 (seeded). */
   procReplicas: number;
   concurrency: number;
+  /** (b): POST this many deploys per second (open loop, at most `concurrency` in flight); 0 = closed loop. */
+  rate: number;
   qualityAgents: number;
   qualityDeploys: number;
   qualityWaves: number[];
@@ -69,7 +72,7 @@ interface Options {
 
 const USAGE =
   '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
-  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --rate 0 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -83,6 +86,7 @@ function parseArgs(args: string[]): Options {
     procDeploys: 300,
     procReplicas: 0,
     concurrency: 16,
+    rate: 0,
     qualityAgents: 50,
     qualityDeploys: 100,
     qualityWaves: [1, 4],
@@ -98,6 +102,7 @@ function parseArgs(args: string[]): Options {
     '--proc-deploys': 'procDeploys',
     '--proc-replicas': 'procReplicas',
     '--concurrency': 'concurrency',
+    '--rate': 'rate',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
   };
@@ -125,7 +130,7 @@ function parseArgs(args: string[]): Options {
     const key = num[a];
     if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' ? 0 : 1))
+    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' || key === 'rate' ? 0 : 1))
       throw new Error(`${a}: expected a positive integer, got ${v}`);
     o[key] = n;
   }
@@ -371,6 +376,40 @@ async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefine
   return Date.now() - t0;
 }
 
+/** Sum of every agent's `shoal_*_total` counters (GET /metrics), by metric name. */
+async function clusterCounters(c: ClusterProcs): Promise<Map<string, number>> {
+  const sums = new Map<string, number>();
+  await Promise.all(
+    c.runningIndices().map(async (i) => {
+      try {
+        const res = await fetch(`${c.get(i).api}/metrics`, {
+          headers: { authorization: `Bearer ${c.token(i)}` },
+          signal: AbortSignal.timeout(10_000),
+        });
+        for (const line of (await res.text()).split('\n')) {
+          const m = /^(shoal_[a-z_]+_total)(?:\{[^}]*\})? ([0-9.e+]+)$/.exec(line);
+          if (m) sums.set(m[1]!, (sums.get(m[1]!) ?? 0) + Number(m[2]));
+        }
+      } catch {
+        // an agent that does not answer: its counters are missing from the sums
+      }
+    }),
+  );
+  return sums;
+}
+
+/** Counters that grew between two scrapes, per decision (short names: shoal_ and _total dropped). */
+function growthPerDecision(before: Map<string, number>, after: Map<string, number>, decisions: number) {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    if (d > 0)
+      out[k.replace(/^shoal_/, '').replace(/_total$/, '')] =
+        Math.round((d / Math.max(1, decisions)) * 100) / 100;
+  }
+  return out;
+}
+
 interface DeployListRow {
   id: string;
   replicas: number;
@@ -384,12 +423,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
     const bootMs = await startProcs(c, o.procs, o.cpuProf);
-    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 3 s\n`);
-    await sleep(1_000);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
+    // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
+    // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.
+    await sleep(5_000);
     // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
     const idleCpu0 = agentCpuSeconds(c);
     const idleT0 = Date.now();
-    await sleep(2_000);
+    await sleep(3_000);
     const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
@@ -405,25 +446,42 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     const sentAt = new Map<string, number>();
     const http: number[] = [];
     const errors: string[] = [];
+    const counters0 = await clusterCounters(c);
     const cpu0 = agentCpuSeconds(c);
     const load0 = os.loadavg()[0]!;
     const start = Date.now();
+    // CLOCK_MONOTONIC, the clock of V8's profile timestamps: lets a profile be cut to the burst.
+    const monoStartUs = Number(process.hrtime.bigint() / 1000n);
     let next = 0;
-    const worker = async () => {
-      while (next < deploys.length) {
-        const k = next++;
-        const d = deploys[k]!;
-        const t0 = Date.now();
-        sentAt.set(d.id, t0);
-        try {
-          await c.http(targets[k]!, 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000);
-          http.push(Date.now() - t0);
-        } catch (err) {
-          errors.push(`${d.id}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
-        }
+    const post = async (k: number) => {
+      const d = deploys[k]!;
+      const t0 = Date.now();
+      sentAt.set(d.id, t0);
+      try {
+        await c.http(targets[k]!, 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000);
+        http.push(Date.now() - t0);
+      } catch (err) {
+        errors.push(`${d.id}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
+    if (o.rate > 0) {
+      // Open loop: deploy k is due at start + k/rate (latency at a given load); a POST waits only
+      // when `concurrency` are already in flight (then the offered rate is not met: reported).
+      const inFlight = new Set<Promise<void>>();
+      for (let k = 0; k < deploys.length; k++) {
+        const due = start + (k * 1000) / o.rate;
+        if (due > Date.now()) await sleep(due - Date.now());
+        while (inFlight.size >= o.concurrency) await Promise.race(inFlight);
+        const p: Promise<void> = post(k).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await Promise.all(inFlight);
+    } else {
+      const worker = async () => {
+        while (next < deploys.length) await post(next++);
+      };
+      await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
+    }
     const submitMs = Date.now() - start;
     // A decision is an award committed on the winning host's books (its `placement: award
     // accepted` line). The coordinator's `placement: decided` line comes when the ack is back; an
@@ -454,12 +512,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     await waitFor(() => collect() && coordinator.size >= total, 3_000, 100, 'acks').catch(() => undefined);
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
+    const monoEndUs = Number(process.hrtime.bigint() / 1000n);
     const agentCpu = agentCpuSeconds(c) - cpu0;
     const elapsedS = (Date.now() - start) / 1000;
     const agentCores = round1(agentCpu / elapsedS);
     // Marginal CPU of a decision: what the burst used beyond the idle rate, per decided replica.
     const marginalMs = ((agentCpu - idleCores * elapsedS) * 1000) / Math.max(1, decisions.size);
     const load1 = os.loadavg()[0]!;
+    const counters1 = await clusterCounters(c);
     // At rest: every deploy placed exactly once, as agent 0 sees it.
     let placedOk = 0;
     let misplaced: string[] = [];
@@ -498,6 +558,9 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       deploys: deploys.length,
       replicas: total,
       concurrency: o.concurrency,
+      /** Offered deploys per second (0: closed loop) and what the submission achieved. */
+      rate: o.rate,
+      submittedPerSec: round1((deploys.length / Math.max(1, submitMs)) * 1000),
       submitErrors: errors.length,
       firstSubmitErrors: errors.slice(0, 3),
       submitWindowMs: submitMs,
@@ -523,9 +586,13 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       /** Agent CPU per decision beyond the idle rate (less sensitive to how long a loaded machine stretched the run). */
       marginalCpuMsPerDecision: round1(marginalMs),
       loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
+      /** Agent counters (GET /metrics, all agents) grown during the burst, per decision. */
+      countersPerDecision: growthPerDecision(counters0, counters1, decisions.size),
       engineStarted,
       engineActionFailures: engineFailures.length,
       firstEngineFailure: engineFailures[0] ? String(engineFailures[0].err) : null,
+      /** With --cpu-prof: the burst (first POST → all decided) in the profiles' clock (µs, monotonic). */
+      ...(o.cpuProf ? { profileWindowUs: [monoStartUs, monoEndUs] } : {}),
     };
   } finally {
     if (o.cpuProf) {
