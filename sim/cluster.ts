@@ -60,8 +60,9 @@ export interface SimClusterOptions {
    */
   hashedTopics?: boolean;
   /**
-   * After every agent has started, each publishes its record again, so that every agent holds
-   * every record without anti-entropy (agents that started later missed the first publishes).
+   * After every agent has started, each publishes its record again, whole (not as a patch), so
+   * that every agent holds every record without anti-entropy (agents that started later missed
+   * the first publishes, so they hold no base a patch could apply to).
    * Implied by `sharedState`.
    */
   republishAfterStart?: boolean;
@@ -209,7 +210,7 @@ export class SimCluster {
     }
     for (const a of this.agents) await a.agent.start();
     if (this.opts.republishAfterStart || this.opts.sharedState) {
-      for (const a of this.agents) a.sync.setHost(a.sync.hostFacts());
+      for (const a of this.agents) a.sync.republishWhole();
     }
   }
 

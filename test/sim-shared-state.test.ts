@@ -44,7 +44,11 @@ async function scenario(seed: number, size: number, shared: boolean, engine: boo
         a: { b: { baseMs: 20, jitterMs: 5, tail: { kind: 'pareto', scaleMs: 5, alpha: 1.5, maxMs: 200 } } },
       },
     },
-    sync: { antiEntropyIntervalMs: 1e9 },
+    // Whole host records on the real path: the stand-in shows each agent the newest version that
+    // reached it, which is what whole records give. Patches rebuild the same records
+    // (test/crdt-patch) but a patch that overtakes its base costs a want (test/state-patch-sim):
+    // traffic the stand-in does not model.
+    sync: { antiEntropyIntervalMs: 1e9, patches: false },
     ...(shared
       ? { sharedState: true }
       : { hashedTopics: true, republishAfterStart: true, shareDecoded: true }),

@@ -79,6 +79,11 @@ export interface StateSyncConfig {
   groupCommitMs: number;
   /** Changes of this host's workloads within this window are published as one record version. */
   coalesceMs: number;
+  /**
+   * Publish a new version of this host's record as a patch of the previous one (crdt/patch.ts)
+   * when that is smaller; false: always whole. Receivers take both either way.
+   */
+  patches: boolean;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
@@ -86,6 +91,7 @@ export const defaultStateSyncConfig: StateSyncConfig = {
   requestTimeoutMs: 3000,
   groupCommitMs: 5,
   coalesceMs: 10,
+  patches: true,
 };
 
 export interface StateSyncDeps {
@@ -241,6 +247,14 @@ export class StateSync implements SubProtocol {
     this.writeSelf();
   }
 
+  /**
+   * Publish this host's record again, whole (a new version with the same content): for agents that
+   * missed its earlier versions and so could not use a patch (the simulator's `republishAfterStart`).
+   */
+  republishWhole(): void {
+    this.writeSelf(true);
+  }
+
   /** Replace this host's workloads (its claims) and usage, publish a new version of its record. */
   setWorkloads(workloads: WorkloadRecord[], allocated: Resources): void {
     this.pendingWorkloads = { workloads, allocated };
@@ -312,7 +326,7 @@ export class StateSync implements SubProtocol {
 
   // ───────────────────────────── own record ─────────────────────────────
 
-  private writeSelf(): void {
+  private writeSelf(whole = false): void {
     this.selfTimer?.cancel();
     this.selfTimer = undefined;
     const seen = this.state.hosts.versionOf(this.id);
@@ -333,7 +347,7 @@ export class StateSync implements SubProtocol {
     this.dirtyHosts.add(this.id);
     if (this.ownVersion > this.versionBound) this.persistSelf();
     // Only what changed since the previous version, when that is much smaller (crdt/patch.ts).
-    const patch = prev === undefined ? undefined : diffHostRecord(prev, rec);
+    const patch = prev === undefined || whole || !this.cfg.patches ? undefined : diffHostRecord(prev, rec);
     if (patch) this.counters.patchesPublished++;
     this.publish(patch ? { hosts: [], intents: [], patches: [patch] } : { hosts: [rec], intents: [] });
     this.onChange?.({ hosts: [this.id], intents: [] });
@@ -399,6 +413,8 @@ export class StateSync implements SubProtocol {
           : msg;
       const changed = this.state.apply(delta, from);
       replies = [];
+      // A want is answered once the host's record arrives: the next gap may ask again at once.
+      if (this.wanted.size > 0) for (const h of changed.hosts) this.wanted.delete(h.id);
       if (changed.hosts.length > 0 && this.earlyPatches.size > 0) this.applyEarlyPatches(changed.hosts);
       if (changed.hosts.length || changed.intents.length) {
         for (const h of changed.hosts) this.dirtyHosts.add(h.id);
@@ -421,7 +437,8 @@ export class StateSync implements SubProtocol {
    * Full records from patches, for those whose base this agent holds. Validates them all before
    * anything is applied (an inconsistent patch rejects the message, naming the peer and field).
    * A patch whose base is missing (lost or reordered gossip, a new agent) asks the host for its
-   * full record, at most once per WANT_INTERVAL_MS per host; anti-entropy would bring it too.
+   * full record, at most once per WANT_INTERVAL_MS per host while unanswered (a record of that host
+   * arriving ends the wait); anti-entropy would bring it too.
    */
   private unpatch(from: string, patches: readonly HostPatch[]): HostRecord[] {
     const out: HostRecord[] = [];
