@@ -47,6 +47,9 @@ export const bench: Bench = {
         'join-max-s': { type: 'string', default: '120' },
         'max-rss-mib': { type: 'string', default: '8192' },
         force: { type: 'boolean', default: false },
+        'membership-only': { type: 'boolean', default: false },
+        'idle-s': { type: 'string', default: '60' },
+        'probe-interval-ms': { type: 'string' },
       },
     });
     const num = (k: keyof typeof values): number => {
@@ -66,6 +69,22 @@ export const bench: Bench = {
     if (size < 2 || !Number.isInteger(size))
       throw new Error(`sim-scale: --size must be an integer ≥ 2, got ${size}`);
     const maxRss = num('max-rss-mib');
+    if (values['membership-only']) {
+      // Membership alone (no StateSync/Placement): bench/sim-members.ts.
+      const { runMembershipOnly } = await import('./sim-members.ts');
+      return runMembershipOnly({
+        size,
+        seed,
+        idleS: num('idle-s'),
+        joinMaxMs,
+        maxRssMiB: maxRss,
+        force: values.force,
+        membership:
+          values['probe-interval-ms'] === undefined
+            ? undefined
+            : { probeIntervalMs: num('probe-interval-ms') },
+      });
+    }
     // Measured: ≈ 2.2 GiB peak at 1,000 agents, dominated by per-agent tables of N entries (N²).
     // The shared-state stand-in has no per-agent state tables: no projection, the RSS check stops it.
     const projectedMiB = Math.round(2250 * (size / 1000) ** 2);

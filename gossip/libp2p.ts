@@ -384,7 +384,7 @@ export class Libp2pTransport implements Transport {
       .catch((err: unknown) => this.#dropPublish(topic, messageOf(err)));
   }
 
-  addPeer(peer: PeerId, addrs: string[]): void {
+  addPeer(peer: PeerId, addrs: readonly string[]): void {
     if (peer === this.id || this.#state === 'stopped') return;
     let peerId: ReturnType<typeof peerIdFromString>;
     try {

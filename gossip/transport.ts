@@ -29,6 +29,13 @@ export interface TransportHandlers {
   onRequest(from: PeerId, data: Uint8Array): Uint8Array | Promise<Uint8Array>;
   /** Optional hint: the transport lost its connection to `peer` (e.g. TCP reset). Not a verdict. */
   onPeerDisconnected?(peer: PeerId): void;
+  /** A message sent with `sendValue` (simulator only; see Transport.sendValue). */
+  onValue?(from: PeerId, value: object): void;
+  /** A request sent with `requestValue` (simulator only): the answer and its encoded size. */
+  onRequestValue?(
+    from: PeerId,
+    value: object,
+  ): { value: object; bytes: number } | Promise<{ value: object; bytes: number }>;
 }
 
 export type TransportErrorCode = 'timeout' | 'unreachable' | 'remote' | 'stopped' | 'too-large';
@@ -55,6 +62,15 @@ export interface Transport {
   addrs(): string[];
   /** One-way best-effort message to one peer. Never throws for network reasons. */
   send(to: PeerId, data: Uint8Array): void;
+  /**
+   * Optional, simulator only: like `send`, but carries an already-decoded, immutable value instead
+   * of its encoding (the receiver's `onValue` gets the same object), charged as `bytes` bytes. Saves
+   * the encode/decode of every message when thousands of agents share one process; a user must
+   * give the same decisions either way (tested per use).
+   */
+  sendValue?(to: PeerId, value: object, bytes: number): void;
+  /** Optional, simulator only: `request` with values (see sendValue); resolves with the answer's value. */
+  requestValue?(to: PeerId, value: object, bytes: number, timeoutMs: number): Promise<object>;
   /** Request/response with one peer. */
   request(to: PeerId, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** Receive messages published on `topic`. */
@@ -62,7 +78,7 @@ export interface Transport {
   /** Best-effort broadcast to every subscriber of `topic` (not to self). Never throws for lack of peers. */
   publish(topic: string, data: Uint8Array): void;
   /** Teach the transport where `peer` can be reached (addresses learned from membership gossip). */
-  addPeer(peer: PeerId, addrs: string[]): void;
+  addPeer(peer: PeerId, addrs: readonly string[]): void;
   /** Contact an address (a join seed); resolves with the id of the peer reached there. */
   dial(addr: string): Promise<PeerId>;
 }

@@ -4,6 +4,7 @@ import { SimEngine, SimMachine, type SimMachineOptions } from '../engines/sim.ts
 import { Agent } from '../node/core/agent.ts';
 import { HealthMonitor } from '../node/core/health.ts';
 import type { Logger } from '../node/core/io.ts';
+import { MemberIds } from '../node/core/member-table.ts';
 import type { MembershipConfig } from '../node/core/membership.ts';
 import { Placement, type PlacementConfig } from '../node/core/placement.ts';
 import { Prng } from '../node/core/random.ts';
@@ -46,8 +47,9 @@ export interface SimClusterOptions {
   persistIntervalMs?: number;
   /**
    * Decode each published state message once for all agents and let them merge the same
-   * immutable records (sets the network's `shareTopicBytes`; StateSync `decodeCache`). Same
-   * decisions, same trace (test/sim-scale-cluster.test.ts); far less CPU and memory with many agents.
+   * immutable records (sets the network's `shareTopicBytes`; StateSync `decodeCache`), and pass
+   * membership messages as values (Agent `directValues`). Same decisions, same trace
+   * (test/sim-scale-cluster.test.ts); far less CPU and memory with many agents.
    */
   shareDecoded?: boolean;
   /** Placement scans every intent and record each time (the reference of the indexed scan; tests). */
@@ -153,6 +155,8 @@ export class SimCluster {
   readonly machines: SimMachine[] = [];
   /** Scriptable health probers, one per host index (tests script outcomes per workload). */
   readonly probers: SimProber[] = [];
+  /** Member ids interned once for all agents (decisions do not depend on it: test/membership-scale). */
+  readonly memberIds = new MemberIds();
 
   constructor(readonly opts: SimClusterOptions) {
     this.rng = new Prng(opts.seed);
@@ -199,6 +203,7 @@ export class SimCluster {
 
   /** Create and start every agent; all join through the seed agent. */
   async start(): Promise<void> {
+    for (let i = 0; i < this.opts.size; i++) this.memberIds.intern(SimCluster.idOf(i));
     for (let i = 0; i < this.opts.size; i++) {
       this.agents.push(this.makeAgent(i, new MemoryStore()));
     }
@@ -226,6 +231,8 @@ export class SimCluster {
         host,
         membership: this.opts.membership,
         persistIntervalMs: this.opts.persistIntervalMs,
+        memberIds: this.memberIds,
+        directValues: this.opts.shareDecoded,
       },
     );
     const sync = new StateSync(

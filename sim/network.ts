@@ -740,7 +740,7 @@ function checkBandwidth(bw: Bandwidth, id?: string): Bandwidth {
 
 interface PendingRequest {
   peer: PeerId;
-  resolve: (data: Uint8Array) => void;
+  resolve: (data: unknown) => void;
   reject: (err: TransportError) => void;
   cancelTimeout: () => void;
 }
@@ -826,6 +826,33 @@ export class SimTransport implements Transport {
     });
   }
 
+  /**
+   * `send` without bytes: the receiver's `onValue` gets `value` itself (immutable, shared), and
+   * the network charges `bytes` — the same latency, loss, bandwidth, counters and trace events as
+   * a `send` of that many bytes, so a run is the same either way.
+   */
+  sendValue(to: PeerId, value: object, bytes: number): void {
+    if (this.state !== 'started' || to === this.id) return;
+    const net = this.net;
+    if (bytes > net.maxMessageBytes) {
+      net.record('send', this.id, to, bytes, 'too-large');
+      return;
+    }
+    if (!this.knows(to)) {
+      net.record('send', this.id, to, bytes, 'unknown');
+      return;
+    }
+    this.countSent(bytes);
+    const from = this.id;
+    net.transmit('send', from, to, bytes, (t) => {
+      t.learn(from);
+      const h = t.handlers!;
+      if (h.onValue === undefined)
+        throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
+      h.onValue(from, value);
+    });
+  }
+
   /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */
   knows(peer: PeerId): boolean {
     return this.net.routeById || this.knownPeers.has(peer);
@@ -837,25 +864,41 @@ export class SimTransport implements Transport {
   }
 
   request(to: PeerId, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.state === 'dead') return new Promise<Uint8Array>(() => {});
+    if (this.state === 'started' && data.length <= this.net.maxMessageBytes && to !== this.id)
+      return this.call(to, this.net.copy(data), data.length, timeoutMs, false) as Promise<Uint8Array>;
+    return this.call(to, data, data.length, timeoutMs, false) as Promise<Uint8Array>;
+  }
+
+  /**
+   * `request` without bytes (simulator only): the peer's `onRequestValue` gets `value` itself and
+   * answers `{ value, bytes }`; both legs are charged their `bytes` — same latency, loss, errors,
+   * counters and trace events as a `request` of those sizes.
+   */
+  requestValue(to: PeerId, value: object, bytes: number, timeoutMs: number): Promise<object> {
+    return this.call(to, value, bytes, timeoutMs, true) as Promise<object>;
+  }
+
+  private call(
+    to: PeerId,
+    payload: Uint8Array | object,
+    size: number,
+    timeoutMs: number,
+    asValue: boolean,
+  ): Promise<unknown> {
+    if (this.state === 'dead') return new Promise<never>(() => {});
     if (this.state !== 'started')
       return Promise.reject(new TransportError('stopped', to, `transport ${this.id} is not started`));
-    if (data.length > this.net.maxMessageBytes)
+    if (size > this.net.maxMessageBytes)
       return Promise.reject(
-        new TransportError(
-          'too-large',
-          to,
-          `request of ${data.length} bytes exceeds ${this.net.maxMessageBytes}`,
-        ),
+        new TransportError('too-large', to, `request of ${size} bytes exceeds ${this.net.maxMessageBytes}`),
       );
     if (to === this.id) return Promise.reject(new TransportError('unreachable', to, 'request to self'));
-    const copy = this.net.copy(data);
     const reqId = this.nextReq++;
     const from = this.id;
     const net = this.net;
     const loop = net.loop;
     const inbox = this.node.inbox;
-    return new Promise<Uint8Array>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       const timer = loop.after(
         timeoutMs,
         () => {
@@ -867,7 +910,7 @@ export class SimTransport implements Transport {
       this.pending.set(reqId, { peer: to, resolve, reject, cancelTimeout: () => timer.cancel() });
       if (!this.knows(to)) {
         // No address known for the peer: fails at once (still asynchronously, as a loop event).
-        net.record('req', from, to, copy.length, 'unknown');
+        net.record('req', from, to, size, 'unknown');
         loop.after(
           0,
           () => this.settle(reqId, undefined, 'unreachable', `no known address for peer ${to}`),
@@ -875,7 +918,7 @@ export class SimTransport implements Transport {
         );
         return;
       }
-      this.countSent(copy.length);
+      this.countSent(size);
       const dest = net.lookup(to);
       if (dest === undefined || dest.crashed || dest.transport === null || !dest.transport.receiving) {
         // Connection refused: fails after about one leg's latency.
@@ -885,42 +928,57 @@ export class SimTransport implements Transport {
           () => this.settle(reqId, undefined, 'unreachable', `peer ${to} is unreachable`),
           inbox,
         );
-        net.record('req', from, to, copy.length, 'down');
+        net.record('req', from, to, size, 'down');
         return;
       }
-      net.transmit('req', from, to, copy.length, (target) => {
+      net.transmit('req', from, to, size, (target) => {
         target.learn(from);
-        target.serve(this, reqId, copy);
+        target.serve(this, reqId, payload, asValue);
       });
     });
   }
 
   /**
-   * @internal Run onRequest for an arrived request and send the answer back to the very transport
-   * instance that asked (a restarted caller with the same id never gets an answer meant for its
-   * previous incarnation).
+   * @internal Run onRequest (onRequestValue for a value) for an arrived request and send the
+   * answer back to the very transport instance that asked (a restarted caller with the same id
+   * never gets an answer meant for its previous incarnation).
    */
-  serve(caller: SimTransport, reqId: number, data: Uint8Array): void {
+  serve(caller: SimTransport, reqId: number, data: Uint8Array | object, asValue = false): void {
     const from = caller.id;
-    const reply = (res: Uint8Array | undefined, err: string | undefined) => {
+    const max = this.net.maxMessageBytes;
+    const reply = (res: unknown, err: string | undefined) => {
       if (this.state !== 'started') return;
       let code: 'remote' | 'too-large' | undefined;
       let bytes = 0;
-      let payload: Uint8Array | undefined;
+      let payload: unknown;
       if (err !== undefined) {
         code = 'remote';
         bytes = err.length;
+      } else if (asValue) {
+        const r = res as { value?: unknown; bytes?: unknown } | undefined;
+        if (typeof r?.value !== 'object' || r.value === null || typeof r.bytes !== 'number') {
+          code = 'remote';
+          err = 'handler returned no { value, bytes } response';
+          bytes = err.length;
+        } else if (r.bytes > max) {
+          code = 'too-large';
+          err = `response of ${r.bytes} bytes exceeds ${max}`;
+          bytes = err.length;
+        } else {
+          payload = r.value;
+          bytes = r.bytes;
+        }
       } else if (!(res instanceof Uint8Array)) {
         code = 'remote';
         err = 'handler returned a non-Uint8Array response';
         bytes = err.length;
-      } else if (res.length > this.net.maxMessageBytes) {
+      } else if (res.length > max) {
         code = 'too-large';
-        err = `response of ${res.length} bytes exceeds ${this.net.maxMessageBytes}`;
+        err = `response of ${res.length} bytes exceeds ${max}`;
         bytes = err.length;
       } else {
         payload = this.net.copy(res);
-        bytes = payload.length;
+        bytes = res.length;
       }
       this.countSent(bytes);
       const me = this.id;
@@ -928,9 +986,16 @@ export class SimTransport implements Transport {
         if (t === caller) caller.settle(reqId, payload, code, err);
       });
     };
-    let result: Uint8Array | Promise<Uint8Array>;
+    let result: unknown;
     try {
-      result = this.handlers!.onRequest(from, data);
+      const h = this.handlers!;
+      if (asValue) {
+        if (h.onRequestValue === undefined)
+          throw new Error(`transport ${this.id} takes no value requests (no onRequestValue handler)`);
+        result = h.onRequestValue(from, data as object);
+      } else {
+        result = h.onRequest(from, data as Uint8Array);
+      }
     } catch (e) {
       reply(undefined, errorMessage(e));
       return;
@@ -948,7 +1013,7 @@ export class SimTransport implements Transport {
   /** @internal Settle a pending request (response arrived, or connection refused). */
   settle(
     reqId: number,
-    data: Uint8Array | undefined,
+    data: unknown,
     code: 'remote' | 'too-large' | 'unreachable' | undefined,
     err: string | undefined,
   ): void {
@@ -1006,7 +1071,7 @@ export class SimTransport implements Transport {
   }
 
   /** Bookkeeping only: the sim routes by id; this makes `peer` addressable from this node. */
-  addPeer(peer: PeerId, _addrs: string[]): void {
+  addPeer(peer: PeerId, _addrs: readonly string[]): void {
     if (peer !== this.id) this.learn(peer);
   }
 

@@ -2,12 +2,14 @@ import type { Transport, TransportHandlers } from '../../gossip/transport.ts';
 import type { HostFacts } from '../host.ts';
 import type { Clock, Logger, Random, Store, Timer } from './io.ts';
 import { StoreCorruptError } from './io.ts';
+import type { MemberIds } from './member-table.ts';
 import {
   type Member,
   type MemberState,
   type MemberStatus,
   Membership,
   type MembershipConfig,
+  type MembershipMessage,
   type PushPull,
 } from './membership.ts';
 import {
@@ -15,6 +17,8 @@ import {
   decodePushPull,
   encodeMembership,
   encodePushPull,
+  membershipByteLength,
+  pushPullByteLength,
   TAG_APP,
   TAG_MEMBERSHIP,
   TAG_PUSH_PULL,
@@ -44,6 +48,17 @@ export interface AgentConfig {
   membership?: Partial<MembershipConfig>;
   /** Persist dirty state at most this often. */
   persistIntervalMs?: number;
+  /**
+   * Interned member ids for the membership tables (default: this agent's own). A simulation may
+   * pass one instance to all its agents: same decisions, one copy of every id.
+   */
+  memberIds?: MemberIds;
+  /**
+   * Simulator: send membership messages and push-pulls as values (Transport.sendValue and
+   * requestValue, charged their encoded length) instead of JSON bytes, when the transport can.
+   * Same decisions, same trace (tested).
+   */
+  directValues?: boolean;
 }
 
 export interface NodeView {
@@ -78,7 +93,8 @@ export class Agent {
   readonly membership: Membership;
   private readonly protocols = new Map<number, SubProtocol>();
   private persistTimer: Timer | undefined;
-  private membersDirty = true;
+  /** Membership.version last persisted (-1: never). */
+  private membersWritten = -1;
   /** What this agent last wrote per store key (JSON text). */
   private readonly written = new Map<string, string>();
   private started = false;
@@ -98,18 +114,23 @@ export class Agent {
       clock,
       random,
       {
-        send: (to, msg) => transport.send(to, encodeMembership(msg)),
-        pushPull: async (to, msg, timeoutMs) =>
-          decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
+        send:
+          cfg.directValues && transport.sendValue
+            ? (to, msg) => transport.sendValue!(to, msg, membershipByteLength(msg))
+            : (to, msg) => transport.send(to, encodeMembership(msg)),
+        pushPull:
+          cfg.directValues && transport.requestValue
+            ? async (to, msg, timeoutMs) =>
+                (await transport.requestValue!(to, msg, pushPullByteLength(msg), timeoutMs)) as PushPull
+            : async (to, msg, timeoutMs) =>
+                decodePushPull(to, await transport.request(to, encodePushPull(msg), timeoutMs)),
         dial: (addr) => transport.dial(addr),
         learn: (id, addrs) => transport.addPeer(id, addrs),
       },
       log.child({ mod: 'membership' }),
       cfg.membership,
+      cfg.memberIds,
     );
-    this.membership.onChange(() => {
-      this.membersDirty = true;
-    });
   }
 
   get id(): string {
@@ -169,7 +190,7 @@ export class Agent {
       id: m.id,
       status: m.status,
       incarnation: m.incarnation,
-      addrs: m.addrs,
+      addrs: [...m.addrs],
       since: m.changedAt,
       self: m.id === this.id,
     }));
@@ -188,6 +209,13 @@ export class Agent {
         }),
       onRequest: (from, data) => this.onRequest(from, data),
       onPeerDisconnected: (peer) => this.membership.hintDisconnected(peer),
+      // Only our own membership messages travel as values (directValues).
+      onRequestValue: (from, value) => {
+        const reply = this.membership.handlePushPull(from, value as PushPull);
+        return { value: reply, bytes: pushPullByteLength(reply) };
+      },
+      onValue: (from, value) =>
+        this.guard(from, () => this.membership.handleMessage(from, value as MembershipMessage)),
     };
   }
 
@@ -276,17 +304,13 @@ export class Agent {
 
   /** Write what changed. A failing disk is logged and retried next time — never fatal, nothing dropped. */
   persistNow(): void {
-    if (this.membersDirty) {
+    const version = this.membership.version;
+    if (version !== this.membersWritten) {
+      // members.json: a bounded set of join candidates (Membership.joinCandidates), not all N.
       const ok =
         this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }) &&
-        this.writeJson(
-          STORE_KEYS.members,
-          this.membership
-            .list()
-            .filter((m) => m.id !== this.id && m.status !== 'left')
-            .map((m) => ({ id: m.id, addrs: m.addrs })),
-        );
-      if (ok) this.membersDirty = false;
+        this.writeJson(STORE_KEYS.members, this.membership.joinCandidates());
+      if (ok) this.membersWritten = version;
     }
     for (const p of this.protocols.values()) {
       try {

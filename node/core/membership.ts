@@ -1,5 +1,20 @@
 import type { Clock, Logger, Random, Timer } from './io.ts';
-import { sample, shuffle } from './random.ts';
+import {
+  IntFifo,
+  M_ALIVE,
+  M_DEAD,
+  M_SUSPECT,
+  MemberIds,
+  MemberTable,
+  mix32,
+  Permutation,
+  Q_NONE,
+  ST_ALIVE,
+  ST_DEAD,
+  ST_LEFT,
+  ST_SUSPECT,
+  ST_UNKNOWN,
+} from './member-table.ts';
 
 /**
  * SWIM-style membership with memberlist's refinements (piggybacked and periodic gossip with a
@@ -17,7 +32,8 @@ export type MemberStatus = 'alive' | 'suspect' | 'dead' | 'left';
 
 export interface MemberState {
   id: string;
-  addrs: string[];
+  /** Shared and frozen when it comes from a Membership (do not mutate). */
+  addrs: readonly string[];
   incarnation: number;
   status: MemberStatus;
 }
@@ -36,6 +52,12 @@ export type MembershipMessage =
 export interface PushPull {
   t: 'push-pull';
   join: boolean;
+  /**
+   * Digest of the sender's whole view (MemberTable.digest). A request may carry only the digest
+   * (empty `members`): the answer is then empty when the views are equal, the full list otherwise.
+   * Absent in messages of agents that predate it (they always send full lists).
+   */
+  digest?: number;
   members: MemberState[];
 }
 
@@ -46,7 +68,7 @@ export interface MemberNet {
   /** Resolve a join address to a peer id (libp2p dial). */
   dial(addr: string): Promise<string>;
   /** Teach the transport a member's addresses. */
-  learn(id: string, addrs: string[]): void;
+  learn(id: string, addrs: readonly string[]): void;
 }
 
 export interface MembershipConfig {
@@ -110,11 +132,27 @@ export function supersedes(
 
 export type MemberChange = (member: Member, previous: MemberStatus | undefined) => void;
 
+const NAMES: readonly (MemberStatus | undefined)[] = [undefined, 'alive', 'suspect', 'dead', 'left'];
+const CODE: Record<MemberStatus, number> = {
+  alive: ST_ALIVE,
+  suspect: ST_SUSPECT,
+  dead: ST_DEAD,
+  left: ST_LEFT,
+};
+/** Queue marker: picked by the piggyback being built (its transmit count is updated at the end). */
+const Q_PICKED = 0xfe;
+
+/** `supersedes` on status codes (ST_*): rank = code − 1, so the order of codes is the order of ranks. */
+function supersedesCode(uInc: number, uSt: number, curInc: number, curSt: number): boolean {
+  if (uSt === ST_ALIVE) return uInc > curInc;
+  if (uInc !== curInc) return uInc > curInc;
+  return uSt > curSt;
+}
+
 interface PendingProbe {
-  target: string;
+  target: number;
   seq: number;
-  acked: boolean;
-  timers: Timer[];
+  timer: Timer | undefined;
 }
 
 interface Relay {
@@ -123,21 +161,43 @@ interface Relay {
   timer: Timer;
 }
 
+/** Up to k distinct indices of [0, n), uniformly (partial Fisher–Yates with the swaps in a map). */
+function sampleIndices(rng: Random, n: number, k: number): number[] {
+  const out: number[] = [];
+  if (n <= 0) return out;
+  const moved = new Map<number, number>();
+  const at = (i: number) => moved.get(i) ?? i;
+  const m = Math.min(k, n);
+  for (let i = 0; i < m; i++) {
+    const j = i + rng.int(n - i);
+    const t = at(i);
+    const picked = at(j);
+    moved.set(j, t);
+    moved.set(i, picked);
+    out.push(picked);
+  }
+  return out;
+}
+
 export class Membership {
   readonly cfg: MembershipConfig;
-  private readonly members = new Map<string, Member>();
-  /** The same members sorted by id (kept sorted on insert: list() is hot, sorting it was not cheap). */
-  private readonly sorted: Member[] = [];
-  /** Cached ids of alive members (self excluded); invalidated by any status change or new member. */
+  /** Interned ids and address lists (this agent's own, or shared by a simulation). */
+  readonly ids: MemberIds;
+  private readonly tab: MemberTable;
+  private readonly me: number;
+  /** Cached ids of alive members (self excluded), sorted; invalidated when the alive set changes. */
   private aliveCache: string[] | undefined;
-  /** Members other than self not `left`, sorted, and how many of them are dead (gossip targets). */
-  private gossipCache: { members: Member[]; dead: number } | undefined;
-  /** Latest update per member still to be retransmitted, with its transmit count. */
-  private readonly queue = new Map<string, { upd: MemberState; transmits: number }>();
-  private readonly suspicionTimers = new Map<string, Timer>();
+  /** Queued updates by transmit count: bucket t holds members whose update was sent t times (FIFO). */
+  private readonly buckets: IntFifo[] = [];
+  /** Members with a queued update. */
+  private queued = 0;
+  /** Members that became dead, in that order (gossip targets while dead < gossipToTheDeadMs). */
+  private recentDead: number[] = [];
+  private readonly suspicionTimers = new Map<number, Timer>();
   private readonly relays = new Map<number, Relay>();
-  private probeOrder: string[] = [];
-  private probeIndex = 0;
+  /** This round's probe order: a random permutation of the alive and suspect members in id order. */
+  private readonly round = new Permutation();
+  private roundIndex = 0;
   private probe: PendingProbe | undefined;
   private seq = 0;
   /** The pending timer of each periodic task, by task name. */
@@ -149,6 +209,12 @@ export class Membership {
   private listeners: MemberChange[] = [];
   /** Unknown senders we are already syncing with (so a burst of their messages triggers one push-pull). */
   private readonly syncingWith = new Set<string>();
+  /** Counters for tests and benchmarks. */
+  readonly counters = { pushPullsFull: 0, pushPullsDigestOnly: 0, gossipTicks: 0 };
+  /** Bumped by every change of the view (persisting callers compare it instead of listening). */
+  private changes = 0;
+  /** Members kept as join candidates (see joinCandidates). */
+  private remembered: number[] = [];
 
   constructor(
     private readonly self: { id: string; addrs: () => string[]; incarnation: number },
@@ -157,15 +223,15 @@ export class Membership {
     private readonly net: MemberNet,
     private readonly log: Logger,
     cfg: Partial<MembershipConfig> = {},
+    /** Interned ids; pass one shared instance to many agents of one simulation (saves memory). */
+    ids: MemberIds = new MemberIds(),
   ) {
     this.cfg = { ...defaultMembershipConfig, ...cfg };
-    this.insert({
-      id: self.id,
-      addrs: self.addrs(),
-      incarnation: self.incarnation,
-      status: 'alive',
-      changedAt: clock.now(),
-    });
+    this.ids = ids;
+    this.tab = new MemberTable(ids, clock.now());
+    this.me = ids.intern(self.id);
+    this.tab.self = this.me;
+    this.tab.set(this.me, self.incarnation, ST_ALIVE, ids.addrsNum(self.addrs()), clock.now());
   }
 
   // ───────────────────────────── public API ─────────────────────────────
@@ -179,28 +245,117 @@ export class Membership {
   }
 
   get incarnation(): number {
-    return this.members.get(this.self.id)!.incarnation;
+    return this.tab.incarnation(this.me);
   }
 
-  /** All known members (self included), sorted by id. The array is a copy; the members are live objects. */
+  /** All known members (self included), sorted by id; each one a fresh snapshot. */
   list(): Member[] {
-    return this.sorted.slice();
+    const out: Member[] = [];
+    for (const num of this.tab.numsSorted()) out.push(this.member(num));
+    return out;
   }
 
   /** Number of known members (self included). */
   get size(): number {
-    return this.sorted.length;
+    return this.tab.known;
   }
 
+  /** A snapshot of one member (a fresh object: cheap, but prefer status() in loops). */
   get(id: string): Member | undefined {
-    return this.members.get(id);
+    const num = this.ids.lookup(id);
+    if (num === undefined || this.tab.statusOf(num) === ST_UNKNOWN) return undefined;
+    return this.member(num);
   }
 
-  /** Ids of members currently believed alive (self excluded), sorted. */
+  /** The status of a member, without building a snapshot. */
+  status(id: string): MemberStatus | undefined {
+    const num = this.ids.lookup(id);
+    return num === undefined ? undefined : NAMES[this.tab.statusOf(num)];
+  }
+
+  /** Local clock time of a member's last status change. */
+  changedAt(id: string): number | undefined {
+    const num = this.ids.lookup(id);
+    return num === undefined || this.tab.statusOf(num) === ST_UNKNOWN ? undefined : this.tab.changedAt(num);
+  }
+
+  /** Members other than self per status. */
+  counts(): Record<MemberStatus, number> {
+    const c = this.tab.counts;
+    return { alive: c[ST_ALIVE]!, suspect: c[ST_SUSPECT]!, dead: c[ST_DEAD]!, left: c[ST_LEFT]! };
+  }
+
+  /** Number of members believed alive (self excluded) = aliveIds().length, without building it. */
+  get aliveCount(): number {
+    return this.tab.counts[ST_ALIVE]!;
+  }
+
+  /** The k-th alive member in id order (self excluded) = aliveIds()[k], without building the list. */
+  aliveAt(k: number): string | undefined {
+    const num = this.tab.kth(M_ALIVE, k);
+    return num < 0 ? undefined : this.ids.id(num);
+  }
+
+  /** Changes of the view so far (any member, self included): unchanged number, unchanged view. */
+  get version(): number {
+    return this.changes;
+  }
+
+  /**
+   * Up to `max` members worth remembering on disk as join candidates (self and left members
+   * excluded), sorted by id: those remembered last time, while not left, topped up with alive
+   * members at positions drawn from a hash of our id (each agent remembers its own few, not all N:
+   * O(max) per call, and a member file of O(max) whatever the cluster size).
+   */
+  joinCandidates(max = 64): { id: string; addrs: readonly string[] }[] {
+    const keep: number[] = [];
+    const seen = new Set<number>();
+    for (const num of this.remembered) {
+      const st = this.tab.statusOf(num);
+      if (st !== ST_UNKNOWN && st !== ST_LEFT && !seen.has(num) && keep.length < max) {
+        keep.push(num);
+        seen.add(num);
+      }
+    }
+    const alive = this.tab.counts[ST_ALIVE]!;
+    const h = this.ids.hash1(this.me);
+    const room = max - keep.length;
+    for (let i = 0; keep.length < max && i < (alive <= room ? alive : 4 * max); i++) {
+      const k = alive <= room ? i : mix32((h + Math.imul(i, 0x9e3779b9)) >>> 0) % alive;
+      const num = this.tab.kth(M_ALIVE, k);
+      if (num >= 0 && !seen.has(num)) {
+        keep.push(num);
+        seen.add(num);
+      }
+    }
+    this.remembered = keep;
+    return keep
+      .map((num) => ({ id: this.ids.id(num), addrs: this.ids.addrs(this.tab.addr[num]!) }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Updates waiting in the retransmit queue. */
+  get queueLength(): number {
+    return this.queued;
+  }
+
+  /** Digest of this agent's view (equal views, equal digests). */
+  get digest(): number {
+    return this.tab.digest();
+  }
+
+  /**
+   * Ids of members currently believed alive (self excluded), sorted. The same array object until
+   * the alive set changes (callers may use it as a cache key). O(N) memory while held: prefer
+   * aliveCount/aliveAt.
+   */
   aliveIds(): string[] {
-    this.aliveCache ??= this.sorted
-      .filter((m) => m.id !== this.self.id && m.status === 'alive')
-      .map((m) => m.id);
+    if (this.aliveCache === undefined) {
+      const out: string[] = [];
+      for (const num of this.tab.numsSorted())
+        if (num !== this.me && this.tab.status[num] === ST_ALIVE) out.push(this.ids.id(num));
+      this.aliveCache = out;
+    }
     return this.aliveCache;
   }
 
@@ -208,13 +363,19 @@ export class Membership {
   start(seeds: string[], known: MemberState[] = []): void {
     this.running = true;
     // Members remembered from a previous run: try them as seeds too (they may be alive).
+    const now = this.clock.now();
     for (const m of known) {
-      if (m.id === this.self.id || this.members.has(m.id)) continue;
-      this.insert({ ...m, addrs: m.addrs.slice(), status: 'dead', changedAt: this.clock.now() });
+      const num = this.ids.intern(m.id);
+      if (num === this.me || this.tab.statusOf(num) !== ST_UNKNOWN) continue;
+      this.tab.set(num, m.incarnation, ST_DEAD, this.ids.addrsNum(m.addrs), now);
+      this.changes++;
+      this.remembered.push(num);
+      this.aliveCache = undefined;
+      this.recentDead.push(num);
       this.net.learn(m.id, m.addrs);
     }
     // Announce our (new) incarnation.
-    this.enqueue(this.selfState());
+    this.enqueue(this.me);
     this.seeds = seeds.slice();
     this.every(
       'probe',
@@ -222,20 +383,11 @@ export class Membership {
       () => this.probeTick(),
     );
     this.every(
-      'gossip',
-      () => this.cfg.gossipIntervalMs,
-      () => this.gossipTick(),
-    );
-    this.every(
       'push-pull',
       () => this.pushPullInterval(),
       () => this.pushPullTick(),
     );
-    this.every(
-      'reconnect',
-      () => this.cfg.reconnectIntervalMs,
-      () => this.reconnectTick(),
-    );
+    this.wakeReconnect();
     this.joinBackoffMs = this.cfg.joinRetryMinMs;
     if (this.seeds.length > 0 || known.length > 0) this.scheduleJoin(0);
   }
@@ -248,32 +400,37 @@ export class Membership {
     this.suspicionTimers.clear();
     for (const r of this.relays.values()) r.timer.cancel();
     this.relays.clear();
-    if (this.probe) for (const t of this.probe.timers) t.cancel();
+    this.probe?.timer?.cancel();
     this.probe = undefined;
     this.joinTimer?.cancel();
   }
 
   /** Graceful leave: mark self `left` and push it directly to up to `fanout` members. */
   leave(fanout = 8): void {
-    const me = this.members.get(this.self.id)!;
-    this.setState(me, { ...this.selfState(), status: 'left' });
-    const upd = [this.selfState()];
-    for (const id of sample(this.random, this.aliveIds(), fanout)) this.net.send(id, { t: 'gossip', upd });
+    this.setState(this.me, this.tab.incarnation(this.me), ST_LEFT, undefined);
+    const upd = [this.stateOf(this.me)];
+    for (const num of this.pickAlive(fanout, -1)) this.net.send(this.ids.id(num), { t: 'gossip', upd });
   }
 
   /** Our addresses changed (e.g. listener bound): re-announce with a new incarnation. */
   refreshSelf(): void {
-    const me = this.members.get(this.self.id)!;
-    me.addrs = this.self.addrs();
-    me.incarnation += 1;
-    this.enqueue(this.selfState());
+    const me = this.me;
+    this.tab.set(
+      me,
+      this.tab.incarnation(me) + 1,
+      this.tab.status[me]!,
+      this.ids.addrsNum(this.self.addrs()),
+      undefined,
+    );
+    this.changes++;
+    this.enqueue(me);
   }
 
   /** A transport hint (connection to `id` dropped): probe it now rather than at its turn. */
   hintDisconnected(id: string): void {
-    const m = this.members.get(id);
-    if (!this.running || !m || m.status !== 'alive' || this.probe) return;
-    this.probeMember(id);
+    const num = this.ids.lookup(id);
+    if (!this.running || num === undefined || this.tab.statusOf(num) !== ST_ALIVE || this.probe) return;
+    this.probeMember(num);
   }
 
   /** Ask a member to probe right now (used by tests and the API). */
@@ -288,19 +445,23 @@ export class Membership {
     this.applyUpdates(msg.upd, from);
     // A member that knows us but that we never heard of (gossip budgets ran out before reaching
     // us): learn everything it knows at once rather than waiting for the next push-pull round.
-    if (!this.members.has(from) && !this.syncingWith.has(from) && this.syncingWith.size < 8) {
+    const fromNum = this.ids.lookup(from);
+    if (
+      (fromNum === undefined || this.tab.statusOf(fromNum) === ST_UNKNOWN) &&
+      !this.syncingWith.has(from) &&
+      this.syncingWith.size < 8
+    ) {
       this.syncingWith.add(from);
       void this.pushPullWith(from, false).finally(() => this.syncingWith.delete(from));
     }
     switch (msg.t) {
       case 'ping':
-        this.net.send(from, { t: 'ack', seq: msg.seq, upd: this.piggyback(from) });
+        this.net.send(from, { t: 'ack', seq: msg.seq, upd: this.piggyback(fromNum ?? -1) });
         break;
       case 'ack': {
         const p = this.probe;
         if (p && p.seq === msg.seq) {
-          p.acked = true;
-          for (const t of p.timers) t.cancel();
+          p.timer?.cancel();
           this.probe = undefined;
           return;
         }
@@ -308,7 +469,11 @@ export class Membership {
         if (relay) {
           relay.timer.cancel();
           this.relays.delete(msg.seq);
-          this.net.send(relay.origin, { t: 'ack', seq: relay.originSeq, upd: this.piggyback(relay.origin) });
+          this.net.send(relay.origin, {
+            t: 'ack',
+            seq: relay.originSeq,
+            upd: this.piggyback(this.ids.lookup(relay.origin) ?? -1),
+          });
         }
         break;
       }
@@ -316,7 +481,7 @@ export class Membership {
         const seq = this.nextSeq();
         const timer = this.clock.setTimer(this.cfg.probeIntervalMs, () => this.relays.delete(seq));
         this.relays.set(seq, { origin: from, originSeq: msg.seq, timer });
-        this.net.send(msg.target, { t: 'ping', seq, upd: this.piggyback(msg.target) });
+        this.net.send(msg.target, { t: 'ping', seq, upd: this.piggyback(this.ids.lookup(msg.target) ?? -1) });
         break;
       }
       case 'gossip':
@@ -326,9 +491,15 @@ export class Membership {
 
   handlePushPull(from: string, msg: PushPull): PushPull {
     if (msg.join) this.log.debug({ peer: from }, 'join request');
-    const reply: PushPull = { t: 'push-pull', join: false, members: this.states() };
     this.applyUpdates(msg.members, from);
-    return reply;
+    const digest = this.tab.digest();
+    // Same digest: the views are equal, nothing to send. Old peers send no digest: full answer.
+    if (!msg.join && msg.digest === digest) {
+      this.counters.pushPullsDigestOnly++;
+      return { t: 'push-pull', join: false, digest, members: [] };
+    }
+    this.counters.pushPullsFull++;
+    return { t: 'push-pull', join: false, digest, members: this.states() };
   }
 
   /**
@@ -340,18 +511,26 @@ export class Membership {
    */
   applyUpdates(updates: readonly MemberState[], from: string): number {
     let changed = 0;
-    const corrections: MemberState[] = [];
+    let corrections: MemberState[] | undefined;
     for (const u of updates) {
-      if (this.applyUpdate(u, from)) {
+      // A state object built by our own id table (the simulator's shared one) carries its number.
+      const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
+      if (this.applyUpdate(num, u, from)) {
         changed++;
         continue;
       }
-      const cur = this.members.get(u.id);
-      if (cur && from !== this.self.id && u.status !== 'alive' && supersedes(cur, u)) {
-        corrections.push(this.stateOf(cur));
+      const cur = this.tab.statusOf(num);
+      if (
+        cur !== ST_UNKNOWN &&
+        u.status !== 'alive' &&
+        from !== this.self.id &&
+        supersedesCode(this.tab.incarnation(num), cur, u.incarnation, CODE[u.status])
+      ) {
+        if (corrections === undefined) corrections = [];
+        corrections.push(this.stateOf(num));
       }
     }
-    if (corrections.length > 0 && this.running) {
+    if (corrections !== undefined && this.running) {
       this.net.send(from, { t: 'gossip', upd: corrections.slice(0, this.cfg.maxPiggyback) });
     }
     return changed;
@@ -359,92 +538,105 @@ export class Membership {
 
   // ───────────────────────────── state transitions ─────────────────────────────
 
-  private applyUpdate(u: MemberState, from: string): boolean {
-    if (u.id === this.self.id) return this.aboutSelf(u, from);
-    const cur = this.members.get(u.id);
-    if (cur && !supersedes(u, cur)) {
+  private applyUpdate(num: number, u: MemberState, from: string): boolean {
+    if (num === this.me) return this.aboutSelf(u, from);
+    const cur = this.tab.statusOf(num);
+    const st = CODE[u.status];
+    if (cur !== ST_UNKNOWN && !supersedesCode(u.incarnation, st, this.tab.incarnation(num), cur)) {
       // Same incarnation, same status but new addresses can't happen (addresses change only with
       // a new incarnation), so nothing to do.
       return false;
     }
-    if (!cur) {
-      const m: Member = { ...u, addrs: u.addrs.slice(), changedAt: this.clock.now() };
-      this.insert(m);
-      this.net.learn(u.id, u.addrs);
-      this.enqueue(u);
-      this.afterChange(m, undefined);
-      return true;
-    }
-    this.setState(cur, u);
+    this.setState(num, u.incarnation, st, u.addrs);
     return true;
   }
 
   /** Someone says something about us: refute suspicion/death by raising our incarnation. */
   private aboutSelf(u: MemberState, from: string): boolean {
-    const me = this.members.get(this.self.id)!;
-    if (me.status === 'left') return false;
-    if (u.status === 'alive' || u.incarnation < me.incarnation) return false;
+    const me = this.me;
+    if (this.tab.status[me] === ST_LEFT) return false;
+    const inc = this.tab.incarnation(me);
+    if (u.status === 'alive' || u.incarnation < inc) return false;
     // suspect/dead/left about us at our incarnation or above: we are alive — say so, louder.
-    me.incarnation = u.incarnation + 1;
-    this.log.info({ peer: from, said: u.status, incarnation: me.incarnation }, 'refuting');
-    this.enqueue(this.selfState());
-    for (const l of this.listeners) l(me, 'alive');
+    this.tab.set(me, u.incarnation + 1, ST_ALIVE, this.tab.addr[me]!, undefined);
+    this.changes++;
+    this.log.info({ peer: from, said: u.status, incarnation: u.incarnation + 1 }, 'refuting');
+    this.enqueue(me);
+    this.notify(me, 'alive');
     return true;
   }
 
-  private setState(m: Member, u: MemberState): void {
-    const prev = m.status;
-    m.incarnation = u.incarnation;
-    if (u.addrs.length > 0 && u.addrs.join() !== m.addrs.join()) {
-      m.addrs = u.addrs.slice();
-      this.net.learn(m.id, m.addrs);
+  /** Set a member's state (addresses: kept when `addrs` is undefined or empty), queue it, notify. */
+  private setState(num: number, inc: number, st: number, addrs: readonly string[] | undefined): void {
+    const prev = this.tab.statusOf(num);
+    let addrsNum = prev === ST_UNKNOWN ? 0 : this.tab.addr[num]!;
+    let learn = prev === ST_UNKNOWN;
+    if (addrs !== undefined && addrs.length > 0 && addrs !== this.ids.addrs(addrsNum)) {
+      const a = this.ids.addrsNum(addrs);
+      if (a !== addrsNum) {
+        addrsNum = a;
+        learn = true;
+      }
     }
-    if (u.status !== prev) {
-      m.status = u.status;
-      m.changedAt = this.clock.now();
-      this.aliveCache = undefined;
-      this.gossipCache = undefined;
+    this.tab.set(num, inc, st, addrsNum, st !== prev ? this.clock.now() : undefined);
+    this.changes++;
+    if (learn) this.net.learn(this.ids.id(num), this.ids.addrs(addrsNum));
+    if (st !== prev) {
+      if (prev === ST_ALIVE || st === ST_ALIVE) this.aliveCache = undefined;
+      if (st === ST_DEAD) {
+        this.recentDead.push(num);
+        this.wakeReconnect();
+      }
+      if (st !== ST_ALIVE && this.tab.counts[ST_ALIVE] === 0) this.wakeReconnect();
     }
-    this.enqueue(this.stateOf(m));
-    this.afterChange(m, prev);
+    this.enqueue(num);
+    this.afterChange(num, prev === ST_UNKNOWN ? undefined : NAMES[prev]);
   }
 
-  private afterChange(m: Member, prev: MemberStatus | undefined): void {
-    if (m.id !== this.self.id) {
-      const st = this.suspicionTimers.get(m.id);
-      if (st && m.status !== 'suspect') {
-        st.cancel();
-        this.suspicionTimers.delete(m.id);
+  private afterChange(num: number, prev: MemberStatus | undefined): void {
+    const st = this.tab.status[num]!;
+    if (num !== this.me) {
+      const timer = this.suspicionTimers.get(num);
+      if (timer && st !== ST_SUSPECT) {
+        timer.cancel();
+        this.suspicionTimers.delete(num);
       }
-      if (m.status === 'suspect' && !this.suspicionTimers.has(m.id)) this.startSuspicion(m);
+      if (st === ST_SUSPECT && !timer) this.startSuspicion(num);
     }
-    if (prev !== m.status) {
-      this.log.info({ member: m.id, status: m.status, incarnation: m.incarnation, was: prev }, 'member');
+    if (prev !== NAMES[st]) {
+      this.log.info(
+        { member: this.ids.id(num), status: NAMES[st], incarnation: this.tab.incarnation(num), was: prev },
+        'member',
+      );
     }
+    this.notify(num, prev);
+  }
+
+  private notify(num: number, prev: MemberStatus | undefined): void {
+    if (this.listeners.length === 0) return;
+    const m = this.member(num);
     for (const l of this.listeners) l(m, prev);
   }
 
-  private startSuspicion(m: Member): void {
-    const n = this.members.size;
+  private startSuspicion(num: number): void {
+    const n = this.tab.known;
     const timeout = Math.max(
       this.cfg.suspicionMinMs,
       Math.round(this.cfg.suspicionMult * Math.log10(n + 1) * this.cfg.probeIntervalMs),
     );
-    const inc = m.incarnation;
+    const inc = this.tab.incarnation(num);
     const timer = this.clock.setTimer(timeout, () => {
-      this.suspicionTimers.delete(m.id);
-      const cur = this.members.get(m.id);
-      if (cur && cur.status === 'suspect' && cur.incarnation === inc) {
-        this.setState(cur, { ...this.stateOf(cur), status: 'dead' });
+      this.suspicionTimers.delete(num);
+      if (this.tab.status[num] === ST_SUSPECT && this.tab.incarnation(num) === inc) {
+        this.setState(num, inc, ST_DEAD, undefined);
       }
     });
-    this.suspicionTimers.set(m.id, timer);
+    this.suspicionTimers.set(num, timer);
   }
 
-  private suspect(id: string): void {
-    const m = this.members.get(id);
-    if (!m || m.status !== 'alive') return;
-    this.setState(m, { ...this.stateOf(m), status: 'suspect' });
+  private suspect(num: number): void {
+    if (this.tab.statusOf(num) !== ST_ALIVE) return;
+    this.setState(num, this.tab.incarnation(num), ST_SUSPECT, undefined);
   }
 
   // ───────────────────────────── probing ─────────────────────────────
@@ -452,139 +644,246 @@ export class Membership {
   private probeTick(): void {
     if (this.probe) return; // previous probe still running (its timers end it)
     const target = this.nextProbeTarget();
-    if (target) this.probeMember(target);
+    if (target >= 0) this.probeMember(target);
   }
 
-  private nextProbeTarget(): string | undefined {
+  /**
+   * Round-robin over a fresh random order each round (SWIM: bounded time to first probe). The
+   * order is a random permutation of the indices of the alive and suspect members in id order,
+   * drawn in O(1) memory; a member whose index shifts mid-round (others changed status) may be
+   * skipped or probed twice in that round.
+   */
+  private nextProbeTarget(): number {
+    const mask = M_ALIVE | M_SUSPECT;
     for (let guard = 0; guard < 2; guard++) {
-      while (this.probeIndex < this.probeOrder.length) {
-        const id = this.probeOrder[this.probeIndex++]!;
-        const m = this.members.get(id);
-        if (m && (m.status === 'alive' || m.status === 'suspect')) return id;
+      while (this.roundIndex < this.round.n) {
+        const j = this.round.at(this.roundIndex++);
+        if (j < this.tab.count(mask)) return this.tab.kth(mask, j);
       }
-      // Round-robin over a fresh random order each round (SWIM: bounded time to first probe).
-      this.probeOrder = shuffle(
-        this.random,
-        this.sorted
-          .filter((m) => m.id !== this.self.id && (m.status === 'alive' || m.status === 'suspect'))
-          .map((m) => m.id),
-      );
-      this.probeIndex = 0;
-      if (this.probeOrder.length === 0) return undefined;
+      const n = this.tab.count(mask);
+      if (n === 0) return -1;
+      this.round.reset(n, () => Math.floor(this.random.next() * 4294967296));
+      this.roundIndex = 0;
     }
-    return undefined;
+    return -1;
   }
 
-  private probeMember(target: string): void {
+  private probeMember(target: number): void {
     const seq = this.nextSeq();
-    const p: PendingProbe = { target, seq, acked: false, timers: [] };
+    const p: PendingProbe = { target, seq, timer: undefined };
     this.probe = p;
-    this.net.send(target, { t: 'ping', seq, upd: this.piggyback(target) });
-    p.timers.push(
-      this.clock.setTimer(this.cfg.probeTimeoutMs, () => {
-        if (p.acked || this.probe !== p) return;
-        const helpers = sample(
-          this.random,
-          this.aliveIds().filter((id) => id !== target),
-          this.cfg.indirectChecks,
-        );
-        for (const h of helpers) this.net.send(h, { t: 'ping-req', seq, target, upd: this.piggyback(h) });
-      }),
-      this.clock.setTimer(this.cfg.probeIntervalMs, () => {
+    const id = this.ids.id(target);
+    this.net.send(id, { t: 'ping', seq, upd: this.piggyback(target) });
+    // One timer at a time: the indirect probes after probeTimeoutMs, the verdict at the end of
+    // the probe interval. An ack cancels whichever is pending.
+    p.timer = this.clock.setTimer(this.cfg.probeTimeoutMs, () => {
+      if (this.probe !== p) return;
+      for (const h of this.pickAlive(this.cfg.indirectChecks, target)) {
+        this.net.send(this.ids.id(h), { t: 'ping-req', seq, target: id, upd: this.piggyback(h) });
+      }
+      p.timer = this.clock.setTimer(this.cfg.probeIntervalMs - this.cfg.probeTimeoutMs, () => {
         if (this.probe !== p) return;
         this.probe = undefined;
-        if (!p.acked) this.suspect(target);
-      }),
-    );
+        this.suspect(target);
+      });
+    });
+  }
+
+  /** Up to k distinct random alive members other than `exclude` (-1: none excluded). */
+  private pickAlive(k: number, exclude: number): number[] {
+    const skip = exclude >= 0 && this.tab.statusOf(exclude) === ST_ALIVE ? exclude : -1;
+    const n = this.tab.counts[ST_ALIVE]! - (skip >= 0 ? 1 : 0);
+    return sampleIndices(this.random, n, k).map((i) => this.tab.kthSkipping(M_ALIVE, i, skip));
   }
 
   // ───────────────────────────── dissemination ─────────────────────────────
 
-  private enqueue(u: MemberState): void {
-    this.queue.set(u.id, { upd: { ...u, addrs: u.addrs.slice() }, transmits: 0 });
+  /** Queue member `num`'s current state for retransmission (transmit count back to 0). */
+  private enqueue(num: number): void {
+    const qT = this.tab.qT;
+    const t = qT[num]!;
+    if (t === 0) return; // queued and not sent yet: it will carry the current state
+    if (t === Q_NONE) this.queued++;
+    qT[num] = 0;
+    this.bucket(0).push(num);
+    this.wakeGossip();
+  }
+
+  private bucket(t: number): IntFifo {
+    let b = this.buckets[t];
+    if (b === undefined) {
+      b = new IntFifo();
+      this.buckets[t] = b;
+    }
+    return b;
   }
 
   private transmitLimit(): number {
     // memberlist's λ·log(n), with a floor: in small clusters a few random picks can miss a member.
-    return Math.max(6, this.cfg.retransmitMult * Math.ceil(Math.log10(this.members.size + 1)));
+    const n = this.tab.known;
+    return Math.min(200, Math.max(6, this.cfg.retransmitMult * Math.ceil(Math.log10(n + 1))));
   }
 
   /** memberlist's pushPullScale: the full exchange slows down logarithmically past 32 members. */
   private pushPullInterval(): number {
-    const n = this.members.size;
+    const n = this.tab.known;
     const mult = n <= 32 ? 1 : Math.ceil(Math.log2(n) - Math.log2(32)) + 1;
     return this.cfg.pushPullIntervalMs * mult;
   }
 
-  /** Up to maxPiggyback queued updates, least-transmitted first; the recipient's own state first if we doubt it. */
-  private piggyback(to: string): MemberState[] {
+  /**
+   * Up to maxPiggyback queued updates, least-transmitted first (FIFO among equals); the
+   * recipient's own state first if we doubt it. Updates about the recipient are skipped.
+   */
+  private piggyback(to: number): MemberState[] {
     const out: MemberState[] = [];
-    const target = this.members.get(to);
-    if (target && target.status !== 'alive') out.push(this.stateOf(target));
-    if (this.queue.size === 0) return out;
-    const limit = this.transmitLimit();
-    // Bucket by transmit count (O(queue), no sort); within a bucket, queue (insertion) order.
-    const buckets: { upd: MemberState; transmits: number }[][] = [];
-    for (const e of this.queue.values()) {
-      // A member knows it is alive; telling it so wastes a transmission (doubts were added above).
-      if (e.upd.id === to) continue;
-      const bucket = buckets[e.transmits];
-      if (bucket) bucket.push(e);
-      else buckets[e.transmits] = [e];
+    if (to >= 0) {
+      const st = this.tab.statusOf(to);
+      if (st !== ST_ALIVE && st !== ST_UNKNOWN) out.push(this.stateOf(to));
     }
-    for (const bucket of buckets) {
-      if (!bucket) continue;
-      for (const e of bucket) {
-        if (out.length >= this.cfg.maxPiggyback) return out;
-        out.push(e.upd);
-        e.transmits++;
-        if (e.transmits >= limit) this.queue.delete(e.upd.id);
+    if (this.queued === 0) return out;
+    const max = this.cfg.maxPiggyback;
+    const qT = this.tab.qT;
+    const picked: number[] = [];
+    for (let t = 0; t < this.buckets.length && out.length < max; t++) {
+      const b = this.buckets[t];
+      if (b === undefined) continue;
+      // Only the entries there now: a skipped recipient goes back to the end.
+      for (let i = b.size; i > 0 && out.length < max; i--) {
+        const num = b.shift();
+        if (qT[num] !== t) continue; // stale entry (re-queued since, or already picked)
+        if (num === to) {
+          b.push(num);
+          continue;
+        }
+        out.push(this.stateOf(num));
+        qT[num] = Q_PICKED;
+        picked.push(num, t);
+      }
+    }
+    if (picked.length > 0) {
+      const limit = this.transmitLimit();
+      for (let i = 0; i < picked.length; i += 2) {
+        const num = picked[i]!;
+        const t = picked[i + 1]! + 1;
+        if (t >= limit) {
+          qT[num] = Q_NONE;
+          this.queued--;
+        } else {
+          qT[num] = t;
+          this.bucket(t).push(num);
+        }
       }
     }
     return out;
   }
 
+  /** Gossip runs only while something is queued (no timer at rest); a first update goes out at once. */
+  private wakeGossip(): void {
+    if (!this.running || this.periodic.has('gossip')) return;
+    const loop = () => {
+      this.periodic.delete('gossip');
+      if (!this.running || this.queued === 0) return;
+      this.periodic.set('gossip', this.clock.setTimer(this.cfg.gossipIntervalMs, loop));
+      this.gossipTick();
+    };
+    this.periodic.set('gossip', this.clock.setTimer(0, loop));
+  }
+
   private gossipTick(): void {
-    if (this.queue.size === 0) return;
+    this.counters.gossipTicks++;
+    // Targets: alive and suspect members, and those dead for less than gossipToTheDeadMs.
     const now = this.clock.now();
-    if (this.gossipCache === undefined) {
-      const members = this.sorted.filter((m) => m.id !== this.self.id && m.status !== 'left');
-      this.gossipCache = { members, dead: members.filter((m) => m.status === 'dead').length };
+    const recent = this.recentDeadTargets(now);
+    const live = this.tab.count(M_ALIVE | M_SUSPECT);
+    for (const i of sampleIndices(this.random, live + recent.length, this.cfg.gossipFanout)) {
+      const num = i < live ? this.tab.kth(M_ALIVE | M_SUSPECT, i) : recent[i - live]!;
+      const upd = this.piggyback(num);
+      if (upd.length > 0) this.net.send(this.ids.id(num), { t: 'gossip', upd });
     }
-    // Alive, suspect, and dead for less than gossipToTheDeadMs (sorted; O(1) when nobody is dead).
-    const { members, dead } = this.gossipCache;
-    const targets =
-      dead === 0
-        ? members
-        : members.filter((m) => m.status !== 'dead' || now - m.changedAt < this.cfg.gossipToTheDeadMs);
-    for (const m of sample(this.random, targets, this.cfg.gossipFanout)) {
-      const upd = this.piggyback(m.id);
-      if (upd.length > 0) this.net.send(m.id, { t: 'gossip', upd });
+  }
+
+  /** Members still dead since less than gossipToTheDeadMs (in the order they died); prunes the rest. */
+  private recentDeadTargets(now: number): number[] {
+    if (this.recentDead.length === 0) return this.recentDead;
+    const keep: number[] = [];
+    const seen = new Set<number>();
+    for (const num of this.recentDead) {
+      if (
+        this.tab.status[num] === ST_DEAD &&
+        now - this.tab.changedAt(num) < this.cfg.gossipToTheDeadMs &&
+        !seen.has(num)
+      ) {
+        seen.add(num);
+        keep.push(num);
+      }
     }
+    this.recentDead = keep;
+    return keep;
   }
 
   private pushPullTick(): void {
-    const alive = this.aliveIds();
-    if (alive.length === 0) return;
-    void this.pushPullWith(alive[this.random.int(alive.length)]!, false);
+    const n = this.tab.counts[ST_ALIVE]!;
+    if (n === 0) return;
+    void this.pushPullWith(this.ids.id(this.tab.kth(M_ALIVE, this.random.int(n))), false);
   }
 
+  /** Reconnect runs only while some member is dead, or we are alone. */
+  private wakeReconnect(): void {
+    if (!this.running || this.periodic.has('reconnect')) return;
+    const loop = () => {
+      this.periodic.delete('reconnect');
+      if (!this.running) return;
+      const dead = this.tab.counts[ST_DEAD]!;
+      const alone = this.tab.counts[ST_ALIVE] === 0;
+      if (dead === 0 && !alone) return;
+      this.periodic.set('reconnect', this.clock.setTimer(this.cfg.reconnectIntervalMs, loop));
+      this.reconnectTick();
+    };
+    this.periodic.set('reconnect', this.clock.setTimer(this.cfg.reconnectIntervalMs, loop));
+  }
+
+  /**
+   * Push-pull with one random dead member (it may have restarted, or been declared dead falsely).
+   * As Serf: only with probability dead/alive (1 when alone), so the whole cluster tries about
+   * one dead member per interval per dead member, whatever its size — not one per agent.
+   */
   private reconnectTick(): void {
-    const dead = this.sorted.filter((m) => m.status === 'dead');
-    if (dead.length > 0) void this.pushPullWith(dead[this.random.int(dead.length)]!.id, false);
+    const dead = this.tab.counts[ST_DEAD]!;
+    const alive = this.tab.counts[ST_ALIVE]!;
+    if (dead > 0 && (alive === 0 || this.random.next() < dead / alive)) {
+      void this.pushPullWith(this.ids.id(this.tab.kth(M_DEAD, this.random.int(dead))), false);
+    }
     // Alone (everyone else dead or none known): keep knocking on the seeds.
-    if (this.aliveIds().length === 0 && this.seeds.length > 0 && !this.joinTimer) this.scheduleJoin(0);
+    if (alive === 0 && this.seeds.length > 0 && !this.joinTimer) this.scheduleJoin(0);
   }
 
+  /**
+   * One push-pull. A join sends the whole view; otherwise only the digest first, and lists travel
+   * only when the views differ: the peer answers with its list, and if ours still differs after
+   * merging it (we know something it does not), ours follows in a second exchange.
+   */
   private async pushPullWith(id: string, join: boolean): Promise<boolean> {
     try {
       const reply = await this.net.pushPull(
         id,
-        { t: 'push-pull', join, members: this.states() },
+        { t: 'push-pull', join, digest: this.tab.digest(), members: join ? this.states() : [] },
         this.cfg.requestTimeoutMs,
       );
       if (!this.running) return false;
       this.applyUpdates(reply.members, id);
+      if (
+        !join &&
+        (reply.digest === undefined || (reply.members.length > 0 && reply.digest !== this.tab.digest()))
+      ) {
+        const second = await this.net.pushPull(
+          id,
+          { t: 'push-pull', join: false, digest: this.tab.digest(), members: this.states() },
+          this.cfg.requestTimeoutMs,
+        );
+        if (!this.running) return false;
+        this.applyUpdates(second.members, id);
+      }
       return true;
     } catch (err) {
       this.log.debug({ peer: id, err: String(err) }, 'push-pull failed');
@@ -620,9 +919,11 @@ export class Membership {
     }
     // Members remembered from disk are seeds too.
     if (!ok) {
-      for (const m of this.list()) {
-        if (m.id === this.self.id || m.status === 'left') continue;
-        if (await this.pushPullWith(m.id, true)) {
+      const candidates: string[] = [];
+      for (const num of this.tab.numsSorted())
+        if (num !== this.me && this.tab.status[num] !== ST_LEFT) candidates.push(this.ids.id(num));
+      for (const id of candidates) {
+        if (await this.pushPullWith(id, true)) {
           ok = true;
           break;
         }
@@ -630,7 +931,7 @@ export class Membership {
     }
     if (!this.running) return;
     if (ok) {
-      this.log.info({ members: this.aliveIds().length + 1 }, 'joined');
+      this.log.info({ members: this.tab.counts[ST_ALIVE]! + 1 }, 'joined');
       this.joinBackoffMs = this.cfg.joinRetryMinMs;
       // Members that joined the seed at about the same time as us were not in its answer yet; a
       // second push-pull with the same seed a moment later fills the gap (join storms: the seed
@@ -660,34 +961,34 @@ export class Membership {
     this.periodic.set(name, this.clock.setTimer(this.random.int(interval()) + 1, loop));
   }
 
-  private insert(m: Member): void {
-    this.members.set(m.id, m);
-    let lo = 0;
-    let hi = this.sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.sorted[mid]!.id < m.id) lo = mid + 1;
-      else hi = mid;
-    }
-    this.sorted.splice(lo, 0, m);
-    this.aliveCache = undefined;
-    this.gossipCache = undefined;
-  }
-
   private nextSeq(): number {
     this.seq = (this.seq + 1) % 0x7fffffff;
     return this.seq;
   }
 
-  private selfState(): MemberState {
-    return this.stateOf(this.members.get(this.self.id)!);
+  /** The immutable wire state of member `num` (shared objects; see MemberIds.state). */
+  private stateOf(num: number): MemberState {
+    return this.ids.state(
+      num,
+      this.tab.incarnation(num),
+      NAMES[this.tab.status[num]!]!,
+      this.tab.addr[num]!,
+    ) as MemberState;
   }
 
-  private stateOf(m: Member): MemberState {
-    return { id: m.id, addrs: m.addrs.slice(), incarnation: m.incarnation, status: m.status };
+  private member(num: number): Member {
+    return {
+      id: this.ids.id(num),
+      addrs: this.ids.addrs(this.tab.addr[num]!),
+      incarnation: this.tab.incarnation(num),
+      status: NAMES[this.tab.status[num]!]!,
+      changedAt: this.tab.changedAt(num),
+    };
   }
 
   private states(): MemberState[] {
-    return this.list().map((m) => this.stateOf(m));
+    const out: MemberState[] = [];
+    for (const num of this.tab.numsSorted()) out.push(this.stateOf(num));
+    return out;
   }
 }

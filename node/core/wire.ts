@@ -1,3 +1,4 @@
+import { STATE_IDS, type TaggedState } from './member-table.ts';
 import type { MemberState, MemberStatus, MembershipMessage, PushPull } from './membership.ts';
 
 /**
@@ -138,6 +139,67 @@ export function encodeMembership(msg: MembershipMessage): Uint8Array {
   return frameJson(TAG_MEMBERSHIP, msg);
 }
 
+/** UTF-8 length of a string. */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
+}
+
+const stateLengths = new WeakMap<MemberState, number>();
+const measure = (u: object) => utf8Length(JSON.stringify(u));
+
+function stateLength(u: MemberState): number {
+  const ids = (u as TaggedState)[STATE_IDS];
+  if (ids !== undefined) {
+    const cached = ids.cachedLength(u as TaggedState, measure);
+    if (cached !== undefined) return cached;
+  }
+  let n = stateLengths.get(u);
+  if (n === undefined) {
+    n = utf8Length(JSON.stringify(u));
+    stateLengths.set(u, n);
+  }
+  return n;
+}
+
+/**
+ * `encodeMembership(msg).length`, without encoding: the simulator passes membership messages as
+ * values (Transport.sendValue) and charges the network what the encoding would have cost. Update
+ * lengths are memoised per (immutable) state object. Exact for messages built as Membership does
+ * (keys in the order t, seq, target, upd) — tested against the encoder.
+ */
+export function membershipByteLength(msg: MembershipMessage): number {
+  let n = 1; // tag
+  switch (msg.t) {
+    case 'gossip':
+      n += 21; // {"t":"gossip","upd":[
+      break;
+    case 'ping':
+    case 'ack':
+      n += 14 + msg.t.length + String(msg.seq).length + 8; // {"t":"ping","seq":  N  ,"upd":[
+      break;
+    case 'ping-req':
+      n += 22 + String(msg.seq).length + 10 + utf8Length(JSON.stringify(msg.target)) + 8;
+      break;
+  }
+  const upd = msg.upd;
+  for (let i = 0; i < upd.length; i++) n += stateLength(upd[i]!);
+  if (upd.length > 1) n += upd.length - 1;
+  return n + 2; // ]}
+}
+
 export function decodeMembership(peer: string, data: Uint8Array): MembershipMessage {
   const o = obj(peer, parseJson(peer, data), '');
   const t = oneOf(peer, o.t, 't', ['ping', 'ack', 'ping-req', 'gossip'] as const);
@@ -162,9 +224,23 @@ export function encodePushPull(msg: PushPull): Uint8Array {
   return frameJson(TAG_PUSH_PULL, msg);
 }
 
+/** `encodePushPull(msg).length` without encoding (see membershipByteLength). */
+export function pushPullByteLength(msg: PushPull): number {
+  // 1 tag + {"t":"push-pull","join":  true|false  [,"digest":N]  ,"members":[ … ]}
+  let n = 1 + 24 + (msg.join ? 4 : 5);
+  if (msg.digest !== undefined) n += 10 + String(msg.digest).length;
+  n += 12;
+  const m = msg.members;
+  for (let i = 0; i < m.length; i++) n += stateLength(m[i]!);
+  if (m.length > 1) n += m.length - 1;
+  return n + 2;
+}
+
 export function decodePushPull(peer: string, data: Uint8Array): PushPull {
   const o = obj(peer, parseJson(peer, data), '');
   oneOf(peer, o.t, 't', ['push-pull'] as const);
   if (typeof o.join !== 'boolean') throw new WireError(peer, 'join', 'expected a boolean');
-  return { t: 'push-pull', join: o.join, members: updates(peer, o.members, 'members') };
+  const members = updates(peer, o.members, 'members');
+  if (o.digest === undefined) return { t: 'push-pull', join: o.join, members };
+  return { t: 'push-pull', join: o.join, digest: uint(peer, o.digest, 'digest'), members };
 }
