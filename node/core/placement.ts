@@ -1,6 +1,7 @@
 import { allocate, feasibility } from '../../allocator/feasibility.ts';
 import { bid as allocatorBid, select } from '../../allocator/index.ts';
 import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
+import { portKey } from '../../allocator/ports.ts';
 import { compareRanked, score } from '../../allocator/strategies.ts';
 import type {
   Allocation,
@@ -10,6 +11,7 @@ import type {
   HostCapacity,
   PlacementContext,
   PlacementRequest,
+  PortRequest,
   Strategy,
 } from '../../allocator/types.ts';
 import type { DeployIntent, HostRecord, WorkloadRecord } from '../../crdt/types.ts';
@@ -507,7 +509,13 @@ export class Placement implements SubProtocol {
         allocations: b.allocations,
         expiresAt: now + this.cfg.reservationTtlMs,
       });
-      return { deployId: it.request.deployId, ok: true as const, score: b.score, allocations: b.allocations };
+      const ok = {
+        deployId: it.request.deployId,
+        ok: true as const,
+        score: b.score,
+        allocations: b.allocations,
+      };
+      return b.short === undefined ? ok : { ...ok, short: b.short };
     });
     return { t: 'bids', round: msg.round, items };
   }
@@ -1355,6 +1363,8 @@ export class Placement implements SubProtocol {
         );
         bids.set(b.deployId, list);
         if (!b.ok) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.reason}`);
+        // Offered fewer than asked (e.g. `port 80/tcp: in use` after one): why, should slots remain.
+        else if (b.short !== undefined) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.short}`);
       }
     }
     this.deps.log.debug(
@@ -1521,6 +1531,7 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
     ? bound === r.cpu.milli && a.cpu.sharedMilli === 0
     : a.cpu.sharedMilli === r.cpu.milli && bound === 0;
   const gpuMilli = a.gpus.reduce((n, g) => n + g.milli, 0);
+  const ports = (xs: readonly PortRequest[] | undefined) => (xs ?? []).map(portKey).sort().join(',');
   const limitsOk =
     a.limits.cpuMilli === (req.limits?.cpuMilli ?? r.cpu.milli) &&
     a.limits.memoryBytes === (req.limits?.memoryBytes ?? r.memoryBytes);
@@ -1529,7 +1540,8 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
     limitsOk &&
     a.memoryBytes === r.memoryBytes &&
     a.diskBytes === (r.diskBytes ?? 0) &&
-    gpuMilli === (r.gpu?.milli ?? 0)
+    gpuMilli === (r.gpu?.milli ?? 0) &&
+    ports(a.ports) === ports(r.ports)
   );
 }
 

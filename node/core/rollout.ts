@@ -403,7 +403,10 @@ export class Rollouts implements SubProtocol {
       // Not yet running the new template. A failed create of the new template shows as status
       // failed with version = target (reconcile reports it), so this is still progress pending.
       if (ro.batchAt > 0 && now - ro.batchAt > cfg.deadlineMs)
-        return { ok: false, reason: `${where}: not updated within ${cfg.deadlineMs} ms` };
+        return {
+          ok: false,
+          reason: `${where}: not updated within ${cfg.deadlineMs} ms${w.error ? ` (${w.error})` : ''}`,
+        };
       return { wait: true };
     }
     if (w.status === 'failed' || w.status === 'exited')
