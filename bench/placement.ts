@@ -371,6 +371,40 @@ async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefine
   return Date.now() - t0;
 }
 
+/** Sum of every agent's `shoal_*_total` counters (GET /metrics), by metric name. */
+async function clusterCounters(c: ClusterProcs): Promise<Map<string, number>> {
+  const sums = new Map<string, number>();
+  await Promise.all(
+    c.runningIndices().map(async (i) => {
+      try {
+        const res = await fetch(`${c.get(i).api}/metrics`, {
+          headers: { authorization: `Bearer ${c.token(i)}` },
+          signal: AbortSignal.timeout(10_000),
+        });
+        for (const line of (await res.text()).split('\n')) {
+          const m = /^(shoal_[a-z_]+_total)(?:\{[^}]*\})? ([0-9.e+]+)$/.exec(line);
+          if (m) sums.set(m[1]!, (sums.get(m[1]!) ?? 0) + Number(m[2]));
+        }
+      } catch {
+        // an agent that does not answer: its counters are missing from the sums
+      }
+    }),
+  );
+  return sums;
+}
+
+/** Counters that grew between two scrapes, per decision (short names: shoal_ and _total dropped). */
+function growthPerDecision(before: Map<string, number>, after: Map<string, number>, decisions: number) {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    if (d > 0)
+      out[k.replace(/^shoal_/, '').replace(/_total$/, '')] =
+        Math.round((d / Math.max(1, decisions)) * 100) / 100;
+  }
+  return out;
+}
+
 interface DeployListRow {
   id: string;
   replicas: number;
@@ -384,12 +418,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
     const bootMs = await startProcs(c, o.procs, o.cpuProf);
-    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 3 s\n`);
-    await sleep(1_000);
+    process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
+    // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
+    // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.
+    await sleep(5_000);
     // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
     const idleCpu0 = agentCpuSeconds(c);
     const idleT0 = Date.now();
-    await sleep(2_000);
+    await sleep(3_000);
     const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
@@ -405,9 +441,12 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     const sentAt = new Map<string, number>();
     const http: number[] = [];
     const errors: string[] = [];
+    const counters0 = await clusterCounters(c);
     const cpu0 = agentCpuSeconds(c);
     const load0 = os.loadavg()[0]!;
     const start = Date.now();
+    // CLOCK_MONOTONIC, the clock of V8's profile timestamps: lets a profile be cut to the burst.
+    const monoStartUs = Number(process.hrtime.bigint() / 1000n);
     let next = 0;
     const worker = async () => {
       while (next < deploys.length) {
@@ -454,12 +493,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     await waitFor(() => collect() && coordinator.size >= total, 3_000, 100, 'acks').catch(() => undefined);
     const lastAt = decisions.lastAt();
     const windowMs = lastAt - start;
+    const monoEndUs = Number(process.hrtime.bigint() / 1000n);
     const agentCpu = agentCpuSeconds(c) - cpu0;
     const elapsedS = (Date.now() - start) / 1000;
     const agentCores = round1(agentCpu / elapsedS);
     // Marginal CPU of a decision: what the burst used beyond the idle rate, per decided replica.
     const marginalMs = ((agentCpu - idleCores * elapsedS) * 1000) / Math.max(1, decisions.size);
     const load1 = os.loadavg()[0]!;
+    const counters1 = await clusterCounters(c);
     // At rest: every deploy placed exactly once, as agent 0 sees it.
     let placedOk = 0;
     let misplaced: string[] = [];
@@ -523,9 +564,13 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       /** Agent CPU per decision beyond the idle rate (less sensitive to how long a loaded machine stretched the run). */
       marginalCpuMsPerDecision: round1(marginalMs),
       loadAvg1mBeforeAfter: [round1(load0), round1(load1)],
+      /** Agent counters (GET /metrics, all agents) grown during the burst, per decision. */
+      countersPerDecision: growthPerDecision(counters0, counters1, decisions.size),
       engineStarted,
       engineActionFailures: engineFailures.length,
       firstEngineFailure: engineFailures[0] ? String(engineFailures[0].err) : null,
+      /** With --cpu-prof: the burst (first POST → all decided) in the profiles' clock (µs, monotonic). */
+      ...(o.cpuProf ? { profileWindowUs: [monoStartUs, monoEndUs] } : {}),
     };
   } finally {
     if (o.cpuProf) {

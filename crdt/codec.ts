@@ -15,6 +15,7 @@ import {
   type Gpu,
   type GpuShare,
   type HostEntry,
+  type HostPatch,
   type HostRecord,
   type IntentWire,
   type Json,
@@ -98,7 +99,7 @@ export interface IntentDigestEntry {
 }
 
 export type StateMessage =
-  | { t: 'delta'; hosts: HostEntry[]; intents: IntentWire[] }
+  | { t: 'delta'; hosts: HostEntry[]; intents: IntentWire[]; patches?: HostPatch[] }
   | { t: 'snapshot'; hosts: HostEntry[]; intents: IntentWire[] }
   | { t: 'digest'; hash: string; hosts: HostDigestEntry[]; intents: IntentDigestEntry[] }
   | { t: 'want'; hosts: string[]; intents: string[] };
@@ -258,9 +259,10 @@ class Validator {
   // --- messages -------------------------------------------------------------------------------
 
   message(x: unknown): StateMessage {
-    const head = this.obj(x, '', ['v', 't', 'hash', 'hosts', 'intents'], ['hash']);
+    const head = this.obj(x, '', ['v', 't', 'hash', 'hosts', 'intents', 'patches'], ['hash', 'patches']);
     if (head.v !== WIRE_VERSION) this.fail('v', `unsupported wire version (expected ${WIRE_VERSION})`);
     const t = this.oneOf(head.t, 't', ['delta', 'snapshot', 'digest', 'want'] as const);
+    if (t !== 'delta' && Object.hasOwn(head, 'patches')) this.fail('patches', 'unknown field');
     if (t === 'delta' || t === 'snapshot') {
       if (Object.hasOwn(head, 'hash')) this.fail('hash', 'unknown field');
       const hosts = this.arr(head.hosts, 'hosts', this.lim.maxHosts).map((h, i) =>
@@ -269,6 +271,12 @@ class Validator {
       const intents = this.arr(head.intents, 'intents', this.lim.maxIntents).map((w, i) =>
         this.intent(w, `intents[${i}]`),
       );
+      if (t === 'delta' && Object.hasOwn(head, 'patches')) {
+        const patches = this.arr(head.patches, 'patches', this.lim.maxHosts).map((h, i) =>
+          this.hostPatch(h, `patches[${i}]`),
+        );
+        return { t, hosts, intents, patches };
+      }
       return { t, hosts, intents };
     }
     if (t === 'digest') {
@@ -343,6 +351,45 @@ class Validator {
       updatedAt: this.int(o.updatedAt, `${p}.updatedAt`),
     };
     return rec;
+  }
+
+  /** A host patch (crdt/patch.ts): shape and bounds here; consistency with the base on apply. */
+  hostPatch(x: unknown, p: string): HostPatch {
+    const o = this.obj(
+      x,
+      p,
+      ['id', 'version', 'base', 'updatedAt', 'addrs', 'capacity', 'allocated', 'draining', 'del', 'put'],
+      ['addrs', 'capacity', 'allocated', 'draining'],
+    );
+    const base = this.int(o.base, `${p}.base`, 1);
+    const version = this.int(o.version, `${p}.version`, 1);
+    if (version <= base) this.fail(`${p}.version`, `must be above base (${base})`);
+    const patch: HostPatch = {
+      id: this.id(o.id, `${p}.id`),
+      version,
+      base,
+      updatedAt: this.int(o.updatedAt, `${p}.updatedAt`),
+      del: this.arr(o.del, `${p}.del`, this.lim.maxWorkloadsPerHost).map((d, i) =>
+        this.id(d, `${p}.del[${i}]`),
+      ),
+      put: this.arr(o.put, `${p}.put`, this.lim.maxWorkloadsPerHost).map((e, i): [number, WorkloadRecord] => {
+        const q = `${p}.put[${i}]`;
+        const a = this.arr(e, q, 2);
+        if (a.length !== 2) this.fail(q, 'expected [index, workload]');
+        return [this.int(a[0], `${q}[0]`, 0, this.lim.maxWorkloadsPerHost), this.workload(a[1], `${q}[1]`)];
+      }),
+    };
+    for (let i = 1; i < patch.put.length; i++)
+      if (patch.put[i]![0] <= patch.put[i - 1]![0])
+        this.fail(`${p}.put[${i}][0]`, 'indices must be ascending and unique');
+    if (o.addrs !== undefined)
+      patch.addrs = this.arr(o.addrs, `${p}.addrs`, this.lim.maxAddrs).map((a, i) =>
+        this.str(a, `${p}.addrs[${i}]`, 1024, 1),
+      );
+    if (o.capacity !== undefined) patch.capacity = this.capacity(o.capacity, `${p}.capacity`);
+    if (o.allocated !== undefined) patch.allocated = this.resources(o.allocated, `${p}.allocated`);
+    if (o.draining !== undefined) patch.draining = this.bool(o.draining, `${p}.draining`);
+    return patch;
   }
 
   capacity(x: unknown, p: string): Capacity {

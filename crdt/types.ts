@@ -137,6 +137,25 @@ export interface HostTombstone {
 
 export type HostEntry = HostRecord | HostTombstone;
 
+/**
+ * What changed in a host's record from version `base` to `version` (crdt/patch.ts): only the
+ * host publishes patches of its own record; a receiver holding `base` rebuilds the new version.
+ * Absent top-level fields are unchanged; `del` lists workload ids removed from the base, `put`
+ * the workloads added or changed with their index in the new record (ascending).
+ */
+export interface HostPatch {
+  id: string;
+  version: number;
+  base: number;
+  updatedAt: number;
+  addrs?: string[];
+  capacity?: Capacity;
+  allocated?: Resources;
+  draining?: boolean;
+  del: string[];
+  put: [index: number, workload: WorkloadRecord][];
+}
+
 /** Hybrid logical clock stamp: [wall ms, counter, actor]. Totally ordered, unique per write. */
 export type Stamp = readonly [wall: number, counter: number, actor: string];
 

@@ -27,7 +27,11 @@ export function agentBackend(
   sync: StateSync,
   clock: Clock,
   startedAt: number,
-  extra: { placement?: Placement; reconciler?: Reconciler } = {},
+  extra: {
+    placement?: Placement;
+    reconciler?: Reconciler;
+    transport?: { readonly stats: NonNullable<MetricsSnapshot['transport']> };
+  } = {},
 ): ApiBackend {
   const nodes = (): NodeInfo[] => {
     const now = clock.now();
@@ -105,6 +109,7 @@ export function agentBackend(
             }
           : {}),
         ...(extra.reconciler ? { reconcile: { ...extra.reconciler.counters } } : {}),
+        ...(extra.transport ? { transport: { ...extra.transport.stats } } : {}),
       };
     },
     health: () => ({

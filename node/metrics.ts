@@ -60,6 +60,20 @@ export interface MetricsSnapshot {
     errors: number;
     hookFailures: number;
   };
+  /** Transport traffic counters (monotonic; the libp2p transport). */
+  transport?: {
+    framesSent: number;
+    frameWrites: number;
+    frameBytesSent: number;
+    framesReceived: number;
+    frameBytesReceived: number;
+    requestsSent: number;
+    requestsServed: number;
+    topicDirect: number;
+    topicGossip: number;
+    sendDropped: number;
+    publishDropped: number;
+  };
 }
 
 export interface AgentMetrics {
@@ -232,6 +246,24 @@ export function createAgentMetrics(
   for (const [k, help] of reconcile) {
     const snake = k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
     counter(`shoal_reconcile_${snake}_total`, help, (s) => s.reconcile?.[k] ?? 0);
+  }
+
+  const transport: [keyof NonNullable<MetricsSnapshot['transport']>, string][] = [
+    ['framesSent', 'Frames (messages, direct topic copies) written to peers’ message streams.'],
+    ['frameWrites', 'Stream writes carrying those frames (frames queued together go in one write).'],
+    ['frameBytesSent', 'Bytes of those frames.'],
+    ['framesReceived', 'Frames read from peers’ message streams.'],
+    ['frameBytesReceived', 'Bytes read from peers’ message streams.'],
+    ['requestsSent', 'Requests sent (one stream each).'],
+    ['requestsServed', 'Requests answered.'],
+    ['topicDirect', 'Topic publishes sent by direct fan-out.'],
+    ['topicGossip', 'Topic publishes sent through gossipsub.'],
+    ['sendDropped', 'Direct messages dropped (unreachable peer, full queue, too large).'],
+    ['publishDropped', 'Topic publishes (or direct copies of one) dropped.'],
+  ];
+  for (const [k, help] of transport) {
+    const snake = k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    counter(`shoal_transport_${snake}_total`, help, (s) => s.transport?.[k] ?? 0);
   }
 
   gauge('shoal_host_cpu_millicores', 'CPU this host advertises, in millicores.', (s) => s.capacity.cpuMilli);

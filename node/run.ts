@@ -177,7 +177,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   await forwarder.start();
   // ----
   const api = await startApi(
-    agentBackend(agent, sync, clock, clock.now(), { placement, reconciler }),
+    agentBackend(agent, sync, clock, clock.now(), { placement, reconciler, transport }),
     opts.api,
     {
       deploys: {

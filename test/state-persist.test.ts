@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { STORE_KEYS } from '../node/core/agent.ts';
+import type { Store } from '../node/core/io.ts';
 import { STORE_LOG_PREFIX, STORE_STATE_KEY } from '../node/core/state-sync.ts';
 import { SimCluster } from '../sim/cluster.ts';
 
@@ -186,5 +187,63 @@ describe('state persistence: base snapshot + log of changes', () => {
     await c.run(1_100);
     expect(writes.some((w) => w.startsWith(c.get(1).id))).toBe(true);
     expect(STORE_KEYS.members).toBe('members.json');
+  });
+
+  it('with an async store: flush waits for the write, files land in order, a failed write is redone as a base', async () => {
+    const c = await cluster(27);
+    const a = c.get(1);
+    type Held = { key: string; land: () => void; fail: (e: Error) => void };
+    const held: Held[] = [];
+    const write = a.store.write.bind(a.store);
+    // A store whose writes complete when the test says so (as DiskStore's fsync on the thread pool).
+    const store: Store = a.store;
+    store.writeAsync = (key, v) =>
+      new Promise<void>((resolve, reject) =>
+        held.push({
+          key,
+          land: () => {
+            write(key, v);
+            resolve();
+          },
+          fail: reject,
+        }),
+      );
+    const tick = () => new Promise((r) => setImmediate(r));
+    a.sync.putIntent('one', intent());
+    let flushed = false;
+    void a.sync.flush().then(() => {
+      flushed = true;
+    });
+    a.sync.putIntent('two', intent());
+    void a.sync.flush();
+    await c.run(10);
+    // The first log file is in flight; the deploy API's answer waits for it.
+    expect(held.map((h) => h.key)).toHaveLength(1);
+    expect(flushed).toBe(false);
+    a.sync.putIntent('three', intent());
+    void a.sync.flush();
+    await c.run(10);
+    // Serial: the next file is not even started before the first one lands.
+    expect(held).toHaveLength(1);
+    held[0]!.land();
+    await tick();
+    expect(flushed).toBe(true);
+    await tick();
+    expect(held).toHaveLength(2);
+    expect(held[1]!.key > held[0]!.key || held[1]!.key.length > held[0]!.key.length).toBe(true);
+    held[1]!.fail(new Error('EIO: injected'));
+    await tick();
+    expect(a.sync.counters.persistFailures).toBe(1);
+    // The failed file's entries are written again, inside a full base.
+    a.sync.persist();
+    await tick();
+    const base = held.find((h, i) => i >= 2 && h.key === STORE_STATE_KEY);
+    expect(base).toBeDefined();
+    for (const h of held.slice(2)) h.land();
+    await a.sync.settled();
+    store.writeAsync = undefined;
+    c.crash(1);
+    const back = await c.restart(1);
+    for (const id of ['one', 'two', 'three']) expect(back.sync.state.intents.get(id)).toBeDefined();
   });
 });

@@ -202,6 +202,104 @@ describe('DiskStore integrity', () => {
   });
 });
 
+describe('DiskStore.writeAsync (fsync off the event loop)', () => {
+  /** fsyncAsync calls held until released, to order their completions by hand. */
+  function heldFsyncs() {
+    const held: { fd: number; release: () => void; fail: (e: Error) => void }[] = [];
+    const fsyncAsync = (fd: number) =>
+      new Promise<void>((resolve, reject) => {
+        held.push({
+          fd,
+          release: () => {
+            realFs.fsyncSync(fd);
+            resolve();
+          },
+          fail: reject,
+        });
+      });
+    return { held, fsyncAsync };
+  }
+  const until = async (cond: () => boolean) => {
+    for (let i = 0; !cond(); i++) {
+      if (i > 500) throw new Error('timed out');
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+
+  it('resolves once the value is in place and durable; reopening reads it', async () => {
+    const dir = tempDir();
+    const s = new DiskStore(dir);
+    await s.writeAsync('k', new Uint8Array([1, 2, 3]));
+    expect(s.read('k')).toEqual(new Uint8Array([1, 2, 3]));
+    expect(new DiskStore(dir).read('k')).toEqual(new Uint8Array([1, 2, 3]));
+    expect(readdirSync(dir)).toEqual(['k']);
+  });
+
+  it('a slower earlier write never replaces a later write or remove of the same key', async () => {
+    const dir = tempDir();
+    const { held, fsyncAsync } = heldFsyncs();
+    const s = new DiskStore(dir, { fs: { fsyncAsync } });
+    const first = s.writeAsync('k', new Uint8Array([1]));
+    const second = s.writeAsync('k', new Uint8Array([2]));
+    await until(() => held.length === 2);
+    held[1]!.release(); // the later write's file fsync completes first
+    await until(() => held.length === 3); // …then its directory fsync
+    held[2]!.release();
+    await second;
+    expect(s.read('k')).toEqual(new Uint8Array([2]));
+    held[0]!.release();
+    await first;
+    expect(s.read('k')).toEqual(new Uint8Array([2]));
+    // A sync write or a remove issued while an async write is in flight wins as well.
+    const third = s.writeAsync('k', new Uint8Array([3]));
+    s.write('k', new Uint8Array([4]));
+    await until(() => held.length === 4);
+    held[3]!.release();
+    await third;
+    expect(s.read('k')).toEqual(new Uint8Array([4]));
+    const fourth = s.writeAsync('gone', new Uint8Array([5]));
+    s.remove('gone');
+    await until(() => held.length === 5);
+    held[4]!.release();
+    await fourth;
+    expect(s.read('gone')).toBeUndefined();
+    expect(readdirSync(dir).sort()).toEqual(['k']);
+  });
+
+  it('a failed fsync rejects with StoreError naming the key; the old value stays, no temp file', async () => {
+    const dir = tempDir();
+    const { held, fsyncAsync } = heldFsyncs();
+    const s = new DiskStore(dir, { fs: { fsyncAsync } });
+    s.write('k', new Uint8Array([1]));
+    const w = s.writeAsync('k', new Uint8Array([2]));
+    await until(() => held.length === 1);
+    held[0]!.fail(errno('EIO'));
+    const err = await w.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as StoreError).key).toBe('k');
+    expect((err as Error).message).toMatch(/EIO \(I\/O error\)/);
+    expect(s.read('k')).toEqual(new Uint8Array([1]));
+    expect(readdirSync(dir)).toEqual(['k']);
+  });
+
+  it('shares directory fsyncs between concurrent writes', async () => {
+    const dir = tempDir();
+    let calls = 0;
+    const s = new DiskStore(dir, {
+      fs: {
+        fsyncAsync: (fd) => {
+          calls++;
+          return new Promise((resolve) => setTimeout(() => resolve(realFs.fsyncSync(fd)), 5));
+        },
+      },
+    });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => s.writeAsync(`k${i}`, new Uint8Array([i]))));
+    for (let i = 0; i < 20; i++) expect(s.read(`k${i}`)).toEqual(new Uint8Array([i]));
+    // 20 file fsyncs, and far fewer than 20 directory fsyncs.
+    expect(calls).toBeLessThan(20 + 10);
+  });
+});
+
 describe('MemoryStore fault injection', () => {
   it('failWrites → StoreError with the errno; the old value stays', () => {
     const s = new MemoryStore();

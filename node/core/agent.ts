@@ -273,7 +273,8 @@ export class Agent {
   }
 
   private saveIncarnation(): void {
-    this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation });
+    // At start, durable before the agent announces itself.
+    this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }, true);
   }
 
   private loadMembers(): MemberState[] {
@@ -337,13 +338,22 @@ export class Agent {
     }
   }
 
-  private writeJson(key: string, value: unknown): boolean {
+  private writeJson(key: string, value: unknown, sync = false): boolean {
     const text = JSON.stringify(value);
     // Membership updates mark the list dirty on every refresh; rewrite (fsync) only real changes.
     if (this.written.get(key) === text) return true;
     try {
-      this.deps.store.write(key, new TextEncoder().encode(text));
+      const bytes = new TextEncoder().encode(text);
+      // While running, off the event loop when the store can (the real disk); at stop, in place.
+      const pending = this.stopped || sync ? undefined : this.deps.store.writeAsync?.(key, bytes);
+      if (pending === undefined) this.deps.store.write(key, bytes);
       this.written.set(key, text);
+      pending?.catch((err: unknown) => {
+        if (this.written.get(key) === text) this.written.delete(key);
+        this.membersWritten = -1; // rewrite at the next persist
+        this.counters.persistErrors++;
+        this.deps.log.error({ key, err: String(err) }, 'could not persist; will retry');
+      });
       return true;
     } catch (err) {
       this.counters.persistErrors++;

@@ -40,6 +40,15 @@ export interface Store {
   write(key: string, data: Uint8Array): void;
   remove(key: string): void;
   keys(): string[];
+  /**
+   * Optional: `write` without blocking the caller on the disk (the real store fsyncs on a worker
+   * thread). Resolves once the value is durable and visible to `read`; rejects with StoreError.
+   * Values of one key land in call order whatever the mix of `write`, `writeAsync` and `remove`:
+   * a slower earlier write never replaces a later one. Stores without it: use `write`.
+   */
+  writeAsync?(key: string, data: Uint8Array): Promise<void>;
+  /** Optional: `remove` without blocking the caller on the disk; same ordering as `writeAsync`. */
+  removeAsync?(key: string): Promise<void>;
 }
 
 export class StoreError extends Error {

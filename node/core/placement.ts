@@ -303,8 +303,15 @@ export class Placement implements SubProtocol {
     const list = [...this.local.values()].sort((a, b) =>
       workloadId(a.deployId, a.replica) < workloadId(b.deployId, b.replica) ? -1 : 1,
     );
-    this.deps.store.write(STORE_WORKLOADS_KEY, new TextEncoder().encode(JSON.stringify(list)));
+    const bytes = new TextEncoder().encode(JSON.stringify(list));
+    // While running, off the event loop when the store can (the real disk); at stop, in place.
+    const pending = this.running ? this.deps.store.writeAsync?.(STORE_WORKLOADS_KEY, bytes) : undefined;
+    if (pending === undefined) this.deps.store.write(STORE_WORKLOADS_KEY, bytes);
     this.dirty = false;
+    pending?.catch((err: unknown) => {
+      this.dirty = true;
+      this.deps.log.error({ err: String(err) }, 'placement: could not persist workloads; will retry');
+    });
   }
 
   /** Submit (create or replace) a deploy intent at this agent. Validates the placement part. */

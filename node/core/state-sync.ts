@@ -1,15 +1,18 @@
 import {
   decodeMessage,
   encodeMessage,
+  MESSAGE_LIMITS,
   SNAPSHOT_LIMITS,
   type StateMessage,
   StateMessageError,
 } from '../../crdt/codec.ts';
 import { nextVersion } from '../../crdt/hosts.ts';
+import { applyHostPatch, diffHostRecord } from '../../crdt/patch.ts';
 import { ClusterState, type StateDelta } from '../../crdt/state.ts';
 import type {
   Capacity,
   HostEntry,
+  HostPatch,
   HostRecord,
   IntentFields,
   IntentWire,
@@ -59,6 +62,15 @@ const MIN_LOG_BYTES = 256 * 1024;
 /** Second byte of a state request that is a hash probe (a crdt-codec JSON message never starts with 0x00). */
 const HASH_PROBE = 0x00;
 const HASH_DIFFERS = 0x01;
+
+/**
+ * Records rebuilt from a patch, by patch object: in the simulator every agent decodes a publish
+ * once (decodeCache) and holds the same base record object, so they share the rebuilt record
+ * too (one copy per version, as with full records). A real agent decodes each message itself.
+ */
+const rebuilt = new WeakMap<HostPatch, { base: HostRecord; rec: HostRecord }>();
+/** At most one request for a host's full record per this interval (the reply is on its way). */
+const WANT_INTERVAL_MS = 250;
 
 export interface StateSyncConfig {
   antiEntropyIntervalMs: number;
@@ -155,6 +167,10 @@ export class StateSync implements SubProtocol {
   private baseBytes = 0;
   /** Write a full base next time (no base yet, or a write failed: what is on disk is unknown). */
   private needBase = true;
+  /** A base write failed after everything was marked clean: write one even if nothing is dirty. */
+  private baseLost = false;
+  /** The chain of async state writes (see persistChanges). */
+  private writing: Promise<void> = Promise.resolve();
   private timer: Timer | undefined;
   private running = false;
   readonly counters = {
@@ -164,7 +180,20 @@ export class StateSync implements SubProtocol {
     exchangeFailures: 0,
     applied: 0,
     rejected: 0,
+    /** Own-record versions published as patches (the rest went whole). */
+    patchesPublished: 0,
+    /** Patches received whose base this agent did not hold (the full record was asked for). */
+    patchGaps: 0,
+    /** Async state writes that failed (retried: the next write is a full base). */
+    persistFailures: 0,
   };
+  /** When this agent last asked each host for its full record (after a patch it could not use). */
+  private readonly wanted = new Map<string, number>();
+  /**
+   * Per host, the newest patch that arrived before its base (gossip can reorder): applied as soon
+   * as the base arrives, dropped once superseded.
+   */
+  private readonly earlyPatches = new Map<string, { patch: HostPatch; from: string }>();
   /** Called after any change that altered local state (for metrics, tests and the bidding layer). */
   onChange: ((changed: StateChange) => void) | undefined;
 
@@ -197,11 +226,13 @@ export class StateSync implements SubProtocol {
     if (!shared) this.timer = this.deps.clock.setTimer(first, () => this.antiEntropyLoop());
   }
 
-  stop(): void {
+  /** Stop timers; resolves once the state writes in flight have landed (the agent then persists the rest). */
+  stop(): Promise<void> {
     this.running = false;
     this.timer?.cancel();
     this.selfTimer?.cancel();
     this.selfTimer = undefined;
+    return this.writing;
   }
 
   /** The host's facts changed (capacity override, labels): write and publish a new version. */
@@ -301,13 +332,16 @@ export class StateSync implements SubProtocol {
     this.state.apply({ hosts: [rec], intents: [] });
     this.dirtyHosts.add(this.id);
     if (this.ownVersion > this.versionBound) this.persistSelf();
-    this.publish({ hosts: [rec], intents: [] });
+    // Only what changed since the previous version, when that is much smaller (crdt/patch.ts).
+    const patch = prev === undefined ? undefined : diffHostRecord(prev, rec);
+    if (patch) this.counters.patchesPublished++;
+    this.publish(patch ? { hosts: [], intents: [], patches: [patch] } : { hosts: [rec], intents: [] });
     this.onChange?.({ hosts: [this.id], intents: [] });
   }
 
   /** Broadcast a delta on the state topic (shared state: the local write published it already). */
-  publish(delta: StateDelta): void {
-    if (delta.hosts.length === 0 && delta.intents.length === 0) return;
+  publish(delta: StateDelta & { patches?: HostPatch[] }): void {
+    if (delta.hosts.length === 0 && delta.intents.length === 0 && !delta.patches?.length) return;
     this.counters.published++;
     if (this.deps.shared) return;
     this.deps.transport.publish(STATE_TOPIC, this.encode({ t: 'delta', ...delta }));
@@ -337,7 +371,10 @@ export class StateSync implements SubProtocol {
   }
 
   onMessage(from: string, data: Uint8Array): void {
-    this.handle(from, this.decode(from, data));
+    const msg = this.decode(from, data);
+    const replies = this.handle(from, msg);
+    // A peer that could not use a patch of our record asks for it whole (see `handle`).
+    if (msg.t === 'want') for (const r of replies) this.deps.transport.send(from, this.encode(r));
   }
 
   onRequest(from: string, data: Uint8Array): Uint8Array {
@@ -356,8 +393,13 @@ export class StateSync implements SubProtocol {
     let replies: StateMessage[];
     if (msg.t === 'delta' || msg.t === 'snapshot') {
       const before = this.ownRecordVersion();
-      const changed = this.state.apply(msg, from);
+      const delta =
+        msg.t === 'delta' && msg.patches?.length
+          ? { hosts: [...msg.hosts, ...this.unpatch(from, msg.patches)], intents: msg.intents }
+          : msg;
+      const changed = this.state.apply(delta, from);
       replies = [];
+      if (changed.hosts.length > 0 && this.earlyPatches.size > 0) this.applyEarlyPatches(changed.hosts);
       if (changed.hosts.length || changed.intents.length) {
         for (const h of changed.hosts) this.dirtyHosts.add(h.id);
         for (const w of changed.intents) this.dirtyIntents.add(w.id);
@@ -373,6 +415,76 @@ export class StateSync implements SubProtocol {
       replies = this.state.handle(msg, from);
     }
     return replies;
+  }
+
+  /**
+   * Full records from patches, for those whose base this agent holds. Validates them all before
+   * anything is applied (an inconsistent patch rejects the message, naming the peer and field).
+   * A patch whose base is missing (lost or reordered gossip, a new agent) asks the host for its
+   * full record, at most once per WANT_INTERVAL_MS per host; anti-entropy would bring it too.
+   */
+  private unpatch(from: string, patches: readonly HostPatch[]): HostRecord[] {
+    const out: HostRecord[] = [];
+    patches.forEach((p, i) => {
+      const cur = this.state.hosts.get(p.id);
+      if (cur !== undefined && cur.version >= p.version) return; // already there (or newer)
+      if (cur === undefined || cur.deleted || cur.version !== p.base) {
+        this.counters.patchGaps++;
+        const early = this.earlyPatches.get(p.id);
+        if (
+          cur !== undefined &&
+          !cur.deleted &&
+          cur.version < p.base &&
+          (!early || early.patch.version < p.version)
+        )
+          this.earlyPatches.set(p.id, { patch: p, from });
+        this.askFull(p.id);
+        return;
+      }
+      const hit = rebuilt.get(p);
+      if (hit !== undefined && hit.base === cur) {
+        out.push(hit.rec);
+        return;
+      }
+      try {
+        const rec = applyHostPatch(cur, p, from, `patches[${i}]`, MESSAGE_LIMITS.maxWorkloadsPerHost);
+        rebuilt.set(p, { base: cur, rec });
+        out.push(rec);
+      } catch (err) {
+        // Inconsistent with our copy of the base: reject it and fetch the record whole.
+        this.askFull(p.id);
+        if (err instanceof StateMessageError) throw new WireError(from, err.path, err.reason);
+        throw err;
+      }
+    });
+    return out;
+  }
+
+  /** Patches that waited for a version just applied. */
+  private applyEarlyPatches(changed: readonly HostEntry[]): void {
+    for (const h of changed) {
+      const early = this.earlyPatches.get(h.id);
+      if (early === undefined) continue;
+      if (early.patch.version <= h.version || h.deleted) this.earlyPatches.delete(h.id);
+      else if (early.patch.base === h.version) {
+        this.earlyPatches.delete(h.id);
+        try {
+          this.handle(early.from, { t: 'delta', hosts: [], intents: [], patches: [early.patch] });
+        } catch (err) {
+          this.counters.rejected++;
+          this.deps.log.warn({ peer: early.from, err: (err as Error).message }, 'rejected a waiting patch');
+        }
+      }
+    }
+  }
+
+  private askFull(host: string): void {
+    if (host === this.id) return;
+    const now = this.deps.clock.now();
+    if ((this.wanted.get(host) ?? Number.NEGATIVE_INFINITY) > now - WANT_INTERVAL_MS) return;
+    if (this.wanted.size > 10_000) this.wanted.clear();
+    this.wanted.set(host, now);
+    this.deps.transport.send(host, this.encode({ t: 'want', hosts: [host], intents: [] }));
   }
 
   private ownRecordVersion(): number | undefined {
@@ -556,12 +668,17 @@ export class StateSync implements SubProtocol {
     this.flushTimer = undefined;
     const waiters = this.flushWaiters;
     this.flushWaiters = [];
+    const release = (): void => {
+      for (const w of waiters) w();
+    };
+    let written: Promise<void> | undefined;
     try {
-      if (!this.deps.shared) this.persistChanges(false);
+      if (!this.deps.shared) written = this.persistChanges(false);
     } catch (err) {
       this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
     }
-    for (const w of waiters) w();
+    if (written === undefined) release();
+    else void written.then(release);
   }
 
   /** Write everything changed since the last write (the agent calls this every second and at stop). */
@@ -570,16 +687,27 @@ export class StateSync implements SubProtocol {
     if (!this.deps.shared) this.persistChanges(true);
   }
 
+  /** Resolves once the state writes started so far have landed (or failed). */
+  settled(): Promise<void> {
+    return this.writing;
+  }
+
   /**
    * Incremental persistence: the entries changed since the last write go to a new log file
    * (`state.log.<seq>`, O(change)); when the log outgrows the base, one full base snapshot
    * replaces both (O(state), amortised). `withHosts` false writes intents only (group commit).
+   *
+   * With a store that has `writeAsync` (the real disk), files are written off the event loop, one
+   * after another (`writing`): a log file lands only after the files before it, so what is on disk
+   * after a crash is always a prefix. The bookkeeping is done at once; a failed write re-marks its
+   * entries dirty and makes the next write a full base. Returns the pending write, if any.
    */
-  private persistChanges(withHosts: boolean): void {
+  private persistChanges(withHosts: boolean): Promise<void> | undefined {
     const hostIds = withHosts ? [...this.dirtyHosts] : [];
     const intentIds = [...this.dirtyIntents];
-    if (hostIds.length === 0 && intentIds.length === 0) return;
+    if (hostIds.length === 0 && intentIds.length === 0 && !this.baseLost) return undefined;
     const { store } = this.deps;
+    const writeAsync = this.running ? store.writeAsync?.bind(store) : undefined;
     const logFull =
       this.logFiles.length >= MAX_LOG_FILES || this.logBytes > Math.max(MIN_LOG_BYTES, this.baseBytes);
     if (this.needBase || logFull) {
@@ -590,20 +718,38 @@ export class StateSync implements SubProtocol {
       bytes[0] = BASE_MAGIC;
       new DataView(bytes.buffer).setUint32(1, seq);
       bytes.set(snap, 5);
-      try {
-        store.write(STORE_STATE_KEY, bytes);
-      } catch (err) {
-        this.needBase = true;
-        throw err;
+      const covered = this.logFiles;
+      if (writeAsync === undefined) {
+        try {
+          store.write(STORE_STATE_KEY, bytes);
+        } catch (err) {
+          this.needBase = true;
+          throw err;
+        }
       }
       this.needBase = false;
+      this.baseLost = false;
       this.baseBytes = bytes.length;
       this.dirtyHosts.clear();
       this.dirtyIntents.clear();
-      for (const s of this.logFiles) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
       this.logFiles = [];
       this.logBytes = 0;
-      return;
+      if (writeAsync === undefined) {
+        for (const s of covered) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
+        return undefined;
+      }
+      return this.enqueueWrite(
+        async () => {
+          await writeAsync(STORE_STATE_KEY, bytes);
+          // Covered log files: harmless if left behind (skipped and removed on load).
+          await Promise.all(covered.map((s) => this.removeQuietlyAsync(`${STORE_LOG_PREFIX}${s}`)));
+        },
+        () => {
+          // Everything was marked clean: write a whole base again next time.
+          this.needBase = true;
+          this.baseLost = true;
+        },
+      );
     }
     const hosts: HostEntry[] = [];
     for (const id of hostIds.sort()) {
@@ -616,19 +762,53 @@ export class StateSync implements SubProtocol {
       if (w) intents.push(w);
     }
     const seq = this.logSeq + 1;
+    const key = `${STORE_LOG_PREFIX}${seq}`;
     const bytes = encodeMessage({ t: 'delta', hosts, intents });
-    try {
-      store.write(`${STORE_LOG_PREFIX}${seq}`, bytes);
-    } catch (err) {
-      // Unknown what reached the disk: the next write is a full base.
-      this.needBase = true;
-      throw err;
+    if (writeAsync === undefined) {
+      try {
+        store.write(key, bytes);
+      } catch (err) {
+        // Unknown what reached the disk: the next write is a full base.
+        this.needBase = true;
+        throw err;
+      }
     }
     this.logSeq = seq;
     this.logFiles.push(seq);
     this.logBytes += bytes.length;
     for (const id of hostIds) this.dirtyHosts.delete(id);
     for (const id of intentIds) this.dirtyIntents.delete(id);
+    if (writeAsync === undefined) return undefined;
+    return this.enqueueWrite(
+      () => writeAsync(key, bytes),
+      () => {
+        // Unknown what reached the disk: the next write is a full base; its entries are dirty again.
+        this.needBase = true;
+        for (const id of hostIds) this.dirtyHosts.add(id);
+        for (const id of intentIds) this.dirtyIntents.add(id);
+      },
+    );
+  }
+
+  /** Run `write` after the state writes before it; on failure log, count and call `failed`. */
+  private enqueueWrite(write: () => Promise<void>, failed: () => void): Promise<void> {
+    const next = this.writing.then(write).catch((err: unknown) => {
+      failed();
+      this.counters.persistFailures++;
+      this.deps.log.error({ err: String(err) }, 'could not persist cluster state; will retry');
+    });
+    this.writing = next;
+    return next;
+  }
+
+  private async removeQuietlyAsync(key: string): Promise<void> {
+    const { store } = this.deps;
+    try {
+      if (store.removeAsync) await store.removeAsync(key);
+      else store.remove(key);
+    } catch (err) {
+      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log file');
+    }
   }
 
   // ───────────────────────────── codec ─────────────────────────────

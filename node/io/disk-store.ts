@@ -17,6 +17,8 @@ export interface StoreFs {
   readdirSync(path: string): string[];
   mkdirSync(path: string, opts: { recursive: true }): unknown;
   existsSync(path: string): boolean;
+  /** fsync on libuv's thread pool (writeAsync): the event loop keeps running meanwhile. */
+  fsyncAsync(fd: number): Promise<void>;
 }
 
 const realFs: StoreFs = {
@@ -30,6 +32,8 @@ const realFs: StoreFs = {
   readdirSync: (p) => nodeFs.readdirSync(p),
   mkdirSync: (p, o) => nodeFs.mkdirSync(p, o),
   existsSync: (p) => nodeFs.existsSync(p),
+  fsyncAsync: (fd) =>
+    new Promise<void>((resolve, reject) => nodeFs.fsync(fd, (err) => (err ? reject(err) : resolve()))),
 };
 
 /**
@@ -63,6 +67,12 @@ export class DiskStore implements Store {
   private readonly fs: StoreFs;
   private readonly now: () => number;
   private tmpSeq = 0;
+  /** Per key: the sequence number (in call order) of the write or remove that is on disk. */
+  private readonly landed = new Map<string, number>();
+  private opSeq = 0;
+  /** Directory fsyncs of writeAsync: one running, at most one more queued (they coalesce). */
+  private dirSyncRunning: Promise<void> | undefined;
+  private dirSyncQueued: Promise<void> | undefined;
 
   constructor(
     readonly dir: string,
@@ -110,6 +120,75 @@ export class DiskStore implements Store {
 
   write(key: string, data: Uint8Array): void {
     const path = this.pathOf(key);
+    const seq = this.issue(key);
+    const { tmp, fd } = this.writeTemp(key, path, data);
+    try {
+      this.fs.fsyncSync(fd);
+    } catch (e) {
+      this.discardTemp(fd, tmp);
+      throw new StoreError(key, `store write "${key}" failed (${path}): ${errnoText(e)}`, e);
+    }
+    this.commitTemp(key, path, fd, tmp, seq);
+    this.syncDir(key);
+  }
+
+  /**
+   * `write` with both fsyncs (file, then directory) on libuv's thread pool, so the caller's event
+   * loop keeps running: the temp file is written at once (page cache), fsynced off-thread, then
+   * renamed into place — unless a later write or remove of the key landed meanwhile, in which case
+   * this (older) value is dropped. Directory fsyncs of concurrent writes are shared.
+   */
+  writeAsync(key: string, data: Uint8Array): Promise<void> {
+    let path: string;
+    let seq: number;
+    let tmp: string;
+    let fd: number;
+    try {
+      path = this.pathOf(key);
+      seq = this.issue(key);
+      ({ tmp, fd } = this.writeTemp(key, path, data));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.fs.fsyncAsync(fd).then(
+      () => {
+        if ((this.landed.get(key) ?? 0) > seq) {
+          // A later value is in place already: this one must not replace it.
+          this.discardTemp(fd, tmp);
+          return;
+        }
+        this.commitTemp(key, path, fd, tmp, seq);
+        return this.syncDirAsync(key);
+      },
+      (e: unknown) => {
+        this.discardTemp(fd, tmp);
+        throw new StoreError(key, `store write "${key}" failed (${path}): ${errnoText(e)}`, e);
+      },
+    );
+  }
+
+  /** `remove`, with the directory fsync off the event loop (shared with concurrent writes). */
+  removeAsync(key: string): Promise<void> {
+    let path: string;
+    try {
+      path = this.pathOf(key);
+      this.landed.set(key, this.issue(key));
+      this.fs.unlinkSync(path);
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT') return Promise.resolve();
+      if (e instanceof StoreError) return Promise.reject(e);
+      return Promise.reject(new StoreError(key, `store remove "${key}" failed: ${errnoText(e)}`, e));
+    }
+    return this.syncDirAsync(key);
+  }
+
+  /** A sequence number for a write or remove of `key` (call order). */
+  private issue(_key: string): number {
+    return ++this.opSeq;
+  }
+
+  /** Write header and body to a fresh temp file (not yet fsynced); returns it open. */
+  private writeTemp(key: string, path: string, data: Uint8Array): { tmp: string; fd: number } {
     if (data.length > 0xffffffff) throw new StoreError(key, `store write "${key}": value too large`);
     const header = new Uint8Array(HEADER);
     header.set(MAGIC, 0);
@@ -123,30 +202,100 @@ export class DiskStore implements Store {
       fd = this.fs.openSync(tmp, 'w', 0o600);
       writeAll(this.fs, fd, header);
       writeAll(this.fs, fd, data);
-      this.fs.fsyncSync(fd);
-      this.fs.closeSync(fd);
-      fd = undefined;
-      this.fs.renameSync(tmp, path);
+      return { tmp, fd };
     } catch (e) {
-      if (fd !== undefined) {
-        try {
-          this.fs.closeSync(fd);
-        } catch {
-          // already failing; the original error is what matters
-        }
-      }
-      try {
-        this.fs.unlinkSync(tmp);
-      } catch {
-        // the temp file may not exist; a leftover is removed on next open
-      }
+      this.discardTemp(fd, tmp);
       throw new StoreError(key, `store write "${key}" failed (${path}): ${errnoText(e)}`, e);
     }
-    this.syncDir(key);
+  }
+
+  /** Close (if open) and remove a temp file; errors are ignored (the original one matters). */
+  private discardTemp(fd: number | undefined, tmp: string): void {
+    if (fd !== undefined) {
+      try {
+        this.fs.closeSync(fd);
+      } catch {
+        // already failing
+      }
+    }
+    try {
+      this.fs.unlinkSync(tmp);
+    } catch {
+      // the temp file may not exist; a leftover is removed on next open
+    }
+  }
+
+  /** Close the fsynced temp file and rename it over the key (the commit point). */
+  private commitTemp(key: string, path: string, fd: number, tmp: string, seq: number): void {
+    try {
+      this.fs.closeSync(fd);
+    } catch (e) {
+      this.discardTemp(undefined, tmp);
+      throw new StoreError(key, `store write "${key}" failed (${path}): ${errnoText(e)}`, e);
+    }
+    try {
+      this.fs.renameSync(tmp, path);
+    } catch (e) {
+      this.discardTemp(undefined, tmp);
+      throw new StoreError(key, `store write "${key}" failed (${path}): ${errnoText(e)}`, e);
+    }
+    this.landed.set(key, seq);
+  }
+
+  /** fsync the directory off-thread; a request made while one runs shares the next one. */
+  private syncDirAsync(key: string): Promise<void> {
+    if (this.dirSyncQueued) return this.dirSyncQueued;
+    const run = (): Promise<void> => {
+      let fd: number | undefined;
+      try {
+        fd = this.fs.openSync(this.dir, 'r');
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      const opened = fd;
+      return this.fs.fsyncAsync(opened).finally(() => this.fs.closeSync(opened));
+    };
+    const tolerate = (e: unknown): void => {
+      // As syncDir: some filesystems refuse fsync on a directory; the rename is still atomic.
+      const code = errnoOf(e);
+      if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM')
+        throw new StoreError(
+          key,
+          `store sync of ${this.dir} failed after writing "${key}": ${errnoText(e)}`,
+          e,
+        );
+    };
+    if (this.dirSyncRunning === undefined) {
+      const p = run()
+        .catch(tolerate)
+        .finally(() => {
+          if (this.dirSyncRunning === p) this.dirSyncRunning = undefined;
+        });
+      this.dirSyncRunning = p;
+      return p;
+    }
+    // One is running (it may have started before our rename): queue the next, shared by all
+    // callers until it starts.
+    const queued: Promise<void> = this.dirSyncRunning
+      .catch(() => {})
+      .then(() => {
+        this.dirSyncQueued = undefined;
+        const p = run()
+          .catch(tolerate)
+          .finally(() => {
+            if (this.dirSyncRunning === p) this.dirSyncRunning = undefined;
+          });
+        this.dirSyncRunning = p;
+        return p;
+      });
+    this.dirSyncQueued = queued;
+    return queued;
   }
 
   remove(key: string): void {
     const path = this.pathOf(key);
+    // An async write of this key still in flight must not bring the value back.
+    this.landed.set(key, this.issue(key));
     try {
       this.fs.unlinkSync(path);
     } catch (e) {
