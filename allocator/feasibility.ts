@@ -2,11 +2,12 @@
  * Feasibility: can this host take one more replica, and exactly which resources would it get?
  * Stages, each short-circuiting the next: request validity → placement constraints (labels,
  * max-per-host) → resources (every failing dimension is reported, in the order cpu, memory, disk,
- * volume, gpu).
+ * volume, gpu, port).
  */
 import { unmetConstraints } from './constraints.ts';
 import { allocateCpu } from './cpu.ts';
 import { allocateGpu } from './gpu.ts';
+import { portsInUse } from './ports.ts';
 import type {
   Allocation,
   Failure,
@@ -62,6 +63,8 @@ export function allocate(
   const gpu = allocateGpu(capacity, ledger, resources.gpu);
   if (!gpu.ok) failures.push({ dimension: 'gpu', message: gpu.message });
 
+  for (const message of portsInUse(ledger, resources.ports)) failures.push({ dimension: 'port', message });
+
   if (!cpu.ok || !volumes.ok || !gpu.ok || failures.length > 0) return { ok: false, failures };
   return {
     ok: true,
@@ -71,6 +74,9 @@ export function allocate(
       diskBytes: disk,
       volumes: volumes.grants,
       gpus: gpu.grants,
+      ...(resources.ports !== undefined && resources.ports.length > 0
+        ? { ports: resources.ports.map((p) => ({ port: p.port, protocol: p.protocol })) }
+        : {}),
       limits: {
         cpuMilli: limits?.cpuMilli ?? resources.cpu.milli,
         memoryBytes: limits?.memoryBytes ?? resources.memoryBytes,

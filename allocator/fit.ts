@@ -7,6 +7,7 @@
  */
 import { cpuFits } from './cpu.ts';
 import { gpuFits } from './gpu.ts';
+import { portFits } from './ports.ts';
 import type { HostCapacity, HostLedger, ResourceRequest } from './types.ts';
 import { fitsOf, own, ratiosOf, scalePermille, setOwn } from './units.ts';
 import { allocateVolumes } from './volumes.ts';
@@ -27,6 +28,7 @@ export function countFits(capacity: HostCapacity, ledger: HostLedger, r: Resourc
     n = Math.min(n, fitsOf(scalePermille(capacity.diskBytes, ratios.disk) - ledger.diskBytes, disk));
   if (n > 0) n = cpuFits(capacity, ledger, r.cpu, n);
   if (n > 0) n = gpuFits(capacity, ledger, r.gpu, n);
+  if (n > 0) n = portFits(ledger, r.ports, n);
   if (n > 0 && r.volumes !== undefined && r.volumes.length > 0) n = volumeFits(capacity, ledger, r, n);
   return Math.max(0, n);
 }

@@ -7,6 +7,7 @@
  *   plan(hosts, request, replicas, strategy, existing) → Plan      (plan.ts, centralized baseline)
  *   bid(host, request, ctx, replicas) → Bid                        (plan.ts, decentralized piece)
  *   reserve / release / fits / ledgerFrom / checkNoOvercommit      (ledger.ts)
+ *   host ports (one holder per port/protocol per host)              (ports.ts)
  *
  * See docs/placement.md for the resource model, constraint syntax, strategies and scoring.
  */
@@ -23,6 +24,7 @@ export { countFits, MAX_FITS } from './fit.ts';
 export { allocateGpu, describeGpuInventory, describeGpuNeed } from './gpu.ts';
 export { checkNoOvercommit, cloneLedger, emptyLedger, fits, ledgerFrom, release, reserve } from './ledger.ts';
 export { bid, type PlanOptions, plan } from './plan.ts';
+export { comparePorts, isPort, PORT_PROTOCOLS, parsePortKey, portKey, portsInUse } from './ports.ts';
 export {
   composeScore,
   DEFAULT_FRAGMENTATION_WEIGHT,

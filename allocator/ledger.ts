@@ -4,6 +4,7 @@
  * Derive a host's books with `ledgerFrom` from what its engine actually runs.
  */
 import { boundMilli, schedulableSharedMilli } from './cpu.ts';
+import { parsePortKey, portKey } from './ports.ts';
 import type { Allocation, HostCapacity, HostLedger, Violation } from './types.ts';
 import { SHARE_BASE } from './types.ts';
 import { compareStrings, formatBytes, own, ratiosOf, scalePermille, setOwn } from './units.ts';
@@ -18,6 +19,7 @@ export function emptyLedger(capacity: HostCapacity): HostLedger {
     diskBytes: 0,
     volumes,
     gpus: capacity.gpus.map(() => ({ milli: 0, memoryBytes: 0 })),
+    ports: {},
   };
 }
 
@@ -30,7 +32,14 @@ export function cloneLedger(ledger: HostLedger): HostLedger {
     diskBytes: ledger.diskBytes,
     volumes,
     gpus: ledger.gpus.map((g) => ({ milli: g.milli, memoryBytes: g.memoryBytes })),
+    ports: clonePorts(ledger.ports),
   };
+}
+
+function clonePorts(ports: Record<string, number> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (ports !== undefined) for (const k of Object.keys(ports)) setOwn(out, k, own(ports, k) ?? 0);
+  return out;
 }
 
 /** Adds (sign = 1) or removes (sign = -1) an allocation, in place. */
@@ -49,6 +58,16 @@ function applyInPlace(ledger: HostLedger, a: Allocation, sign: 1 | -1): void {
     const u = ledger.gpus[g.index]!;
     u.milli += sign * g.milli;
     u.memoryBytes += sign * g.memoryBytes;
+  }
+  if (a.ports !== undefined && a.ports.length > 0) {
+    const held = ledger.ports ?? {};
+    ledger.ports = held;
+    for (const p of a.ports) {
+      const k = portKey(p);
+      const n = (own(held, k) ?? 0) + sign;
+      if (n === 0) delete held[k];
+      else setOwn(held, k, n);
+    }
   }
 }
 
@@ -117,5 +136,25 @@ export function checkNoOvercommit(capacity: HostCapacity, ledger: HostLedger): V
     check(`gpu[${i}].milli`, used.milli, device ? SHARE_BASE : 0, milli);
     check(`gpu[${i}].memory`, used.memoryBytes, device ? device.memoryBytes : 0, formatBytes);
   });
+  // Host ports: each port/protocol is held by at most one allocation (host networking).
+  const ports = ledger.ports ?? {};
+  for (const key of Object.keys(ports).sort(compareStrings)) {
+    const used = own(ports, key) ?? 0;
+    const dimension = `port[${key}]`;
+    if (parsePortKey(key) === null) {
+      out.push({
+        dimension,
+        used,
+        limit: 0,
+        message: `${dimension}: not a port/protocol (1..65535, tcp|udp)`,
+      });
+    } else if (!Number.isSafeInteger(used)) {
+      out.push({ dimension, used, limit: 1, message: `${dimension}: usage ${used} is not an integer` });
+    } else if (used < 0) {
+      out.push({ dimension, used, limit: 1, message: `${dimension}: usage ${used} is negative` });
+    } else if (used > 1) {
+      out.push({ dimension, used, limit: 1, message: `${dimension}: held by ${used} allocations (max 1)` });
+    }
+  }
   return out;
 }

@@ -113,11 +113,16 @@ export function bid(host: Host, request: PlacementRequest, ctx: PlacementContext
   const first = got.allocations[0];
   if (first === undefined) return reject(got.stop ?? 'no allocation', got.dimension);
   const base = resourceScore(host.capacity, host.ledger, request, first, ctx);
+  const short =
+    got.allocations.length >= replicas
+      ? undefined
+      : (got.stop ?? maxPerHostReason(request, counts.onHost + got.allocations.length));
   return {
     ok: true,
     hostId: host.id,
     score: composeScore(strategy, request, counts, base),
     allocations: got.allocations,
+    ...(short !== undefined ? { short } : {}),
   };
 }
 

@@ -86,6 +86,12 @@ export interface HostLedger {
   volumes: Record<string, Bytes>;
   /** Usage per GPU device index. */
   gpus: GpuUsage[];
+  /**
+   * Host ports held, by key `"<port>/<protocol>"` (e.g. `"80/tcp"`) → number of allocations
+   * holding it (1 on a sound ledger; `checkNoOvercommit` reports more). Keys at 0 are removed, so
+   * `release` is the exact inverse of `reserve`. Absent = none.
+   */
+  ports?: Record<string, number>;
 }
 
 /** A host as the allocator sees it: identity, labels, capacity and current books. */
@@ -128,6 +134,18 @@ export interface GpuRequest {
   memoryBytes?: Bytes;
 }
 
+export type PortProtocol = 'tcp' | 'udp';
+
+/**
+ * A host port the workload publishes. Workloads with published ports run with host networking, so
+ * the port is the host's: at most one allocation per host may hold a given port/protocol.
+ */
+export interface PortRequest {
+  /** 1..65535. */
+  port: number;
+  protocol: PortProtocol;
+}
+
 /** The reservation used for placement. */
 export interface ResourceRequest {
   cpu: CpuRequest;
@@ -135,6 +153,8 @@ export interface ResourceRequest {
   diskBytes?: Bytes;
   volumes?: VolumeRequest[];
   gpu?: GpuRequest;
+  /** Host ports (each port/protocol once). Absent or empty = none. */
+  ports?: PortRequest[];
 }
 
 /** Limits handed to the engine (cgroup caps); never used for placement. Default = the request. */
@@ -198,6 +218,8 @@ export interface Allocation {
   volumes: VolumeGrant[];
   /** Ascending device index. */
   gpus: GpuGrant[];
+  /** Host ports held, in request order. Absent when the request has none. */
+  ports?: PortRequest[];
   /** What the engine enforces. */
   limits: { cpuMilli: Milli; memoryBytes: Bytes };
 }
@@ -240,7 +262,16 @@ export interface PlacementContext {
   fragmentationWeight?: number;
 }
 
-export type Dimension = 'request' | 'label' | 'max-per-host' | 'cpu' | 'memory' | 'disk' | 'volume' | 'gpu';
+export type Dimension =
+  | 'request'
+  | 'label'
+  | 'max-per-host'
+  | 'cpu'
+  | 'memory'
+  | 'disk'
+  | 'volume'
+  | 'gpu'
+  | 'port';
 
 export interface Failure {
   dimension: Dimension;
@@ -253,7 +284,17 @@ export type Feasibility =
   | { ok: false; reason: string; failures: Failure[] };
 
 export type Bid =
-  | { ok: true; hostId: string; score: number; allocations: Allocation[] }
+  | {
+      ok: true;
+      hostId: string;
+      score: number;
+      allocations: Allocation[];
+      /**
+       * Why the host offers fewer allocations than asked (e.g. `port 80/tcp: in use` after the
+       * first, or `max-per-host: …`); absent when it offers all.
+       */
+      short?: string;
+    }
   | {
       ok: false;
       hostId: string;
@@ -279,7 +320,10 @@ export interface Plan {
 
 /** A broken invariant found by `checkNoOvercommit`. */
 export interface Violation {
-  /** "cpu.shared", "cpu.core[3]", "memory", "disk", "volume[ssd]", "gpu[1].milli", "gpu[1].memory". */
+  /**
+   * "cpu.shared", "cpu.core[3]", "memory", "disk", "volume[ssd]", "gpu[1].milli", "gpu[1].memory",
+   * "port[80/tcp]".
+   */
   dimension: string;
   used: number;
   limit: number;

@@ -1,4 +1,6 @@
 /** Shape checks with field paths, so bad input is rejected with a reason naming the field. */
+
+import { validatePorts } from './ports.ts';
 import type { HostCapacity, PlacementRequest, ResourceRequest, TypicalShape } from './types.ts';
 import { isSafeNonNegativeInt } from './units.ts';
 
@@ -33,6 +35,7 @@ export function validateResources(r: ResourceRequest, path = 'resources'): strin
       errors.push(`${path}.gpu.model: must be a non-empty string`);
     }
   }
+  errors.push(...validatePorts(r.ports, `${path}.ports`));
   return errors;
 }
 

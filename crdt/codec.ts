@@ -21,6 +21,7 @@ import {
   type Json,
   type JsonObject,
   type Oversell,
+  type PortHeld,
   type RegisterWire,
   type Resources,
   type Stamp,
@@ -51,6 +52,8 @@ export interface Limits {
   maxLabels: number;
   maxGpus: number;
   maxCores: number;
+  /** Host ports per usage vector (a workload's, or a host's total). */
+  maxPorts: number;
   /** Registers per deploy intent (name, replicas, strategy + spec keys). */
   maxRegisters: number;
   maxIdLength: number;
@@ -70,6 +73,7 @@ export const MESSAGE_LIMITS: Readonly<Limits> = Object.freeze({
   maxLabels: 64,
   maxGpus: 64,
   maxCores: 4096,
+  maxPorts: 4096,
   maxRegisters: 256,
   maxIdLength: 128,
   maxStringLength: 4096,
@@ -436,7 +440,7 @@ class Validator {
   }
 
   resources(x: unknown, p: string): Resources {
-    const o = this.obj(x, p, ['cpuMilli', 'cores', 'memory', 'disk', 'gpus']);
+    const o = this.obj(x, p, ['cpuMilli', 'cores', 'memory', 'disk', 'gpus', 'ports'], ['ports']);
     const cores = this.arr(o.cores, `${p}.cores`, this.lim.maxCores).map((c, i) =>
       this.int(c, `${p}.cores[${i}]`, 0, this.lim.maxCores - 1),
     );
@@ -453,13 +457,32 @@ class Validator {
       gpus.map((g) => g.index),
       `${p}.gpus`,
     );
-    return {
+    const out: Resources = {
       cpuMilli: this.int(o.cpuMilli, `${p}.cpuMilli`),
       cores,
       memory: this.int(o.memory, `${p}.memory`),
       disk: this.int(o.disk, `${p}.disk`),
       gpus,
     };
+    if (o.ports !== undefined) out.ports = this.ports(o.ports, `${p}.ports`);
+    return out;
+  }
+
+  /** Host ports: `{port 1..65535, protocol tcp|udp}`, each port/protocol once. */
+  ports(x: unknown, p: string): PortHeld[] {
+    const seen = new Set<string>();
+    return this.arr(x, p, this.lim.maxPorts).map((e, i): PortHeld => {
+      const q = `${p}[${i}]`;
+      const po = this.obj(e, q, ['port', 'protocol']);
+      const held: PortHeld = {
+        port: this.int(po.port, `${q}.port`, 1, 65_535),
+        protocol: this.oneOf(po.protocol, `${q}.protocol`, ['tcp', 'udp'] as const),
+      };
+      const k = `${held.port}/${held.protocol}`;
+      if (seen.has(k)) this.fail(q, `duplicate port ${k}`);
+      seen.add(k);
+      return held;
+    });
   }
 
   workload(x: unknown, p: string): WorkloadRecord {

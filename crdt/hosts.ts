@@ -63,7 +63,10 @@ function hostTuple(e: HostEntry): unknown[] {
 }
 
 function resTuple(r: Resources): unknown[] {
-  return [r.cpuMilli, r.cores, r.memory, r.disk, r.gpus.map((g) => [g.index, g.milli])];
+  const t: unknown[] = [r.cpuMilli, r.cores, r.memory, r.disk, r.gpus.map((g) => [g.index, g.milli])];
+  // Appended only when present: records without ports keep the hashes they had.
+  if (r.ports !== undefined) t.push(r.ports.map((p) => [p.port, p.protocol]));
+  return t;
 }
 
 /** SHA-256 of the canonical encoding of one entry (memoised per object). */

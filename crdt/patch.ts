@@ -145,8 +145,15 @@ export function sameResources(a: Resources, b: Resources): boolean {
       a.disk === b.disk &&
       sameNumbers(a.cores, b.cores) &&
       a.gpus.length === b.gpus.length &&
-      a.gpus.every((g, i) => g.index === b.gpus[i]!.index && g.milli === b.gpus[i]!.milli))
+      a.gpus.every((g, i) => g.index === b.gpus[i]!.index && g.milli === b.gpus[i]!.milli) &&
+      samePorts(a.ports, b.ports))
   );
+}
+
+/** Host ports (absent and empty are different records: the hash tells them apart). */
+function samePorts(a: Resources['ports'], b: Resources['ports']): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.length === b.length && a.every((p, i) => p.port === b[i]!.port && p.protocol === b[i]!.protocol);
 }
 
 function sameCapacity(a: Capacity, b: Capacity): boolean {

@@ -46,6 +46,13 @@ export interface GpuShare {
   milli: number;
 }
 
+/** A host port held by a workload (published with host networking). */
+export interface PortHeld {
+  /** 1..65535. */
+  port: number;
+  protocol: 'tcp' | 'udp';
+}
+
 /** A usage vector (what a workload uses, or what a host has allocated in total). */
 export interface Resources {
   cpuMilli: number;
@@ -55,6 +62,11 @@ export interface Resources {
   disk: number;
   /** Per-device shares (ascending index, unique). */
   gpus: GpuShare[];
+  /**
+   * Host ports held (each port/protocol once). Absent = none. Lets coordinators leave out hosts
+   * whose ports are taken, so a pending replica shows `port 80/tcp: in use`.
+   */
+  ports?: PortHeld[];
 }
 
 export type WorkloadStatus = 'pending' | 'starting' | 'running' | 'stopping' | 'exited' | 'failed';

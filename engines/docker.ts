@@ -5,7 +5,8 @@
  *   original spec in `shoal.spec`), and is named `shoal-<host>-<workload>` (sanitised).
  * - Limits are applied by Docker: CFS quota + shares for cpuMilli, CpusetCpus for bound cores,
  *   Memory (= MemorySwap: no swap) for memoryBytes, DeviceRequests (nvidia) for GPUs.
- * - `HostConfig.Init: true` so PID 1 gets SIGTERM handling; `NetworkMode: 'none'`.
+ * - `HostConfig.Init: true` so PID 1 gets SIGTERM handling; `NetworkMode: 'host'` when the workload
+ *   publishes ports (it listens on the host's ports itself), else `'none'`.
  * - Never pulls: an absent image fails `create` at once with `image-not-found`.
  * - Stop is SIGTERM → wait `timeoutMs` (ms precision) → SIGKILL.
  */
@@ -269,6 +270,8 @@ export class DockerEngine implements Engine {
     })();
     const resources = hostConfigToResources(raw.HostConfig, requested);
     const state = mapState(raw.State.Status);
+    // Ports are published only if the container really runs with host networking.
+    if (raw.HostConfig.NetworkMode !== 'host') delete base.ports;
     const info: WorkloadInfo = {
       id: labels[LABEL_WORKLOAD] ?? base.id,
       deployId: labels['shoal.deploy'] ?? base.deployId,
@@ -326,7 +329,9 @@ export class DockerEngine implements Engine {
       Env: Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`),
       HostConfig: {
         Init: true,
-        NetworkMode: 'none',
+        // Published ports: host networking (the workload listens on the host's ports itself;
+        // `--bridge=none --iptables=false` engines have no port mapping). Otherwise no network.
+        NetworkMode: spec.ports !== undefined && spec.ports.length > 0 ? 'host' : 'none',
         RestartPolicy: { Name: 'no' },
         ...resourcesToHostConfig(resources),
       },

@@ -54,6 +54,19 @@ export interface WorkloadSpec {
   user?: string;
   /** Filesystem mounts (docker). The process engine refuses them. */
   mounts?: Mount[];
+  /**
+   * Host ports the workload publishes. Non-empty = host networking: the workload listens on these
+   * ports of the host itself (docker `NetworkMode: host`; a process is never isolated; the sim
+   * records them). Empty or absent = no network (docker `NetworkMode: none`).
+   */
+  ports?: PublishedPort[];
+}
+
+/** A host port a workload listens on (host networking: no mapping, the port is the host's). */
+export interface PublishedPort {
+  /** 1..65535. */
+  port: number;
+  protocol: 'tcp' | 'udp';
 }
 
 /** A filesystem mount: a host path (bind), a named or anonymous volume, or a tmpfs. */

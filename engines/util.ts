@@ -84,6 +84,19 @@ export function validateSpec(spec: WorkloadSpec, hostId: string): void {
     if (m.type === 'tmpfs' && m.source !== undefined)
       throw invalid(spec, `mounts[${i}].source`, 'a tmpfs has no source');
   }
+  if (spec.ports !== undefined) {
+    if (!Array.isArray(spec.ports)) throw invalid(spec, 'ports', 'must be a list of {port, protocol}');
+    const seen = new Set<string>();
+    spec.ports.forEach((p, i) => {
+      if (!Number.isInteger(p?.port) || p.port < 1 || p.port > 65_535)
+        throw invalid(spec, `ports[${i}].port`, 'must be an integer in 1..65535');
+      if (p.protocol !== 'tcp' && p.protocol !== 'udp')
+        throw invalid(spec, `ports[${i}].protocol`, 'must be tcp or udp');
+      const k = `${p.port}/${p.protocol}`;
+      if (seen.has(k)) throw invalid(spec, `ports[${i}]`, `publishes ${k} twice`);
+      seen.add(k);
+    });
+  }
   validateResources(spec.resources ?? {}, spec);
 }
 

@@ -95,7 +95,7 @@ export function shortId(id: string | null | undefined, wide = false): string {
   return wide || id.length <= 12 ? id : `…${id.slice(-8)}`;
 }
 
-/** `shoal ps` rows: one per replica. */
+/** `shoal ps` rows: one per replica; then one line per deploy with pending replicas and why. */
 export function formatPs(deploys: DeployView[], now: number, wide = false): string {
   const rows = [['DEPLOY', 'REPLICA', 'HOST', 'STATUS', 'HEALTH', 'GEN/VERSION', 'AGE']];
   for (const d of deploys) {
@@ -120,7 +120,11 @@ export function formatPs(deploys: DeployView[], now: number, wide = false): stri
       ]);
     }
   }
-  return formatTable(rows);
+  // Why replicas are not placed (the coordinator's reasons, e.g. `port 80/tcp: in use`).
+  const pending = deploys
+    .filter((d) => d.pending && d.pending.pending > 0 && d.pending.reasons.length > 0)
+    .map((d) => `${d.id}: ${d.pending!.pending} pending: ${d.pending!.reasons.join('; ')}`);
+  return formatTable(rows) + pending.map((l) => `\n${l}`).join('');
 }
 
 export function formatHistory(d: DeployView, now: number): string {

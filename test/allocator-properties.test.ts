@@ -49,6 +49,21 @@ function commit(hosts: Host[], p: Plan): Host[] {
   });
 }
 
+/** About a third of the requests publish host ports from a small pool, so that they clash. */
+function withPorts(seed: number, reqs: PlacementRequest[]): PlacementRequest[] {
+  const rnd = new SeededRandom(seed ^ 0x2545f491);
+  const pool = [
+    { port: 80, protocol: 'tcp' as const },
+    { port: 443, protocol: 'tcp' as const },
+    { port: 53, protocol: 'udp' as const },
+  ];
+  return reqs.map((r) => {
+    if (rnd.int(3) !== 0) return r;
+    const ports = pool.filter(() => rnd.int(2) === 0);
+    return ports.length === 0 ? r : { ...r, resources: { ...r.resources, ports } };
+  });
+}
+
 const scenario = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
   hosts: fc.integer({ min: 1, max: 8 }),
@@ -65,7 +80,7 @@ describe('invariant: no overcommit', () => {
         let hosts = makeCluster(seed, { hosts: n, zones: 2, gpuPermille: 400, oversell });
         const typical = withTypical ? makeTypical(seed + 1) : undefined;
         const counts = new Map<string, Map<string, number>>();
-        const reqs = makeRequests(seed + 2, deploys);
+        const reqs = withPorts(seed, makeRequests(seed + 2, deploys));
         for (const req of [...reqs, ...reqs]) {
           const strategy = rnd.pick(strategies);
           const replicas = 1 + rnd.int(6);
@@ -95,7 +110,7 @@ describe('invariant: no overcommit', () => {
       fc.property(scenario, ({ seed, hosts: n, deploys, oversell }) => {
         const rnd = new SeededRandom(seed);
         let hosts = makeCluster(seed, { hosts: n, gpuPermille: 400, oversell });
-        for (const req of makeRequests(seed + 7, deploys * 2)) {
+        for (const req of withPorts(seed, makeRequests(seed + 7, deploys * 2))) {
           const ctx = { strategy: rnd.pick(strategies), existing: [] };
           hosts = hosts.map((h) => {
             const b = bid(h, req, ctx, 1 + rnd.int(8));
@@ -118,7 +133,7 @@ function grantedOn(seed: number): { host: Host; allocations: Allocation[] } {
   const host = first!;
   const allocations: Allocation[] = [];
   let ledger = host.ledger;
-  for (const req of makeRequests(seed + 1, 30)) {
+  for (const req of withPorts(seed, makeRequests(seed + 1, 30))) {
     const r = allocate(host.capacity, ledger, req.resources, req.limits);
     if (!r.ok) continue;
     allocations.push(r.allocation);

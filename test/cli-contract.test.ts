@@ -325,6 +325,26 @@ describe('CLI contract test (stub server implementing docs/api.md)', { timeout: 
     ]);
   });
 
+  it('ps ends with why replicas are pending (the coordinator’s reasons)', async () => {
+    const v = view('web', 1, 2, {
+      placed: 1,
+      pending: {
+        pending: 1,
+        reasons: ['abcdefg0: port 80/tcp: in use', 'abcdefg9: memory: need 1.0 GiB, free 0 B'],
+        retryAt: 0,
+      },
+    });
+    v.instances[1] = { replica: 1, host: null, gen: null };
+    stub.script.set('web', [v]);
+    const r = await stub.shoal(['ps', 'web']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[2]).toMatch(/^web\s+1\s+-\s+unplaced\s+-\s+-\s+-$/);
+    expect(lines[3]).toBe(
+      'web: 1 pending: abcdefg0: port 80/tcp: in use; abcdefg9: memory: need 1.0 GiB, free 0 B',
+    );
+  });
+
   it('logs merges the replicas by time, prefixed with the replica; stderr lines go to stderr', async () => {
     const r = await stub.shoal(['logs', 'web', '--tail', '5', '--since', '10m']);
     expect(r.code).toBe(0);

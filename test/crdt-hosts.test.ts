@@ -148,6 +148,8 @@ describe('record hash', () => {
     base.allocated.gpus = [{ index: 0, milli: 500 }];
     base.allocated.cores = [1];
     base.workloads[0]!.resources.gpus = [{ index: 0, milli: 1 }];
+    base.workloads[0]!.resources.ports = [{ port: 80, protocol: 'tcp' }];
+    base.allocated.ports = [{ port: 80, protocol: 'tcp' }];
     const h0 = new HostTable();
     h0.merge(base);
     const ref = h0.hash();

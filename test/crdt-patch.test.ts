@@ -61,6 +61,30 @@ describe('delta host records (crdt/patch.ts)', () => {
     );
   });
 
+  it('a change of host ports alone (a workload’s or the total) is carried and rebuilds the same record', () => {
+    const ws = workloads(Array.from({ length: 10 }, (_, i): [string, number] => [`d${i}`, 0]));
+    const p80 = { port: 80, protocol: 'tcp' as const };
+    const p81 = { port: 81, protocol: 'tcp' as const };
+    const withPorts = (w: WorkloadRecord, ports: (typeof p80)[]) => ({
+      ...w,
+      resources: { ...w.resources, ports },
+    });
+    const base = makeHostRecord('h1', 7, {
+      workloads: [withPorts(ws[0]!, [p80]), ...ws.slice(1)],
+      allocated: { cpuMilli: 0, cores: [], memory: 0, disk: 0, gpus: [], ports: [p80] },
+    });
+    const next = makeHostRecord('h1', 8, {
+      workloads: [withPorts(ws[0]!, [p81, p80]), ...ws.slice(1)],
+      allocated: { cpuMilli: 0, cores: [], memory: 0, disk: 0, gpus: [], ports: [p80, p81] },
+    });
+    const patch = diffHostRecord(base, next)!;
+    expect(patch.put.map(([i]) => i)).toEqual([0]);
+    expect(patch.allocated?.ports).toEqual([p80, p81]);
+    const rebuilt = applyHostPatch(base, roundTrip(patch), 'peer', 'patches[0]', MAX);
+    expect(rebuilt).toEqual(next);
+    expect(hostEntryHash(rebuilt).equals(hostEntryHash(next))).toBe(true);
+  });
+
   it('falls back to the full record when the order changes, ids repeat or most workloads change', () => {
     const ws = workloads([
       ['a', 0],

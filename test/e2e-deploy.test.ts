@@ -1,5 +1,6 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +13,9 @@ import { ClusterProcs, waitFor } from './cluster-procs.ts';
  * shows every replica spread and running, and `docker ps` agrees; logs stream through an agent
  * that does not host the replica; kill -9 of a hosting agent (and its host's containers) → the
  * replica comes back elsewhere; a rolling update to a missing image rolls back by itself; a job
- * exits 3 and `shoal run` exits 3; an invalid spec names the field; no token → 401.
+ * exits 3 and `shoal run` exits 3; an invalid spec names the field; no token → 401; a service
+ * publishing a port answers on the host (host networking) and its replica that cannot get the
+ * port is pending with the reason.
  */
 
 const SOCK = process.env.SHOAL_DOCKER_SOCKET || '/tmp/shoal-docker/docker.sock';
@@ -63,6 +66,44 @@ services:
       strategy: spread
 `;
 
+/**
+ * A service publishing a port: busybox httpd on host networking, 2 replicas, but only agent 0
+ * (label e2e-port=yes) may take it. The port is a per-host resource, so the second replica can
+ * never share agent 0 with the first: it stays pending with the reason `port P/tcp: in use`.
+ *
+ * Why one eligible agent: the three agents share one dockerd and one loopback here, so "hosts" of
+ * the e2e are agents on the same network namespace. Two agents each running a replica on port P
+ * would both be allowed by placement (different hosts) but would really clash on this machine —
+ * a test-environment artefact, not something shoal could or should prevent. The multi-host case
+ * (3 replicas on 2 hosts → one per host, 1 pending) is tested on the simulator
+ * (test/placement-ports.test.ts).
+ */
+const composePorts = (port: number) => `
+name: e2e
+services:
+  port:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo hello from shoal > /tmp/www/index.html && exec httpd -f -p ${port} -h /tmp/www"]
+    ports: ["${port}:${port}"]
+    deploy:
+      replicas: 2
+      resources:
+        limits: { cpus: "0.1", memory: 16M }
+      placement:
+        constraints: ["node.labels.e2e-port == yes"]
+`;
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const srv = createServer();
+    srv.on('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => done(port));
+    });
+  });
+}
+
 describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', { timeout: 300_000 }, () => {
   const c = new ClusterProcs({ prefix: 'shoal-e2e-' });
   const args = ['--cpu', '2', '--memory', '4GiB', '--engine', 'docker', '--docker-socket', SOCK];
@@ -81,7 +122,8 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'shoal-e2e-'));
-    const seed = await c.spawn({ extraArgs: args });
+    // Only agent 0 may take the deploy publishing a port (see composePorts).
+    const seed = await c.spawn({ extraArgs: [...args, '--label', 'e2e-port=yes'] });
     for (let i = 0; i < 2; i++) await c.spawn({ extraArgs: args, join: [seed.addrs[0]!] });
     await waitFor(
       async () =>
@@ -95,7 +137,7 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
 
   afterAll(async () => {
     await c.stopAll();
-    for (const d of ['e2e-web']) {
+    for (const d of ['e2e-web', 'e2e-port']) {
       const ids = docker('ps', '-aq', '--filter', `label=shoal.deploy=${d}`);
       if (ids) docker('rm', '-f', ...ids.split('\n'));
     }
@@ -136,6 +178,45 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
     expect(new Set(inDocker.map((x) => x.host))).toEqual(hosts);
     const text = await shoal(['ps', ...at(2)]);
     expect(text.stdout).toMatch(/^DEPLOY\s+REPLICA\s+HOST\s+STATUS/);
+  });
+
+  it('a published port: httpd answers on the host; the replica that cannot get the port is pending with why', async () => {
+    const port = await freePort();
+    const file = join(dir, 'port.yaml');
+    writeFileSync(file, composePorts(port));
+    // 2 replicas, 1 host that can take them: `deploy` waits, then says what is pending and why.
+    const r = await shoal(['deploy', file, ...at(1), '--timeout', '20']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`e2e-port: 1/2 running, pending: .*port ${port}/tcp: in use`));
+    const ps = await shoal(['ps', 'e2e-port', ...at(2)]);
+    expect(ps.code).toBe(0);
+    console.log(`[e2e] shoal ps e2e-port:\n${ps.stdout}`);
+    const lines = ps.stdout.trimEnd().split('\n');
+    expect(lines.filter((l) => /^e2e-port\s+\d\s+\S+\s+running/.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => /^e2e-port\s+\d\s+-\s+unplaced/.test(l))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(
+      new RegExp(`^e2e-port: 1 pending: .*${c.get(0).id.slice(-8)}: port ${port}/tcp: in use`),
+    );
+    const v = JSON.parse((await shoal(['inspect', 'e2e-port', ...at(1)])).stdout) as DeployView;
+    expect(v.instances.find((i) => i.status === 'running')?.host).toBe(c.get(0).id);
+    expect(v.pending?.pending).toBe(1);
+    expect(v.pending?.reasons).toContain(`${c.get(0).id.slice(-8)}: port ${port}/tcp: in use`);
+    // The replica answers on the host's port.
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('hello from shoal\n');
+    // Docker runs it with host networking; the deploy without ports has no network.
+    const [cid] = docker('ps', '-q', '--filter', 'label=shoal.deploy=e2e-port').split('\n');
+    expect(docker('inspect', '--format', '{{.HostConfig.NetworkMode}}', cid!)).toBe('host');
+    expect(docker('inspect', '--format', '{{.HostConfig.NetworkMode}}', ours()[0]!.id)).toBe('none');
+    // Removing the deploy frees the port: nothing of it runs any more.
+    expect((await shoal(['rm', 'e2e-port', ...at(0)])).code).toBe(0);
+    await waitFor(() => docker('ps', '-q', '--filter', 'label=shoal.deploy=e2e-port') === '', 30_000, 200);
+    await waitFor(
+      async () => (await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined)) === undefined,
+      10_000,
+      200,
+    );
   });
 
   it('logs -f through an agent that does not host the replica stream while it runs', async () => {

@@ -4,6 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,18 @@ const CI = process.env.CI === 'true';
 
 function dockerCli(args: string[]): string {
   return execFileSync('docker', ['-H', `unix://${SOCKET}`, ...args], { encoding: 'utf8', timeout: 20_000 });
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /** Why Docker cannot be used, or undefined when it can. */
@@ -123,6 +136,41 @@ describe.runIf(reason === undefined)('docker engine', () => {
         const names = dockerCli(['ps', '--filter', `label=${label}`, '--format', '{{.Names}}']).trim();
         expect(names.split('\n')).toEqual([name]);
       }
+    });
+
+    it('published ports run with host networking: the workload answers on the host', async () => {
+      const port = await freePort();
+      await engine.create({
+        id: 'web',
+        deployId: 'dep-web',
+        hostId,
+        image: IMAGE,
+        command: [
+          'sh',
+          '-c',
+          `mkdir -p /tmp/w && echo hello-host-net > /tmp/w/index.html && exec httpd -f -p ${port} -h /tmp/w`,
+        ],
+        ports: [{ port, protocol: 'tcp' }],
+        resources: { memoryBytes: 32 * 1024 * 1024 },
+      });
+      await engine.start('web');
+      const mode = dockerCli([
+        'inspect',
+        '--format',
+        '{{.HostConfig.NetworkMode}}',
+        engine.containerName('web'),
+      ]);
+      expect(mode.trim()).toBe('host');
+      expect((await engine.inspect('web')).spec.ports).toEqual([{ port, protocol: 'tcp' }]);
+      let body = '';
+      for (let i = 0; i < 50 && body === ''; i++) {
+        body = await fetch(`http://127.0.0.1:${port}/`)
+          .then((r) => r.text())
+          .catch(() => '');
+        if (body === '') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(body).toBe('hello-host-net\n');
+      await engine.remove('web', { force: true });
     });
 
     it('mounts (bind, tmpfs) and user are applied', async () => {

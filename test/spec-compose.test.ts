@@ -66,8 +66,8 @@ describe('realistic multi-service file', () => {
     expect(s.args).toEqual(['httpd', '-f', '-p', '8080', '-h', '/www']);
     expect(s.env).toEqual({ LOG_LEVEL: 'info', REGION: 'eu-west', BACKEND: 'http://api:9000' });
     expect(s.ports).toEqual([
-      { target: 8080, published: 80, protocol: 'tcp' },
-      { target: 8443, published: 443, protocol: 'tcp' },
+      { target: 8080, published: 8080, protocol: 'tcp' },
+      { target: 8443, published: 8443, protocol: 'tcp' },
     ]);
     expect(s.healthcheck).toEqual({
       type: 'exec',
@@ -102,7 +102,8 @@ describe('realistic multi-service file', () => {
       DATABASE_URL: 'postgres://db:5432/shop',
       API_TOKEN: 't0k',
     });
-    expect(api.ports).toEqual([{ target: 9000, published: 9000, protocol: 'tcp', hostIp: '127.0.0.1' }]);
+    // 0.0.0.0 (every address) is what host networking gives: dropped, not an error.
+    expect(api.ports).toEqual([{ target: 9000, published: 9000, protocol: 'tcp' }]);
     expect(api.restart).toBe('on-failure');
     expect(api.restartPolicy).toEqual({ delayMs: 1000, maxAttempts: 5 });
     expect(api.stopTimeoutMs).toBe(30_000);
@@ -145,16 +146,13 @@ describe('realistic multi-service file', () => {
   });
 
   it('warns about what it ignores', () => {
-    expect(r.warnings.filter((w) => !/\.ports: /.test(w))).toEqual([
+    expect(r.warnings).toEqual([
       'shop.yaml: networks: ignored: shoal runs workloads without Compose networks',
       'shop.yaml: services.web.networks: ignored: shoal runs workloads without Compose networks',
       'shop.yaml: services.web.depends_on: ignored: deploys start independently; a service must retry until its dependencies answer',
     ]);
-    // Published ports are accepted, and the user is told they are not applied yet.
-    const ports = r.warnings.filter((w) => /\.ports: /.test(w));
-    expect(ports.length).toBeGreaterThan(0);
-    for (const w of ports)
-      expect(w).toMatch(/\.ports: accepted but not applied yet: workloads run without a network/);
+    // Published ports are applied (host networking): no "not applied" warning any more.
+    expect(r.warnings.some((w) => /not applied/.test(w))).toBe(false);
   });
 
   it('a missing required variable is an error naming where it is used', () => {
@@ -203,28 +201,21 @@ describe('mapping table', () => {
       { spec: { image: IMG, env: { A: '1', HOME_DIR: '/home/x', E: '' }, resources: RES } },
     ],
     [
-      'short ports: ip, udp, range, container only, ipv6',
+      'short ports: every address, udp, range, container only, ipv6 any',
       {
-        ports: [
-          '127.0.0.1:8080:80',
-          '53:53/udp',
-          '9000-9001:7000-7001',
-          3000,
-          '[::1]:81:80',
-          '127.0.0.1::82',
-        ],
+        ports: ['0.0.0.0:8080:8080', '53:53/udp', '9000-9001:9000-9001', 3000, '[::]:81:81', '0.0.0.0::82'],
       },
       {
         spec: {
           image: IMG,
           ports: [
-            { target: 80, published: 8080, protocol: 'tcp', hostIp: '127.0.0.1' },
+            { target: 8080, published: 8080, protocol: 'tcp' },
             { target: 53, published: 53, protocol: 'udp' },
-            { target: 7000, published: 9000, protocol: 'tcp' },
-            { target: 7001, published: 9001, protocol: 'tcp' },
+            { target: 9000, published: 9000, protocol: 'tcp' },
+            { target: 9001, published: 9001, protocol: 'tcp' },
             { target: 3000, protocol: 'tcp' },
-            { target: 80, published: 81, protocol: 'tcp', hostIp: '::1' },
-            { target: 82, protocol: 'tcp', hostIp: '127.0.0.1' },
+            { target: 81, published: 81, protocol: 'tcp' },
+            { target: 82, protocol: 'tcp' },
           ],
           resources: RES,
         },
@@ -232,11 +223,11 @@ describe('mapping table', () => {
     ],
     [
       'long ports',
-      { ports: [{ target: 80, published: '8080', host_ip: '0.0.0.0', protocol: 'udp' }] },
+      { ports: [{ target: 80, published: '80', host_ip: '0.0.0.0', protocol: 'udp' }] },
       {
         spec: {
           image: IMG,
-          ports: [{ target: 80, published: 8080, protocol: 'udp', hostIp: '0.0.0.0' }],
+          ports: [{ target: 80, published: 80, protocol: 'udp' }],
           resources: RES,
         },
       },
@@ -573,6 +564,31 @@ describe('errors', () => {
       ],
     ],
     [
+      'ports: a mapping or a host IP cannot be honoured with host networking',
+      {
+        services: {
+          web: {
+            image: IMG,
+            ports: [
+              '8080:80',
+              '9000-9001:7000-7001',
+              '127.0.0.1:81:81',
+              { target: 80, published: 8081 },
+              { target: 82, host_ip: '::1' },
+              '83:83',
+            ],
+          },
+        },
+      },
+      [
+        'c.yaml: services.web.ports[0]: "8080:80" maps host port 8080 to container port 80: shoal publishes ports with host networking (no port mapping), so the container listens on the host port itself — use "80:80", or make the service listen on 8080 and use "8080:8080"',
+        'c.yaml: services.web.ports[1]: "9000-9001:7000-7001" maps host port 9000 to container port 7000: shoal publishes ports with host networking (no port mapping), so the container listens on the host port itself — use "7000:7000", or make the service listen on 9000 and use "9000:9000"',
+        'c.yaml: services.web.ports[2]: host IP 127.0.0.1: not supported: shoal publishes ports with host networking, so the service itself chooses the address it listens on (configure it to listen on 127.0.0.1)',
+        'c.yaml: services.web.ports[3].published: maps host port 8081 to container port 80: shoal publishes ports with host networking (no port mapping), so the container listens on the host port itself — use "80:80", or make the service listen on 8081 and use "8081:8081"',
+        'c.yaml: services.web.ports[4].host_ip: host IP ::1: not supported: shoal publishes ports with host networking, so the service itself chooses the address it listens on (configure it to listen on ::1)',
+      ],
+    ],
+    [
       'volumes',
       {
         services: {
@@ -894,7 +910,7 @@ describe('docs/spec.md examples', () => {
   it('the Compose example parses to what the page says', () => {
     const yaml = md.split('```yaml\n')[1]!.split('```')[0]!;
     const r = parseCompose(yaml, { file: 'example.yaml', env: { REGION: 'eu' } });
-    expect(r.warnings.every((w) => /\.ports: accepted but not applied yet/.test(w))).toBe(true);
+    expect(r.warnings).toEqual([]);
     const [web, db] = r.deploys;
     expect([web!.id, web!.replicas, db!.id]).toEqual(['shop-web', 3, 'shop-db']);
     expect(web!.spec.resources).toEqual({ cpu: { milli: 250 }, memoryBytes: 128 * 2 ** 20, diskBytes: 0 });
@@ -919,5 +935,19 @@ describe('docs/spec.md examples', () => {
   it('the JSON example is a valid intent', () => {
     const body = JSON.parse(md.split('```json\n')[1]!.split('```')[0]!);
     expect(validateIntent(body).ok).toBe(true);
+  });
+});
+
+describe('published ports (host networking)', () => {
+  it('a container-only port is published on the same host port, with a warning saying so', () => {
+    const r = parse({ services: { web: { image: IMG, ports: ['3000', { target: 53, protocol: 'udp' }] } } });
+    expect(r.deploys[0]!.spec.ports).toEqual([
+      { target: 3000, protocol: 'tcp' },
+      { target: 53, protocol: 'udp' },
+    ]);
+    expect(r.warnings.filter((w) => w.includes('.ports['))).toEqual([
+      'c.yaml: services.web.ports[0]: no published port: with host networking the service is reachable on host port 3000 (docker compose would pick a random host port)',
+      'c.yaml: services.web.ports[1]: no published port: with host networking the service is reachable on host port 53 (docker compose would pick a random host port)',
+    ]);
   });
 });

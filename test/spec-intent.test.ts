@@ -83,7 +83,7 @@ describe('validateIntentSpec: normalisation', () => {
       'ports and volumes defaults',
       {
         resources: R,
-        ports: [{ target: 80 }, { target: 53, published: 5353, protocol: 'udp', hostIp: '::1' }],
+        ports: [{ target: 80 }, { target: 53, published: 53, protocol: 'udp' }],
         volumes: [
           { type: 'volume', target: '/data' },
           { type: 'bind', source: '/etc/hosts', target: '/etc/hosts', readOnly: true },
@@ -94,7 +94,7 @@ describe('validateIntentSpec: normalisation', () => {
         resources: RN,
         ports: [
           { target: 80, protocol: 'tcp' },
-          { target: 53, published: 5353, protocol: 'udp', hostIp: '::1' },
+          { target: 53, published: 53, protocol: 'udp' },
         ],
         volumes: [
           { type: 'volume', target: '/data', readOnly: false },
@@ -268,21 +268,41 @@ describe('validateIntentSpec: errors name the field', () => {
       ],
     ],
     [
-      'port published twice',
+      'port published twice (tcp and udp of one number are two ports)',
+      {
+        resources: R,
+        ports: [{ target: 8080 }, { target: 8080, published: 8080 }, { target: 8080, protocol: 'udp' }],
+      },
+      [{ path: 'spec.ports[1].target', message: '8080/tcp is already published by ports[0]' }],
+    ],
+    [
+      'a port mapping (published ≠ target) is refused: host networking',
+      { resources: R, ports: [{ target: 80, published: 8080 }] },
+      [
+        {
+          path: 'spec.ports[0].published',
+          message:
+            'must equal target (80), got 8080: published ports use host networking, so the workload listens on the host port itself (no port mapping)',
+        },
+      ],
+    ],
+    [
+      'hostIp is refused (host networking), and must be an address to begin with',
       {
         resources: R,
         ports: [
-          { target: 80, published: 8080 },
-          { target: 81, published: 8080 },
-          { target: 82, published: 8080, protocol: 'udp' },
+          { target: 81, hostIp: '127.0.0.1' },
+          { target: 82, hostIp: 'localhost' },
         ],
       },
-      [{ path: 'spec.ports[1].published', message: '8080/tcp is already published by ports[0]' }],
-    ],
-    [
-      'bad host ip',
-      { resources: R, ports: [{ target: 82, hostIp: 'localhost' }] },
-      [{ path: 'spec.ports[0].hostIp', message: 'expected an IPv4 or IPv6 address, got "localhost"' }],
+      [
+        {
+          path: 'spec.ports[0].hostIp',
+          message:
+            'not supported: published ports use host networking, so the workload itself chooses the address it listens on (configure it to listen on that address)',
+        },
+        { path: 'spec.ports[1].hostIp', message: 'expected an IPv4 or IPv6 address, got "localhost"' },
+      ],
     ],
     [
       'mount rules',

@@ -355,7 +355,7 @@ export class Agent {
       this.written.set(key, text);
       pending?.catch((err: unknown) => {
         if (this.written.get(key) === text) this.written.delete(key);
-        this.membersWritten = -1;
+        this.membersWritten = -1; // rewrite at the next persist
         this.counters.persistErrors++;
         this.deps.log.error({ key, err: String(err) }, 'could not persist; will retry');
       });

@@ -1,11 +1,13 @@
 import { parseConstraint } from '../../allocator/constraints.ts';
 import { emptyLedger, reserve } from '../../allocator/ledger.ts';
+import { comparePorts, portKey } from '../../allocator/ports.ts';
 import type {
   Allocation,
   Host,
   HostCapacity,
   HostLedger,
   PlacementRequest,
+  PortRequest,
   ResourceRequest,
   Strategy,
 } from '../../allocator/types.ts';
@@ -39,19 +41,23 @@ export function hostCapacity(c: Capacity): HostCapacity {
 /** An allocation as gossiped usage (crdt Resources): bound cores are those granted whole. */
 export function resourcesOf(a: Allocation): Resources {
   const fragment = a.cpu.cores.reduce((n, g) => n + g.milli, 0);
-  return {
+  const r: Resources = {
     cpuMilli: a.cpu.sharedMilli + fragment,
     cores: a.cpu.cores.filter((g) => g.milli >= 1000).map((g) => g.index),
     memory: a.memoryBytes,
     disk: a.diskBytes,
     gpus: a.gpus.map((g) => ({ index: g.index, milli: g.milli })),
   };
+  if (a.ports !== undefined && a.ports.length > 0)
+    r.ports = a.ports.map((p) => ({ port: p.port, protocol: p.protocol }));
+  return r;
 }
 
-/** Sum of usages. */
+/** Sum of usages (host ports: their union, ascending). */
 export function sumResources(rs: readonly Resources[]): Resources {
   const cores = new Set<number>();
   const gpus = new Map<number, number>();
+  const ports = new Map<string, PortRequest>();
   let cpuMilli = 0;
   let memory = 0;
   let disk = 0;
@@ -61,14 +67,17 @@ export function sumResources(rs: readonly Resources[]): Resources {
     disk += r.disk;
     for (const c of r.cores) cores.add(c);
     for (const g of r.gpus) gpus.set(g.index, (gpus.get(g.index) ?? 0) + g.milli);
+    for (const p of r.ports ?? []) ports.set(portKey(p), { port: p.port, protocol: p.protocol });
   }
-  return {
+  const out: Resources = {
     cpuMilli,
     cores: [...cores].sort((a, b) => a - b),
     memory,
     disk,
     gpus: [...gpus].sort((a, b) => a[0] - b[0]).map(([index, milli]) => ({ index, milli })),
   };
+  if (ports.size > 0) out.ports = [...ports.values()].sort(comparePorts);
+  return out;
 }
 
 /**
@@ -93,6 +102,8 @@ export function hostFromRecord(r: HostRecord): Host {
       gpus: res.gpus
         .filter((g) => g.index < capacity.gpus.length)
         .map((g) => ({ index: g.index, milli: g.milli, memoryBytes: 0 })),
+      // Host ports held: a coordinator leaves the host out for a request publishing one of them.
+      ...(res.ports !== undefined && res.ports.length > 0 ? { ports: res.ports } : {}),
       limits: { cpuMilli: res.cpuMilli, memoryBytes: res.memory },
     };
     ledger = reserve(ledger, a);
@@ -136,10 +147,69 @@ function int(deployId: string, v: Json | undefined, field: string, dflt?: number
 }
 
 /**
+ * The host ports of a spec's `ports` (`{target, published?, protocol?}`). Published ports run with
+ * host networking: the workload listens on the host port itself, so `published` (when given) must
+ * equal `target`, and `hostIp` cannot be honoured (the workload picks its own address).
+ */
+export function specPorts(deployId: string, ports: Json | undefined, field = 'spec.ports'): PortRequest[] {
+  if (ports === undefined || ports === null) return [];
+  if (!Array.isArray(ports)) throw new IntentSpecError(deployId, field, 'expected a list of ports');
+  return ports.map((p, i) => {
+    const at = `${field}[${i}]`;
+    if (!isObj(p))
+      throw new IntentSpecError(deployId, at, 'expected an object {target, published?, protocol?}');
+    const target = p.target;
+    if (typeof target !== 'number' || !Number.isInteger(target) || target < 1 || target > 65_535)
+      throw new IntentSpecError(deployId, `${at}.target`, 'expected an integer in 1..65535');
+    if (p.published !== undefined && p.published !== target)
+      throw new IntentSpecError(deployId, `${at}.published`, publishedMismatch(target, p.published));
+    if (p.hostIp !== undefined) throw new IntentSpecError(deployId, `${at}.hostIp`, HOST_IP_UNSUPPORTED);
+    const protocol = p.protocol ?? 'tcp';
+    if (protocol !== 'tcp' && protocol !== 'udp')
+      throw new IntentSpecError(deployId, `${at}.protocol`, 'expected tcp or udp');
+    return { port: target, protocol };
+  });
+}
+
+/** Why `published` ≠ `target` is refused (shared by the intent validator and Compose). */
+export function publishedMismatch(target: number, published: Json | undefined): string {
+  return (
+    `must equal target (${target}), got ${JSON.stringify(published)}: published ports use host ` +
+    `networking, so the workload listens on the host port itself (no port mapping)`
+  );
+}
+
+export const HOST_IP_UNSUPPORTED =
+  'not supported: published ports use host networking, so the workload itself chooses the address ' +
+  'it listens on (configure it to listen on that address)';
+
+/**
+ * The ports a deploy's replicas may hold: the spec's, plus — while a rollout is under way — the
+ * ports of the stable template that replicas not yet updated still run (docs/deploys.md). Unique,
+ * in spec order, then the stable template's.
+ */
+function requestPorts(id: string, spec: { [k: string]: Json }): PortRequest[] {
+  const out = specPorts(id, spec.ports);
+  const ro = spec.rollout;
+  const stable = isObj(ro) && isObj(ro.stable) && isObj(ro.stable.template) ? ro.stable.template : undefined;
+  if (stable === undefined) return out;
+  let old: PortRequest[];
+  try {
+    old = specPorts(id, stable.ports, 'spec.rollout.stable.template.ports');
+  } catch {
+    return out; // a stable template accepted before host networking: its ports were never published
+  }
+  const seen = new Set(out.map(portKey));
+  for (const p of old) if (!seen.has(portKey(p))) out.push(p);
+  return out;
+}
+
+/**
  * The placement part of a deploy intent. The intent's `spec` carries (top-level keys, each its
  * own CRDT register): `resources` {cpu: {milli, bind?}, memoryBytes, diskBytes?, gpu?: {milli,
- * model?, memoryBytes?}}, `limits`?, `constraints`? (strings like "zone in (a,b)"), `spread`?
- * ({label?}), `maxPerHost`?, `antiAffinity`?. `strategy` is one of BIDDING_STRATEGIES.
+ * model?, memoryBytes?}}, `limits`?, `ports`? (host ports, see `specPorts`), `constraints`? (strings
+ * like "zone in (a,b)"), `spread`? ({label?}), `maxPerHost`?, `antiAffinity`?. `strategy` is one of
+ * BIDDING_STRATEGIES.
  */
 export function placementSpec(intent: DeployIntent): PlacementSpec {
   const id = intent.id;
@@ -154,6 +224,8 @@ export function placementSpec(intent: DeployIntent): PlacementSpec {
     diskBytes: int(id, r.diskBytes, 'spec.resources.diskBytes', 0),
   };
   if (cpu.bind === true) resources.cpu.bind = true;
+  const ports = requestPorts(id, spec);
+  if (ports.length > 0) resources.ports = ports;
   if (r.gpu !== undefined) {
     if (!isObj(r.gpu))
       throw new IntentSpecError(id, 'spec.resources.gpu', 'expected an object {milli, model?}');

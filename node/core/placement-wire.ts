@@ -3,6 +3,7 @@ import type {
   Constraint,
   ExistingPlacement,
   PlacementRequest,
+  PortRequest,
   ResourceRequest,
   Strategy,
 } from '../../allocator/types.ts';
@@ -30,7 +31,7 @@ export type PlacementMessage =
       t: 'bids';
       round: string;
       items: (
-        | { deployId: string; ok: true; score: number; allocations: Allocation[] }
+        | { deployId: string; ok: true; score: number; allocations: Allocation[]; short?: string }
         /** `busy`: it would fit but for other auctions' reservations (transient: retry soon). */
         | { deployId: string; ok: false; reason: string; busy?: true }
       )[];
@@ -46,6 +47,7 @@ export type PlacementMessage =
 const MAX_ITEMS = 1024;
 const MAX_REPLICAS = 10_000;
 const ID = 256;
+const MAX_PORTS = 1024;
 
 export function encodePlacement(msg: PlacementMessage): Uint8Array {
   return frameJson(TAG_PLACE, msg);
@@ -77,14 +79,11 @@ export function decodePlacement(peer: string, data: Uint8Array): PlacementMessag
             if (typeof it.score !== 'number' || !Number.isFinite(it.score)) {
               throw new WireError(peer, `${p}.score`, 'expected a finite number');
             }
-            return {
-              deployId,
-              ok: true as const,
-              score: it.score,
-              allocations: arr(peer, it.allocations, `${p}.allocations`, MAX_REPLICAS).map((a, j) =>
-                V.allocation(a, `${p}.allocations[${j}]`),
-              ),
-            };
+            const allocations = arr(peer, it.allocations, `${p}.allocations`, MAX_REPLICAS).map((a, j) =>
+              V.allocation(a, `${p}.allocations[${j}]`),
+            );
+            const ok = { deployId, ok: true as const, score: it.score, allocations };
+            return it.short === undefined ? ok : { ...ok, short: str(peer, it.short, `${p}.short`, 4096) };
           }
           if (it.ok !== false) throw new WireError(peer, `${p}.ok`, 'expected a boolean');
           const reason = str(peer, it.reason, `${p}.reason`, 4096);
@@ -235,6 +234,7 @@ class PlacementValidator {
           : { ...out, pool: nonEmptyStr(this.peer, vo.pool, `${q}.pool`, ID) };
       });
     }
+    if (r.ports !== undefined) resources.ports = this.ports(r.ports, `${p}.resources.ports`);
     if (r.gpu !== undefined) {
       const g = obj(this.peer, r.gpu, `${p}.resources.gpu`);
       resources.gpu = { milli: this.int(g.milli, `${p}.resources.gpu.milli`) };
@@ -290,10 +290,30 @@ class PlacementValidator {
     return { op, key };
   }
 
+  /** Host ports `{port 1..65535, protocol tcp|udp}`, each port/protocol once. */
+  private ports(x: unknown, p: string): PortRequest[] {
+    const seen = new Set<string>();
+    return arr(this.peer, x, p, MAX_PORTS).map((e, i) => {
+      const q = `${p}[${i}]`;
+      const o = obj(this.peer, e, q);
+      for (const k of Object.keys(o))
+        if (k !== 'port' && k !== 'protocol') this.fail(`${q}.${k}`, 'unknown field');
+      const port = o.port;
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65_535)
+        this.fail(`${q}.port`, 'expected an integer in [1, 65535]');
+      const protocol = oneOf(this.peer, o.protocol, `${q}.protocol`, ['tcp', 'udp'] as const);
+      const k = `${port}/${protocol}`;
+      if (seen.has(k)) this.fail(q, `duplicate port ${k}`);
+      seen.add(k);
+      return { port, protocol };
+    });
+  }
+
   allocation(x: unknown, p: string): Allocation {
     const o = obj(this.peer, x, p);
     const cpu = obj(this.peer, o.cpu, `${p}.cpu`);
     const limits = obj(this.peer, o.limits, `${p}.limits`);
+    const ports = o.ports === undefined ? undefined : this.ports(o.ports, `${p}.ports`);
     return {
       cpu: {
         sharedMilli: this.int(cpu.sharedMilli, `${p}.cpu.sharedMilli`),
@@ -323,6 +343,7 @@ class PlacementValidator {
           memoryBytes: this.int(go.memoryBytes, `${p}.gpus[${i}].memoryBytes`),
         };
       }),
+      ...(ports !== undefined ? { ports } : {}),
       limits: {
         cpuMilli: this.int(limits.cpuMilli, `${p}.limits.cpuMilli`),
         memoryBytes: this.int(limits.memoryBytes, `${p}.limits.memoryBytes`),

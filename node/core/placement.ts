@@ -1,6 +1,7 @@
 import { allocate, feasibility } from '../../allocator/feasibility.ts';
 import { bid as allocatorBid, select } from '../../allocator/index.ts';
 import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
+import { portKey } from '../../allocator/ports.ts';
 import { compareRanked, score } from '../../allocator/strategies.ts';
 import type {
   Allocation,
@@ -10,6 +11,7 @@ import type {
   HostCapacity,
   PlacementContext,
   PlacementRequest,
+  PortRequest,
   Strategy,
 } from '../../allocator/types.ts';
 import type { DeployIntent, HostRecord, WorkloadRecord } from '../../crdt/types.ts';
@@ -41,6 +43,7 @@ import {
 } from './placement-adapter.ts';
 import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
 import { Prng, sample } from './random.ts';
+import { rolloutOf, templateHash, templateOf } from './rollout.ts';
 import type { StateChange, StateSync } from './state-sync.ts';
 import { WireError } from './wire.ts';
 
@@ -514,7 +517,13 @@ export class Placement implements SubProtocol {
         allocations: b.allocations,
         expiresAt: now + this.cfg.reservationTtlMs,
       });
-      return { deployId: it.request.deployId, ok: true as const, score: b.score, allocations: b.allocations };
+      const ok = {
+        deployId: it.request.deployId,
+        ok: true as const,
+        score: b.score,
+        allocations: b.allocations,
+      };
+      return b.short === undefined ? ok : { ...ok, short: b.short };
     });
     return { t: 'bids', round: msg.round, items };
   }
@@ -613,8 +622,13 @@ export class Placement implements SubProtocol {
             if (rec.id === this.id) continue;
             const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
             if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
-              // Draining: make before break — keep serving until the new copy runs (bounded).
-              if (this.deps.sync.self()?.draining && c.status !== 'running') {
+              // Draining, or replaced start-first: make before break — keep serving until the new
+              // copy runs (start-first: and is healthy when it has a check), bounded.
+              const old = startFirstOld(intent, w.replica);
+              const startFirst = old !== undefined && w.gen <= old && c.gen > old;
+              const ready =
+                c.status === 'running' && (!startFirst || c.health === null || c.health === 'healthy');
+              if ((this.deps.sync.self()?.draining || startFirst) && !ready) {
                 let since = this.handoff.get(key);
                 if (since === undefined) {
                   since = this.deps.clock.now();
@@ -1097,13 +1111,19 @@ export class Placement implements SubProtocol {
       const own = ref ? undefined : this.claimsOf(intent.id, now);
       const per = own ? own.per : claims.get(intent.id);
       const busy = this.inflight.get(intent.id);
+      const moving = startFirstMoves(intent);
       const slots: { replica: number; gen: number }[] = [];
+      const exclude = new Set<string>();
       for (let r = 0; r < intent.replicas; r++) {
         if (busy?.has(r)) continue;
         const c = per?.get(r);
         // A replica on a draining host is placed anew elsewhere (gen + 1); the draining host
-        // keeps its copy until the new one runs.
-        if (c && !draining(c.host)) continue;
+        // keeps its copy until the new one runs. So is a replica replaced start-first (its new
+        // copy runs the new template on another host; the old one stops once the new one runs).
+        const move = moving?.get(r);
+        const replaced = c !== undefined && move !== undefined && c.gen <= move;
+        if (c && !draining(c.host) && !replaced) continue;
+        if (c && replaced) exclude.add(c.host);
         const gen = own ? own.maxGen.get(r) : maxGen.get(`${intent.id}\0${r}`);
         slots.push({ replica: r, gen: (gen ?? 0) + 1 });
       }
@@ -1129,7 +1149,13 @@ export class Placement implements SubProtocol {
         const rec = this.isLive(host) ? hostTable.live(host) : undefined;
         if (rec) existing.push({ hostId: host, count: counts.get(host)!, labels: rec.capacity.labels });
       }
-      work.push({ request: spec.request, strategy: spec.strategy, slots, existing });
+      work.push({
+        request: spec.request,
+        strategy: spec.strategy,
+        slots,
+        existing,
+        ...(exclude.size > 0 ? { exclude: [...exclude].sort() } : {}),
+      });
     }
     if (work.length > 0)
       void this.round(
@@ -1309,7 +1335,12 @@ export class Placement implements SubProtocol {
       const why: string[] = [];
       const pool = it.hosts
         ? records.filter((r) => it.hosts!.includes(r.id))
-        : this.candidatePool(records, it.request.deployId, round, it.slots.length);
+        : this.candidatePool(
+            it.exclude ? records.filter((r) => !it.exclude!.includes(r.id)) : records,
+            it.request.deployId,
+            round,
+            it.slots.length,
+          );
       ranked += pool.length;
       for (const r of pool) {
         const h = viewOf(r);
@@ -1362,6 +1393,8 @@ export class Placement implements SubProtocol {
         );
         bids.set(b.deployId, list);
         if (!b.ok) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.reason}`);
+        // Offered fewer than asked (e.g. `port 80/tcp: in use` after one): why, should slots remain.
+        else if (b.short !== undefined) reasons.get(b.deployId)?.push(`${h.slice(-8)}: ${b.short}`);
       }
     }
     this.deps.log.debug(
@@ -1506,6 +1539,35 @@ export interface RoundItem {
   hosts?: string[];
   /** Every winner gets all `slots` (per-host strategies: slots are k = 0…N−1 on each host). */
   eachWinnerGetsAll?: boolean;
+  /** Never these hosts (start-first: the hosts of the copies being replaced). */
+  exclude?: string[];
+}
+
+/**
+ * start-first replacements the deploy's rollout asks for: replica → generation of the copy being
+ * replaced (placed anew above it, elsewhere), while the rollout of the current template runs.
+ */
+function startFirstMoves(intent: DeployIntent): Map<number, number> | undefined {
+  const ro = intent.spec.rollout;
+  if (typeof ro !== 'object' || ro === null || Array.isArray(ro) || ro.handoff === undefined)
+    return undefined;
+  const r = rolloutOf(intent.spec);
+  if (!r?.handoff || r.state !== 'rolling' || r.target !== templateHash(templateOf(intent.spec)))
+    return undefined;
+  const out = new Map<number, number>();
+  for (const [k, gen] of Object.entries(r.handoff)) {
+    const replica = Number(k);
+    if (Number.isInteger(replica) && r.updated.includes(k)) out.set(replica, gen);
+  }
+  return out.size > 0 ? out : undefined;
+}
+
+/** The generation of the copy a start-first rollout replaces for this replica, if any. */
+function startFirstOld(intent: DeployIntent | undefined, replica: number): number | undefined {
+  const ro = intent?.spec.rollout;
+  if (typeof ro !== 'object' || ro === null || Array.isArray(ro) || ro.handoff === undefined)
+    return undefined;
+  return rolloutOf(intent!.spec)?.handoff?.[String(replica)];
 }
 
 export interface BidItem {
@@ -1528,6 +1590,7 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
     ? bound === r.cpu.milli && a.cpu.sharedMilli === 0
     : a.cpu.sharedMilli === r.cpu.milli && bound === 0;
   const gpuMilli = a.gpus.reduce((n, g) => n + g.milli, 0);
+  const ports = (xs: readonly PortRequest[] | undefined) => (xs ?? []).map(portKey).sort().join(',');
   const limitsOk =
     a.limits.cpuMilli === (req.limits?.cpuMilli ?? r.cpu.milli) &&
     a.limits.memoryBytes === (req.limits?.memoryBytes ?? r.memoryBytes);
@@ -1536,7 +1599,8 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
     limitsOk &&
     a.memoryBytes === r.memoryBytes &&
     a.diskBytes === (r.diskBytes ?? 0) &&
-    gpuMilli === (r.gpu?.milli ?? 0)
+    gpuMilli === (r.gpu?.milli ?? 0) &&
+    ports(a.ports) === ports(r.ports)
   );
 }
 
@@ -1546,7 +1610,9 @@ function sameClaims(a: readonly WorkloadRecord[], b: readonly WorkloadRecord[] |
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.replica !== y.replica || x.gen !== y.gen || x.status !== y.status) return false;
+    // Health too: a start-first old copy waits for its new copy to be healthy (make before break).
+    if (x.replica !== y.replica || x.gen !== y.gen || x.status !== y.status || x.health !== y.health)
+      return false;
   }
   return true;
 }

@@ -1,6 +1,7 @@
+import { isPort, portKey } from '../../allocator/ports.ts';
 import type { Allocation } from '../../allocator/types.ts';
 import type { Json, JsonObject } from '../../crdt/types.ts';
-import type { Engine, Mount, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
+import type { Engine, Mount, PublishedPort, WorkloadInfo, WorkloadSpec } from '../../engines/engine.ts';
 import type { SubProtocol } from './agent.ts';
 import { type HealthCheck, type HealthMonitor, parseHealthcheck } from './health.ts';
 import { type Hooks, parseHooks, runHook } from './hooks.ts';
@@ -41,6 +42,13 @@ export interface DesiredWorkload {
   /** Health check and hooks (not part of the hash: editing them never replaces the workload). */
   healthcheck?: HealthCheck;
   hooks?: Hooks;
+  /**
+   * Ports the spec publishes that this replica's allocation does not hold (e.g. a port edit the
+   * host could not reserve: another workload holds it). The Reconciler never (re)creates or starts
+   * such a workload — it would fight for the port; what runs keeps running, with the reason in its
+   * status.
+   */
+  unreserved?: string[];
 }
 
 export type Action =
@@ -181,6 +189,9 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
   }
   const userLabels = strMap(spec.labels);
   const a: Allocation = w.allocation;
+  const ports = publishedPorts(spec.ports);
+  const held = new Set((a.ports ?? []).map(portKey));
+  const unreserved = ports.map(portKey).filter((k) => !held.has(k));
   const cpuset = a.cpu.cores.map((c) => c.index);
   const ws: WorkloadSpec = {
     id,
@@ -192,6 +203,7 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
     ...(workdir ? { workdir } : {}),
     ...(user ? { user } : {}),
     ...(mounts.length > 0 ? { mounts } : {}),
+    ...(ports.length > 0 ? { ports } : {}),
     env,
     resources: {
       cpuMilli: a.limits.cpuMilli,
@@ -232,6 +244,7 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
   const backoffMs = job ? num(jobCfg.backoffMs) : num(policy.delayMs);
   const stopTimeoutMs = num(spec.stopTimeoutMs);
   return {
+    ...(unreserved.length > 0 ? { unreserved } : {}),
     ...(stopTimeoutMs !== undefined ? { stopTimeoutMs } : {}),
     ...(healthcheck ? { healthcheck } : {}),
     ...(hooks ? { hooks } : {}),
@@ -248,7 +261,32 @@ export function desiredOf(hostId: string, w: LocalWorkload, spec: JsonObject): D
   };
 }
 
-/** A committed replica recovered from an engine workload's labels (adoption after restart). */
+/**
+ * The host ports a spec's `ports` publish (`target`: with host networking the workload listens on
+ * it). Lenient (the spec was validated when accepted): malformed entries are skipped, duplicates
+ * dropped.
+ */
+export function publishedPorts(v: Json | undefined): PublishedPort[] {
+  const out: PublishedPort[] = [];
+  const seen = new Set<string>();
+  if (!Array.isArray(v)) return out;
+  for (const p of v) {
+    if (!isObject(p) || typeof p.target !== 'number') continue;
+    const port = { port: p.target, protocol: p.protocol === 'udp' ? ('udp' as const) : ('tcp' as const) };
+    if (!isPort(port) || seen.has(portKey(port))) continue;
+    seen.add(portKey(port));
+    out.push(port);
+  }
+  return out;
+}
+
+/**
+ * A committed replica recovered from an engine workload's labels (adoption after restart). The
+ * allocation label carries the exact grant, host ports included, so the restarted agent's books
+ * hold the ports its adopted workloads publish (invariant 5). The ports the engine reports as
+ * published (`spec.ports`: docker only with host networking) are held too, should the label lack
+ * them.
+ */
 export function adoptable(info: WorkloadInfo): LocalWorkload | undefined {
   const replica = Number(info.labels[LABEL_REPLICA]);
   const gen = Number(info.labels[LABEL_GEN]);
@@ -258,6 +296,16 @@ export function adoptable(info: WorkloadInfo): LocalWorkload | undefined {
     const allocation = JSON.parse(raw) as Allocation;
     if (typeof allocation?.memoryBytes !== 'number' || !allocation.cpu || !allocation.limits)
       return undefined;
+    const ports = new Map<string, PublishedPort>();
+    for (const p of [
+      ...(Array.isArray(allocation.ports) ? allocation.ports : []),
+      ...(info.spec.ports ?? []),
+    ]) {
+      if (!isPort(p)) return undefined; // a grant we cannot read: not ours to guess
+      ports.set(portKey(p), { port: p.port, protocol: p.protocol });
+    }
+    if (ports.size > 0) allocation.ports = [...ports.values()];
+    else delete allocation.ports;
     return { deployId: info.deployId, replica, gen, allocation, createdAt: info.createdAt };
   } catch {
     return undefined;
@@ -307,6 +355,11 @@ export class Reconciler implements SubProtocol {
   private readonly failures = new Map<string, { hash: string; error: string }>();
   /** Desired workloads of the last pass (their backoff and template hash). */
   private readonly wanted = new Map<string, DesiredWorkload>();
+  /**
+   * Workloads left as they are because their spec publishes ports their allocation does not hold
+   * (`DesiredWorkload.unreserved`), with the reason shown in their status.
+   */
+  private readonly blocked = new Map<string, { hash: string; error: string }>();
 
   constructor(
     private readonly deps: {
@@ -385,7 +438,7 @@ export class Reconciler implements SubProtocol {
     const unknown = new Set<string>();
     for (const w of placement.workloads()) {
       const intent = sync.state.intents.get(w.deployId);
-      if (intent) desired.push(desiredOf(engine.hostId, w, specFor(intent, engine.hostId, w.replica)));
+      if (intent) desired.push(desiredOf(engine.hostId, w, specFor(intent, engine.hostId, w.replica, w.gen)));
       // A committed replica whose deploy this agent does not know (yet): leave what runs alone —
       // removal is for deleted, scaled-away or superseded replicas (Placement drops those).
       else if (!sync.state.intents.isDeleted(w.deployId)) unknown.add(workloadId(w.deployId, w.replica));
@@ -395,6 +448,21 @@ export class Reconciler implements SubProtocol {
       this.wanted.set(d.id, d);
     }
     for (const id of this.wanted.keys()) if (!desired.some((d) => d.id === id)) this.wanted.delete(id);
+    // A spec publishing a port this replica's allocation does not hold (the host refused it:
+    // another workload holds it) is never (re)created or started here: it would fight for the port.
+    // What runs keeps running; the status says why (and a rollout waiting for it fails with that).
+    const blockedNow = new Set<string>();
+    for (const d of desired) {
+      if (d.unreserved === undefined) continue;
+      blockedNow.add(d.id);
+      const refused = placement.reallocRefusals().get(d.id);
+      const error =
+        `port ${d.unreserved.join(', ')} not reserved for this replica on this host` +
+        `${refused ? ` (${refused})` : ''}: left as it is`;
+      if (this.blocked.get(d.id)?.error !== error) log.warn({ workload: d.id, error }, 'reconcile: blocked');
+      this.blocked.set(d.id, { hash: d.hash, error });
+    }
+    for (const id of this.blocked.keys()) if (!blockedNow.has(id)) this.blocked.delete(id);
     const health = this.deps.health;
     const actions = diff(
       desired,
@@ -402,7 +470,10 @@ export class Reconciler implements SubProtocol {
       this.restarts,
       clock.now(),
       (id) => health?.status(id)?.status === 'unhealthy',
-    ).filter((a) => !(a.kind === 'remove' && unknown.has(a.id)));
+    ).filter(
+      (a) =>
+        !(a.kind === 'remove' ? unknown.has(a.id) : blockedNow.has(a.kind === 'create' ? a.want.id : a.id)),
+    );
     for (const act of actions) {
       if (!this.running) return;
       try {
@@ -549,6 +620,18 @@ export class Reconciler implements SubProtocol {
   /** Workload status for the host record: the engine's view plus the health verdict. */
   statuses(): Map<string, WorkloadStatusView> {
     const out = new Map<string, WorkloadStatusView>();
+    for (const [id, b] of this.blocked) {
+      // Blocked and not there at all: failed, at the version it cannot run.
+      if (this.actual.has(id)) continue;
+      out.set(id, {
+        status: 'failed',
+        exitCode: null,
+        startedAt: null,
+        health: null,
+        version: b.hash,
+        error: b.error,
+      });
+    }
     for (const [id, f] of this.failures) {
       // Never created (e.g. the image does not exist): failed, at the version it tried to run.
       if (this.actual.has(id)) continue;
@@ -585,6 +668,8 @@ export class Reconciler implements SubProtocol {
       if (n) v.restarts = n;
       const f = this.failures.get(id);
       if (f && f.hash === version) v.error = f.error;
+      const b = this.blocked.get(id);
+      if (b) v.error = b.error; // still running what it ran; why it is not replaced
       out.set(id, v);
     }
     return out;

@@ -725,8 +725,48 @@ class ServiceMapper {
     if (out.length > MAX_LIST_ITEMS)
       this.err(path, `at most ${MAX_LIST_ITEMS} ports (after expanding ranges)`);
     this.set('ports', out as Json, path);
-    if (out.length > 0)
-      this.warn(path, 'accepted but not applied yet: workloads run without a network (docs/spec.md)');
+  }
+
+  /**
+   * Published ports run with host networking (docs/spec.md): the container listens on the host
+   * port itself. A mapping to another port, or a host IP, cannot be honoured and is an error (never
+   * silently changed); `0.0.0.0` / `::` (every address) is what host networking gives anyway.
+   * Without a published port the host port is the container port (a warning says so: docker
+   * compose would pick a random one).
+   */
+  private hostPort(
+    entry: { target: number; published?: number; hostIp?: string },
+    path: string,
+    where: { published: string; hostIp: string },
+    text?: string,
+  ): boolean {
+    let ok = true;
+    const { target, published } = entry;
+    if (published !== undefined && published !== target) {
+      this.err(
+        where.published,
+        `${text ? `${JSON.stringify(text)} ` : ''}maps host port ${published} to container port ${target}: ` +
+          'shoal publishes ports with host networking (no port mapping), so the container listens on ' +
+          `the host port itself — use "${target}:${target}", or make the service listen on ${published} ` +
+          `and use "${published}:${published}"`,
+      );
+      ok = false;
+    }
+    if (entry.hostIp !== undefined && entry.hostIp !== '0.0.0.0' && entry.hostIp !== '::') {
+      this.err(
+        where.hostIp,
+        `host IP ${entry.hostIp}: not supported: shoal publishes ports with host networking, so the ` +
+          `service itself chooses the address it listens on (configure it to listen on ${entry.hostIp})`,
+      );
+      ok = false;
+    }
+    if (ok && published === undefined)
+      this.warn(
+        path,
+        `no published port: with host networking the service is reachable on host port ${target} ` +
+          '(docker compose would pick a random host port)',
+      );
+    return ok;
   }
 
   private range(s: string, path: string, what: string): [number, number] | undefined {
@@ -789,12 +829,14 @@ class ServiceMapper {
       );
       return;
     }
+    const first = { target: target[0], ...(published ? { published: published[0] } : {}) };
+    const where = { published: path, hostIp: path };
+    if (!this.hostPort({ ...first, ...(hostIp ? { hostIp } : {}) }, path, where, s)) return;
     for (let k = 0; k <= n; k++) {
       out.push({
         target: target[0] + k,
         ...(published ? { published: published[0] + k } : {}),
         protocol,
-        ...(hostIp ? { hostIp } : {}),
       });
     }
   }
@@ -824,12 +866,14 @@ class ServiceMapper {
       return;
     }
     const hostIp = o.host_ip === undefined ? undefined : this.string(o.host_ip, at(path, 'host_ip'));
-    out.push({
+    const entry = {
       target,
       ...(published !== undefined ? { published } : {}),
-      protocol,
       ...(hostIp !== undefined ? { hostIp } : {}),
-    });
+    };
+    const where = { published: at(path, 'published'), hostIp: at(path, 'host_ip') };
+    if (!this.hostPort(entry, path, where)) return;
+    out.push({ target, ...(published !== undefined ? { published } : {}), protocol });
   }
 
   private volumes(v: unknown, tmpfs: unknown): void {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseConstraint } from '../../allocator/constraints.ts';
 import type { JsonObject } from '../../crdt/types.ts';
+import { HOST_IP_UNSUPPORTED, publishedMismatch } from '../core/placement-adapter.ts';
 
 /**
  * The canonical deploy intent spec: ONE zod schema for what the cluster stores in
@@ -247,15 +248,28 @@ const limitsSchema = strict(
   '{cpuMilli?, memoryBytes?}',
 );
 
+/**
+ * Published ports run with host networking (docs/spec.md, docs/engines.md): the workload listens
+ * on the host port itself, so `published`, when given, equals `target`, and `hostIp` cannot be
+ * honoured (the workload picks the address it listens on). Both are refused, never ignored.
+ */
 const portSchema = strict(
   {
-    target: port(),
-    published: port().optional(),
+    target: port().meta({ description: 'the host port the workload listens on (host networking)' }),
+    published: port().optional().meta({ description: 'must equal target (no port mapping)' }),
     protocol: oneOf(['tcp', 'udp']).default('tcp'),
-    hostIp: z.union([z.ipv4(), z.ipv6()], { error: 'expected an IPv4 or IPv6 address' }).optional(),
+    hostIp: z
+      .union([z.ipv4(), z.ipv6()], { error: 'expected an IPv4 or IPv6 address' })
+      .optional()
+      .meta({ description: 'not supported: refused (host networking)' }),
   },
   '{target, published?, protocol?, hostIp?}',
-);
+).superRefine((p, ctx) => {
+  if (p.published !== undefined && p.published !== p.target)
+    ctx.addIssue({ code: 'custom', path: ['published'], message: publishedMismatch(p.target, p.published) });
+  if (p.hostIp !== undefined)
+    ctx.addIssue({ code: 'custom', path: ['hostIp'], message: HOST_IP_UNSUPPORTED });
+});
 
 const VOLUME_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 const volumeSchema = strict(
@@ -340,16 +354,16 @@ export const IntentSpecSchema = strict(
       .array(portSchema, { error: 'expected a list of ports' })
       .max(MAX_LIST_ITEMS, { error: `at most ${MAX_LIST_ITEMS} ports` })
       .superRefine((ps, ctx) => {
+        // Each host port once (the host port is `target`: host networking).
         const seen = new Map<string, number>();
         ps.forEach((p, i) => {
-          if (p.published === undefined) return;
-          const k = `${p.hostIp ?? '*'}:${p.published}/${p.protocol}`;
+          const k = `${p.target}/${p.protocol}`;
           const j = seen.get(k);
           if (j !== undefined)
             ctx.addIssue({
               code: 'custom',
-              path: [i, 'published'],
-              message: `${p.published}/${p.protocol} is already published by ports[${j}]`,
+              path: [i, 'target'],
+              message: `${k} is already published by ports[${j}]`,
             });
           else seen.set(k, i);
         });

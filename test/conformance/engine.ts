@@ -281,6 +281,23 @@ export function engineConformance(
       await e.remove(s.id, { force: true });
     });
 
+    it('ports: published ports are recorded and reported; malformed ones are invalid-spec', async () => {
+      const { e } = await setup();
+      const ports = [
+        { port: 18_081, protocol: 'tcp' as const },
+        { port: 18_081, protocol: 'udp' as const },
+      ];
+      const s = spec({}, { ports });
+      expect((await e.create(s)).spec.ports).toEqual(ports);
+      expect((await e.list()).find((w) => w.id === s.id)?.spec.ports).toEqual(ports);
+      await e.remove(s.id, { force: true });
+      const plain = spec({});
+      expect((await e.create(plain)).spec.ports).toBeUndefined();
+      await e.remove(plain.id, { force: true });
+      await expectCode(e.create(spec({}, { ports: [{ port: 0, protocol: 'tcp' }] })), 'invalid-spec');
+      await expectCode(e.create(spec({}, { ports: [ports[0]!, ports[0]!] })), 'invalid-spec');
+    });
+
     it('resources: recorded at create, changed live by update', async () => {
       const { e } = await setup();
       const s = spec({}, { resources: { cpuMilli: 500, memoryBytes: 64 * 1024 * 1024 } });
