@@ -217,6 +217,10 @@ export const DeployViewSchema = z.looseObject({
       updated: z.number().int(),
       total: z.number().int(),
       reason: z.string().optional(),
+      notes: z
+        .array(z.string())
+        .optional()
+        .meta({ description: 'what the rollout did differently than asked (e.g. start-first not possible)' }),
     })
     .optional(),
   history: z

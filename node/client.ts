@@ -36,6 +36,8 @@ export interface RolloutView {
   total: number;
   version: number;
   reason?: string;
+  /** What the rollout did differently than asked (e.g. start-first not possible). */
+  notes?: string[];
 }
 
 export interface HistoryEntry {

@@ -40,6 +40,8 @@ export interface RolloutView {
   updated: number;
   total: number;
   reason?: string;
+  /** What the rollout did differently than asked (e.g. start-first not possible). */
+  notes?: string[];
 }
 
 export interface HistoryView {

@@ -123,6 +123,7 @@ export function deploysBackend(
         updated: instances.filter((i) => i.updated).length,
         total: instances.length,
         ...(ro.reason ? { reason: ro.reason } : {}),
+        ...(ro.notes ? { notes: ro.notes } : {}),
       };
       out.history = historyOf(intent.spec).map((h) => ({
         version: h.version,

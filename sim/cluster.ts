@@ -230,6 +230,7 @@ export class SimCluster {
           sync,
           membership: agent.membership,
           coordinatorOf: (d) => placement.coordinatorOf(d),
+          pendingOf: (d) => placement.pending().find((p) => p.deployId === d),
         }),
       );
     }

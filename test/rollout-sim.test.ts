@@ -145,6 +145,10 @@ describe('rolling updates (sim)', () => {
     const rolling = { ...edited, rollout: ro } as never;
     expect(specFor({ ...intent, spec: rolling }, 'h', 0).image).toBe(V1);
     expect(specFor({ ...intent, spec: rolling }, 'h', 1).image).toBe(V2);
+    // start-first: the copy at or below the handoff generation is the old one (stable template).
+    const sf = { ...edited, rollout: { ...ro, handoff: { '1': 3 } } } as never;
+    expect(specFor({ ...intent, spec: sf }, 'h', 1, 3).image).toBe(V1);
+    expect(specFor({ ...intent, spec: sf }, 'h', 1, 4).image).toBe(V2);
     expect(rollbackTarget(rolling)).toMatchObject({ version: 1 });
     expect(rollbackTarget(s1 as never)).toEqual({ error: 'no previous version to roll back to' });
     // Re-submitting keeps the rollout state and history (an update, not a fresh deploy).
@@ -261,6 +265,112 @@ describe('concurrent submissions and edits (sim)', () => {
         20,
       ),
     ).toBeGreaterThanOrEqual(0);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+});
+
+describe('start-first (sim)', () => {
+  async function sized(seed: number, size: number) {
+    const c = new SimCluster({ seed, size, engine: { startDelayMs: [20, 80] } });
+    await c.start();
+    await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000);
+    return c;
+  }
+  const startFirst = { update: { parallelism: 1, monitorMs: 1000, order: 'start-first' } };
+  const port80 = { ports: [{ target: 80, protocol: 'tcp' }] };
+
+  /** Rolls web from V1 to V2; returns the fewest and most running copies seen, and the time. */
+  async function roll(c: SimCluster, api: ReturnType<typeof deploysBackend>, replicas: number) {
+    const v2 = templateHash(templateOf({ ...api.get('web')!.spec, image: V2 }));
+    api.updateSpec('web', { image: V2 });
+    let min = Number.POSITIVE_INFINITY;
+    let max = 0;
+    let maxPerHost = 0;
+    const over: string[] = [];
+    const t = await c.runUntil(
+      () => {
+        const r = running(c, 'web');
+        min = Math.min(min, r.length);
+        max = Math.max(max, r.length);
+        const perHost = new Map<string, number>();
+        for (const w of r) perHost.set(w.host, (perHost.get(w.host) ?? 0) + 1);
+        maxPerHost = Math.max(maxPerHost, ...perHost.values());
+        over.push(...c.placementViolations(false));
+        return (
+          r.length === replicas &&
+          r.every((w) => w.version === v2) &&
+          api.get('web')?.rollout?.state === 'done'
+        );
+      },
+      60_000,
+      20,
+    );
+    return { t, min, max, maxPerHost, over };
+  }
+
+  it('the new copy starts (on another host) before the old one stops: never fewer running', async () => {
+    const c = await sized(51, 4);
+    const api = deploysBackend(c.get(0).sync, c.get(0).placement, c.get(0).agent.membership);
+    api.submit('web', { name: 'web', replicas: 2, strategy: 'spread', spec: spec(V1, startFirst) });
+    expect(await c.runUntil(() => running(c, 'web').length === 2, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    await c.run(1_000);
+    const before = new Map(running(c, 'web').map((w) => [w.id, w.host]));
+    const r = await roll(c, api, 2);
+    expect(r.t).toBeGreaterThanOrEqual(0);
+    expect(r.min).toBe(2); // make before break
+    expect(r.max).toBe(3); // parallelism 1: one extra copy at a time
+    expect(r.over).toEqual([]);
+    // Each replica moved: its new copy runs on another host than its old one.
+    for (const w of running(c, 'web')) expect(w.host).not.toBe(before.get(w.id));
+    expect(api.get('web')!.rollout?.notes).toBeUndefined();
+    await c.run(2_000);
+    expect(running(c, 'web')).toHaveLength(2);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+
+  it('with a published port the new copy goes where the port is free; never two holders on a host', async () => {
+    const c = await sized(52, 3);
+    const api = deploysBackend(c.get(0).sync, c.get(0).placement, c.get(0).agent.membership);
+    api.submit('web', {
+      name: 'web',
+      replicas: 2,
+      strategy: 'spread',
+      spec: spec(V1, { ...startFirst, ...port80 }),
+    });
+    expect(await c.runUntil(() => running(c, 'web').length === 2, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    await c.run(1_000);
+    const r = await roll(c, api, 2);
+    expect(r.t).toBeGreaterThanOrEqual(0);
+    expect(r.min).toBe(2);
+    expect(r.max).toBe(3);
+    expect(r.maxPerHost).toBe(1); // port 80: one holder per host, throughout
+    expect(r.over).toEqual([]);
+    expect(api.get('web')!.rollout?.notes).toBeUndefined(); // start-first throughout
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+
+  it('when no other host can take the new copy (the port is held everywhere), it falls back to stop-first and says so', async () => {
+    const c = await sized(53, 2);
+    const api = deploysBackend(c.get(0).sync, c.get(0).placement, c.get(0).agent.membership);
+    api.submit('web', {
+      name: 'web',
+      replicas: 2,
+      strategy: 'spread',
+      spec: spec(V1, { ...startFirst, ...port80 }),
+    });
+    expect(await c.runUntil(() => running(c, 'web').length === 2, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    await c.run(1_000);
+    const r = await roll(c, api, 2);
+    expect(r.t).toBeGreaterThanOrEqual(0);
+    expect(r.min).toBeGreaterThanOrEqual(1); // stop-first, one at a time
+    expect(r.maxPerHost).toBe(1);
+    expect(r.over).toEqual([]);
+    const notes = api.get('web')!.rollout?.notes ?? [];
+    expect(notes).toHaveLength(2);
+    for (const n of notes)
+      expect(n).toMatch(
+        /^replica \d: start-first not possible \(no other host can take a new copy: .*port 80\/tcp: in use.*\): replaced stop-first$/,
+      );
     expect(c.placementViolations(true)).toEqual([]);
   });
 });

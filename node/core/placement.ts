@@ -31,6 +31,7 @@ import {
   sumResources,
 } from './placement-adapter.ts';
 import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
+import { rolloutOf, templateHash, templateOf } from './rollout.ts';
 import type { StateSync } from './state-sync.ts';
 import { WireError } from './wire.ts';
 
@@ -561,8 +562,13 @@ export class Placement implements SubProtocol {
             if (rec.id === this.id) continue;
             const c = rec.workloads.find((x) => x.deployId === w.deployId && x.replica === w.replica);
             if (c && claimBeats({ gen: c.gen, host: rec.id }, { gen: w.gen, host: this.id })) {
-              // Draining: make before break — keep serving until the new copy runs (bounded).
-              if (this.deps.sync.self()?.draining && c.status !== 'running') {
+              // Draining, or replaced start-first: make before break — keep serving until the new
+              // copy runs (start-first: and is healthy when it has a check), bounded.
+              const old = startFirstOld(intent, w.replica);
+              const startFirst = old !== undefined && w.gen <= old && c.gen > old;
+              const ready =
+                c.status === 'running' && (!startFirst || c.health === null || c.health === 'healthy');
+              if ((this.deps.sync.self()?.draining || startFirst) && !ready) {
                 const since = this.handoff.get(key) ?? this.deps.clock.now();
                 this.handoff.set(key, since);
                 if (this.deps.clock.now() - since < this.cfg.drainHandoffMs) break;
@@ -815,13 +821,18 @@ export class Placement implements SubProtocol {
       // Cheap first: most deploys are fully claimed; only then ask who coordinates.
       const per = claims.get(intent.id);
       const busy = this.inflight.get(intent.id);
+      const moving = startFirstMoves(intent);
       const slots: { replica: number; gen: number }[] = [];
+      const exclude = new Set<string>();
       for (let r = 0; r < intent.replicas; r++) {
         if (busy?.has(r)) continue;
         const c = per?.get(r);
         // A replica on a draining host is placed anew elsewhere (gen + 1); the draining host
-        // keeps its copy until the new one runs.
-        if (c && !draining.has(c.host)) continue;
+        // keeps its copy until the new one runs. So is a replica replaced start-first (its new
+        // copy runs the new template on another host; the old one stops once the new one runs).
+        const move = moving?.get(r);
+        if (c && !draining.has(c.host) && !(move !== undefined && c.gen <= move)) continue;
+        if (c && move !== undefined && c.gen <= move) exclude.add(c.host);
         slots.push({ replica: r, gen: (maxGen.get(`${intent.id}\0${r}`) ?? 0) + 1 });
       }
       if (slots.length === 0 || this.coordinatorOf(intent.id) !== this.id) {
@@ -846,7 +857,13 @@ export class Placement implements SubProtocol {
         const n = counts.get(rec.id);
         if (n) existing.push({ hostId: rec.id, count: n, labels: rec.capacity.labels });
       }
-      work.push({ request: spec.request, strategy: spec.strategy, slots, existing });
+      work.push({
+        request: spec.request,
+        strategy: spec.strategy,
+        slots,
+        existing,
+        ...(exclude.size > 0 ? { exclude: [...exclude].sort() } : {}),
+      });
     }
     if (work.length > 0)
       void this.round(
@@ -1013,7 +1030,11 @@ export class Placement implements SubProtocol {
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
       const feasible: { hostId: string; score: number }[] = [];
       const why: string[] = [];
-      const pool = it.hosts ? views.filter((h) => it.hosts!.includes(h.id)) : views;
+      const pool = it.hosts
+        ? views.filter((h) => it.hosts!.includes(h.id))
+        : it.exclude
+          ? views.filter((h) => !it.exclude!.includes(h.id))
+          : views;
       for (const h of pool) {
         const f = feasibility(h, it.request, ctx);
         if (f.ok) feasible.push({ hostId: h.id, score: score(h, it.request, ctx) });
@@ -1207,6 +1228,35 @@ export interface RoundItem {
   hosts?: string[];
   /** Every winner gets all `slots` (per-host strategies: slots are k = 0…N−1 on each host). */
   eachWinnerGetsAll?: boolean;
+  /** Never these hosts (start-first: the hosts of the copies being replaced). */
+  exclude?: string[];
+}
+
+/**
+ * start-first replacements the deploy's rollout asks for: replica → generation of the copy being
+ * replaced (placed anew above it, elsewhere), while the rollout of the current template runs.
+ */
+function startFirstMoves(intent: DeployIntent): Map<number, number> | undefined {
+  const ro = intent.spec.rollout;
+  if (typeof ro !== 'object' || ro === null || Array.isArray(ro) || ro.handoff === undefined)
+    return undefined;
+  const r = rolloutOf(intent.spec);
+  if (!r?.handoff || r.state !== 'rolling' || r.target !== templateHash(templateOf(intent.spec)))
+    return undefined;
+  const out = new Map<number, number>();
+  for (const [k, gen] of Object.entries(r.handoff)) {
+    const replica = Number(k);
+    if (Number.isInteger(replica) && r.updated.includes(k)) out.set(replica, gen);
+  }
+  return out.size > 0 ? out : undefined;
+}
+
+/** The generation of the copy a start-first rollout replaces for this replica, if any. */
+function startFirstOld(intent: DeployIntent | undefined, replica: number): number | undefined {
+  const ro = intent?.spec.rollout;
+  if (typeof ro !== 'object' || ro === null || Array.isArray(ro) || ro.handoff === undefined)
+    return undefined;
+  return rolloutOf(intent!.spec)?.handoff?.[String(replica)];
 }
 
 export interface BidItem {

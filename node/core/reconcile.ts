@@ -438,7 +438,7 @@ export class Reconciler implements SubProtocol {
     const unknown = new Set<string>();
     for (const w of placement.workloads()) {
       const intent = sync.state.intents.get(w.deployId);
-      if (intent) desired.push(desiredOf(engine.hostId, w, specFor(intent, engine.hostId, w.replica)));
+      if (intent) desired.push(desiredOf(engine.hostId, w, specFor(intent, engine.hostId, w.replica, w.gen)));
       // A committed replica whose deploy this agent does not know (yet): leave what runs alone —
       // removal is for deleted, scaled-away or superseded replicas (Placement drops those).
       else if (!sync.state.intents.isDeleted(w.deployId)) unknown.add(workloadId(w.deployId, w.replica));

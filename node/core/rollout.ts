@@ -49,6 +49,9 @@ export const SYSTEM_KEYS = ['rollout', 'history'] as const;
 
 export const HISTORY_MAX = 10;
 
+/** How long a start-first new copy must stay unplaceable before the instance goes stop-first. */
+export const START_FIRST_GRACE_MS = 2_000;
+
 export type RolloutPhase = 'rolling' | 'done' | 'rolled-back' | 'paused';
 
 export interface RolloutRecord {
@@ -62,6 +65,15 @@ export interface RolloutRecord {
   /** Coordinator clock when this version's rollout started / last batch was started. */
   startedAt: number;
   batchAt: number;
+  /**
+   * `update.order: start-first`: instance → generation of the copy being replaced. A copy at or
+   * below that generation keeps running the stable template; the slot is placed anew (gen + 1, on
+   * another host) with the new one, and the old copy stops once the new one runs (make before
+   * break). Cleared when the next rollout starts.
+   */
+  handoff?: Record<string, number>;
+  /** What the rollout did differently than asked (e.g. start-first not possible), for users. */
+  notes?: string[];
 }
 
 export interface HistoryEntry {
@@ -81,6 +93,8 @@ export interface UpdateConfig {
   maxFailureRatio: number;
   /** A batch that shows no progress for this long fails. */
   deadlineMs: number;
+  /** stop-first: a replica's new copy starts after the old one stopped; start-first: before. */
+  order: 'stop-first' | 'start-first';
 }
 
 export const defaultUpdateConfig: UpdateConfig = {
@@ -90,6 +104,7 @@ export const defaultUpdateConfig: UpdateConfig = {
   monitorMs: 5000,
   maxFailureRatio: 0,
   deadlineMs: 120_000,
+  order: 'stop-first',
 };
 
 function isObj(v: Json | undefined): v is JsonObject {
@@ -118,6 +133,7 @@ export function updateConfigOf(spec: JsonObject): UpdateConfig {
   if (typeof u.maxFailureRatio === 'number' && u.maxFailureRatio >= 0 && u.maxFailureRatio <= 1)
     c.maxFailureRatio = u.maxFailureRatio;
   if (typeof u.deadlineMs === 'number' && u.deadlineMs > 0) c.deadlineMs = u.deadlineMs;
+  if (u.order === 'start-first') c.order = 'start-first';
   return c;
 }
 
@@ -139,6 +155,13 @@ export function rolloutOf(spec: JsonObject): RolloutRecord | undefined {
   ) {
     return undefined;
   }
+  const handoff: Record<string, number> = {};
+  if (isObj(r.handoff)) {
+    for (const [k, g] of Object.entries(r.handoff)) {
+      if (typeof g === 'number' && Number.isSafeInteger(g) && g >= 0) handoff[k] = g;
+    }
+  }
+  const notes = Array.isArray(r.notes) ? r.notes.filter((n): n is string => typeof n === 'string') : [];
   return {
     version: r.version,
     target: r.target,
@@ -148,6 +171,8 @@ export function rolloutOf(spec: JsonObject): RolloutRecord | undefined {
     ...(typeof r.reason === 'string' ? { reason: r.reason } : {}),
     startedAt: typeof r.startedAt === 'number' ? r.startedAt : 0,
     batchAt: typeof r.batchAt === 'number' ? r.batchAt : 0,
+    ...(Object.keys(handoff).length > 0 ? { handoff } : {}),
+    ...(notes.length > 0 ? { notes } : {}),
   };
 }
 
@@ -177,15 +202,20 @@ export function instanceKey(strategy: string, host: string, replica: number): st
 
 /**
  * The spec one replica must run (pure): the intent's spec with the template keys taken from the
- * rollout's stable template unless this instance runs the current template.
+ * rollout's stable template unless this instance runs the current template. With start-first, a
+ * copy of an updated instance at or below its handoff generation (`gen`) is the old copy: it keeps
+ * the stable template until the new copy (a higher generation) has replaced it.
  */
-export function specFor(intent: DeployIntent, host: string, replica: number): JsonObject {
+export function specFor(intent: DeployIntent, host: string, replica: number, gen?: number): JsonObject {
   const spec = intent.spec;
   const ro = rolloutOf(spec);
   if (!ro) return spec;
   const current = templateHash(templateOf(spec));
   if (current === ro.stable.hash) return spec;
-  if (ro.target === current && ro.updated.includes(instanceKey(intent.strategy, host, replica))) return spec;
+  const key = instanceKey(intent.strategy, host, replica);
+  const old = ro.handoff?.[key];
+  const isOldCopy = old !== undefined && gen !== undefined && gen <= old;
+  if (ro.target === current && ro.updated.includes(key) && !isOldCopy) return spec;
   const out: JsonObject = {};
   for (const [k, v] of Object.entries(spec)) {
     if (!(TEMPLATE_KEYS as readonly string[]).includes(k)) out[k] = v;
@@ -245,6 +275,8 @@ export interface RolloutDeps {
   sync: StateSync;
   membership: Membership;
   coordinatorOf(deployId: string): string;
+  /** Why this coordinator cannot place replicas of a deploy (placement), if it cannot. */
+  pendingOf?(deployId: string): { reasons: string[] } | undefined;
 }
 
 /** The coordinator side: advances the rollouts of the deploys this agent coordinates. */
@@ -256,6 +288,8 @@ export class Rollouts implements SubProtocol {
   private readonly since = new Map<string, number>();
   /** Restart counts of instances when they were added to a batch. */
   private readonly baseline = new Map<string, number>();
+  /** start-first: since when each waiting instance's new copy has been unplaceable (deploy/k → ms). */
+  private readonly unplaceable = new Map<string, number>();
   readonly counters = { started: 0, completed: 0, rolledBack: 0, paused: 0 };
 
   constructor(
@@ -348,6 +382,7 @@ export class Rollouts implements SubProtocol {
     if (ro.state !== 'rolling') return;
     const cfg = updateConfigOf(spec);
     const instances = instancesOf(intent, records);
+    if (this.startFirstFallback(intent, ro, instances)) return;
     const updated = new Set(ro.updated);
     const hasCheck = spec.healthcheck !== undefined && spec.healthcheck !== null;
     let confirmed = 0;
@@ -370,7 +405,8 @@ export class Rollouts implements SubProtocol {
     if (todo.length === 0 && inFlight === 0) {
       // Every instance runs the new template and passed its monitor period.
       const stable = { hash: current, version: ro.version, template };
-      const done: RolloutRecord = { ...ro, stable, updated: [], state: 'done', batchAt: now };
+      const { handoff: _handoff, ...rest } = ro;
+      const done: RolloutRecord = { ...rest, stable, updated: [], state: 'done', batchAt: now };
       const h = history.map((e) => (e.version === ro.version ? { ...e, state: 'done' as const } : e));
       this.counters.completed++;
       this.since.clear();
@@ -382,10 +418,76 @@ export class Rollouts implements SubProtocol {
     if (inFlight >= width || todo.length === 0) return;
     if (ro.batchAt > 0 && inFlight === 0 && now < ro.batchAt + cfg.delayMs) return;
     const batch = todo.slice(0, width - inFlight);
-    for (const k of batch) this.baseline.set(`${intent.id}/${k}`, instances.get(k)?.w.restarts ?? 0);
+    // start-first: each instance of the batch is placed anew (gen + 1, another host) with the new
+    // template; its old copy keeps serving until the new one runs. Per-host deploys cannot move.
+    const startFirst = cfg.order === 'start-first' && !isPerHost(intent.strategy);
+    for (const k of batch)
+      this.baseline.set(`${intent.id}/${k}`, startFirst ? 0 : (instances.get(k)?.w.restarts ?? 0));
     const next: RolloutRecord = { ...ro, updated: [...ro.updated, ...batch].sort(byInstance), batchAt: now };
-    this.deps.log.info({ deploy: intent.id, version: ro.version, batch }, 'rollout: next batch');
+    if (startFirst) {
+      next.handoff = { ...ro.handoff };
+      for (const k of batch) next.handoff[k] = instances.get(k)!.w.gen;
+    } else if (cfg.order === 'start-first') {
+      const note = `start-first is not possible for a ${intent.strategy} deploy (its replicas cannot move to another host): replaced stop-first`;
+      if (!ro.notes?.includes(note)) next.notes = [...(ro.notes ?? []), note];
+    }
+    this.deps.log.info({ deploy: intent.id, version: ro.version, batch, startFirst }, 'rollout: next batch');
     this.write(intent, { rollout: next as unknown as Json });
+  }
+
+  /**
+   * start-first needs another host to take the new copy. When placement cannot place it (the
+   * deploy is pending at this coordinator: e.g. every other host lacks room or holds the published
+   * port), the instance is replaced stop-first instead, and a note says why. Returns whether the
+   * record was rewritten.
+   */
+  private startFirstFallback(
+    intent: DeployIntent,
+    ro: RolloutRecord,
+    instances: Map<string, InstanceView>,
+  ): boolean {
+    if (!ro.handoff) return false;
+    const waiting = Object.entries(ro.handoff).filter(([k, gen]) => {
+      const inst = instances.get(k);
+      return inst !== undefined && inst.w.gen <= gen && ro.updated.includes(k);
+    });
+    if (waiting.length === 0) return false;
+    const now = this.deps.clock.now();
+    const pending = this.deps.pendingOf?.(intent.id);
+    if (!pending || pending.reasons.length === 0) {
+      for (const [k] of waiting) this.unplaceable.delete(`${intent.id}/${k}`);
+      return false;
+    }
+    // Gossip may lag (a port freed a moment ago still shows as held): only a placement that stays
+    // impossible for START_FIRST_GRACE_MS makes the rollout give up on start-first.
+    const due = waiting.filter(([k]) => {
+      const key = `${intent.id}/${k}`;
+      const since = this.unplaceable.get(key) ?? now;
+      this.unplaceable.set(key, since);
+      return now - since >= START_FIRST_GRACE_MS;
+    });
+    if (due.length === 0) return false;
+    const handoff = { ...ro.handoff };
+    const notes = [...(ro.notes ?? [])];
+    for (const [k] of due) {
+      this.unplaceable.delete(`${intent.id}/${k}`);
+      delete handoff[k];
+      notes.push(
+        `replica ${k}: start-first not possible (no other host can take a new copy: ${pending.reasons.join('; ')}): replaced stop-first`,
+      );
+    }
+    this.deps.log.warn(
+      { deploy: intent.id, replicas: due.map(([k]) => k), reasons: pending.reasons },
+      'rollout: start-first not possible; replacing stop-first',
+    );
+    const { handoff: _h, ...rest } = ro;
+    const next: RolloutRecord = {
+      ...rest,
+      ...(Object.keys(handoff).length > 0 ? { handoff } : {}),
+      notes: notes.slice(-HISTORY_MAX),
+    };
+    this.write(intent, { rollout: next as unknown as Json });
+    return true;
   }
 
   private verdict(
