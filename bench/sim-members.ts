@@ -19,6 +19,8 @@ const MiB = 2 ** 20;
 
 export interface MembersBenchOptions {
   size: number;
+  /** Start as a formed cluster (no join storm; the join and drain phases are then empty). */
+  formed?: boolean;
   seed: number;
   idleS: number;
   joinMaxMs: number;
@@ -48,6 +50,7 @@ export async function runMembershipOnly(o: MembersBenchOptions): Promise<BenchRe
     network: { routeById: true },
     membership: o.membership,
     persistIntervalMs: 10_000,
+    formed: o.formed,
   });
   await c.start();
   sample();

@@ -50,6 +50,7 @@ export const bench: Bench = {
         'membership-only': { type: 'boolean', default: false },
         'idle-s': { type: 'string', default: '60' },
         'probe-interval-ms': { type: 'string' },
+        formed: { type: 'boolean', default: false },
       },
     });
     const num = (k: keyof typeof values): number => {
@@ -79,6 +80,7 @@ export const bench: Bench = {
         joinMaxMs,
         maxRssMiB: maxRss,
         force: values.force,
+        formed: values.formed,
         membership:
           values['probe-interval-ms'] === undefined
             ? undefined
@@ -103,12 +105,15 @@ export const bench: Bench = {
     };
     const wall0 = performance.now();
     const sharedState = values['shared-state'];
-    const c = new SimCluster({ ...LARGE_SCALE, seed, size, sharedState });
+    const formed = values.formed;
+    const membership =
+      values['probe-interval-ms'] === undefined ? undefined : { probeIntervalMs: num('probe-interval-ms') };
+    const c = new SimCluster({ ...LARGE_SCALE, seed, size, sharedState, formed, membership });
     await c.start();
     sample();
     const startWallMs = performance.now() - wall0;
     process.stdout.write(
-      `sim-scale: ${size} agents${sharedState ? ' (shared-state stand-in)' : ''} created in ` +
+      `sim-scale: ${size} agents${sharedState ? ' (shared-state stand-in)' : ''}${formed ? ', formed' : ''} created in ` +
         `${(startWallMs / 1000).toFixed(1)} s wall, RSS ${rssMiB()} MiB\n`,
     );
 
@@ -243,6 +248,8 @@ export const bench: Bench = {
       size,
       seed,
       sharedState,
+      formed,
+      membership: membership ?? {},
       virtualMs: totalVirtualMs,
       wallMs: Math.round(totalWallMs),
       speedup: Math.round((totalVirtualMs / totalWallMs) * 100) / 100,

@@ -36,6 +36,8 @@ export interface MembershipSimOptions {
    * (Transport.sendValue) instead of JSON bytes (default true). Same trace either way (tested).
    */
   shareDecoded?: boolean;
+  /** Start as a formed cluster (SimClusterOptions.formed): no join storm. */
+  formed?: boolean;
 }
 
 export interface MemberSimAgent {
@@ -78,6 +80,10 @@ export class MembershipSim {
       const a = this.makeAgent(i, new MemoryStore());
       this.agents.push(a);
       await a.agent.start();
+    }
+    if (this.opts.formed && from === 0) {
+      const states = this.agents.map((a) => a.agent.membership.selfState());
+      for (const a of this.agents) a.agent.membership.assumeFormed(states);
     }
   }
 

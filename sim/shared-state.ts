@@ -781,7 +781,7 @@ export class SharedCoordination {
 
   started(j: number): void {
     this.up[j] = 1;
-    const size = this.memberships[j]?.aliveIds().length ?? 0;
+    const size = this.memberships[j]?.aliveCount ?? 0;
     this.viewSize[j] = size;
     if (size < this.threshold) {
       this.unsettled[j] = 1;
@@ -804,8 +804,11 @@ export class SharedCoordination {
 
   /** Count (+1) or uncount (−1) settled agent j's beliefs. */
   private settle(j: number, sign: 1 | -1): void {
-    for (const id of this.memberships[j]?.aliveIds() ?? []) {
-      const k = this.indexOf(id);
+    // aliveAt(k) = aliveIds()[k] without building (and caching) an array of N ids per agent.
+    const m = this.memberships[j];
+    const n = m?.aliveCount ?? 0;
+    for (let i = 0; i < n; i++) {
+      const k = this.indexOf(m!.aliveAt(i)!);
       if (k !== undefined) this.believed[k]! += sign;
     }
     this.settledUp += sign;

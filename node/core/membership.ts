@@ -403,6 +403,28 @@ export class Membership {
     if (this.seeds.length > 0 || known.length > 0) this.scheduleJoin(0);
   }
 
+  /** Our own current state, as gossiped (an immutable shared object: do not mutate). */
+  selfState(): MemberState {
+    return this.stateOf(this.me);
+  }
+
+  /**
+   * Simulator (a cluster that formed before time 0): learn `members` — every member's current
+   * state — as from a push-pull list, quietly (not queued for gossip), and drop our own
+   * announcement and the join: everyone knows us already. The view is the one a real join reaches
+   * once its gossip has drained (test/sim-formed.test.ts); from here on everything runs as usual.
+   * Call right after start(), before any time passes.
+   */
+  assumeFormed(members: readonly MemberState[]): void {
+    this.joinTimer?.cancel();
+    this.joinTimer = undefined;
+    this.applyUpdates(members, '', true);
+    if (this.tab.q(this.me) !== Q_NONE) {
+      this.tab.setQ(this.me, Q_NONE);
+      this.queued--;
+    }
+  }
+
   stop(): void {
     this.running = false;
     for (const t of this.periodic.values()) t.cancel();

@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { SimCluster } from '../sim/cluster.ts';
+
+/**
+ * `formed: true` starts a simulated cluster as if it had formed before time 0 (no join storm). It
+ * must give the view a real join reaches once its gossip has drained, and from there the agents
+ * must behave as after a real join: failure detection, restart, placement, state convergence.
+ */
+const views = (c: SimCluster) =>
+  c.agents.map((a) =>
+    a.agent.membership
+      .list()
+      .map((m) => `${m.id}:${m.status}:${m.incarnation}`)
+      .join(','),
+  );
+
+const intent = (replicas: number) => ({
+  name: 'web',
+  replicas,
+  strategy: 'spread',
+  spec: { resources: { cpu: { milli: 500 }, memoryBytes: 2 ** 30 }, image: 'shoal/busybox:latest' },
+});
+
+describe('a formed cluster (SimClusterOptions.formed)', () => {
+  it('starts with the view a real join reaches once drained, with nothing queued', async () => {
+    const joined = new SimCluster({ seed: 5, size: 60, link: { baseMs: 2, jitterMs: 6 } });
+    await joined.start();
+    const settled = await joined.runUntil(
+      () =>
+        joined.membershipSettled() &&
+        joined.agents.every((a) => a.agent.membership.queueLength === 0) &&
+        joined.converged(),
+      120_000,
+      100,
+    );
+    expect(settled).toBeGreaterThan(0);
+
+    const formed = new SimCluster({ seed: 5, size: 60, link: { baseMs: 2, jitterMs: 6 }, formed: true });
+    await formed.start();
+    expect(formed.membershipSettled()).toBe(true);
+    expect(formed.agents.every((a) => a.agent.membership.queueLength === 0)).toBe(true);
+    expect(views(formed)).toEqual(views(joined));
+    // Nothing to join: no push-pull while starting, and no membership message at all at once.
+    await formed.run(5);
+    expect(formed.agents.every((a) => a.agent.membership.counters.pushPullsFull === 0)).toBe(true);
+    // State: the records published at start reach everyone (the network does not need the view).
+    expect(await formed.runUntil(() => formed.converged(), 5_000, 50)).toBeGreaterThanOrEqual(0);
+    await joined.stop();
+    await formed.stop();
+  });
+
+  it('then behaves as after a join: a crash is detected, a restart rejoins, deploys are placed once', async () => {
+    const c = new SimCluster({ seed: 9, size: 40, link: { baseMs: 2, jitterMs: 6 }, formed: true });
+    await c.start();
+    c.get(3).placement.submit('web', intent(12));
+    expect(
+      await c.runUntil(() => c.placementViolations(true).length === 0, 20_000, 100),
+    ).toBeGreaterThanOrEqual(0);
+    c.crash(7);
+    expect(await c.runUntil(() => c.membershipSettled('dead'), 30_000, 100)).toBeGreaterThan(0);
+    await c.restart(7);
+    expect(await c.runUntil(() => c.membershipSettled() && c.converged(), 30_000, 100)).toBeGreaterThan(0);
+    expect(
+      await c.runUntil(() => c.placementViolations(true).length === 0, 20_000, 100),
+    ).toBeGreaterThanOrEqual(0);
+    const held = c.upAgents().reduce((n, a) => n + a.placement.workloads().length, 0);
+    expect(held).toBe(12);
+    await c.stop();
+  });
+
+  it('same seed, same run', async () => {
+    const run = async () => {
+      const c = new SimCluster({ seed: 3, size: 30, trace: true, formed: true });
+      await c.start();
+      c.get(1).placement.submit('web', intent(6));
+      c.crash(4);
+      await c.run(15_000);
+      return c.traceHash();
+    };
+    expect(await run()).toBe(await run());
+  });
+});
