@@ -804,13 +804,11 @@ export class SharedCoordination {
 
   /** Count (+1) or uncount (−1) settled agent j's beliefs. */
   private settle(j: number, sign: 1 | -1): void {
-    // aliveAt(k) = aliveIds()[k] without building (and caching) an array of N ids per agent.
-    const m = this.memberships[j];
-    const n = m?.aliveCount ?? 0;
-    for (let i = 0; i < n; i++) {
-      const k = this.indexOf(m!.aliveAt(i)!);
+    // Without building (and caching) aliveIds(), an array of N ids per agent.
+    this.memberships[j]?.forEachAlive((id) => {
+      const k = this.indexOf(id);
       if (k !== undefined) this.believed[k]! += sign;
-    }
+    });
     this.settledUp += sign;
   }
 

@@ -370,6 +370,16 @@ export class Membership {
     return this.aliveCache;
   }
 
+  /** Calls `fn` with each member believed alive (self excluded), in id order; builds nothing. */
+  forEachAlive(fn: (id: string) => void): void {
+    if (this.aliveCache !== undefined) {
+      for (const id of this.aliveCache) fn(id);
+      return;
+    }
+    for (const num of this.tab.numsSorted())
+      if (num !== this.me && this.tab.statusOf(num) === ST_ALIVE) fn(this.ids.id(num));
+  }
+
   /** Start probing and gossiping; join through `seeds` (addresses) in the background. */
   start(seeds: string[], known: MemberState[] = []): void {
     this.running = true;
