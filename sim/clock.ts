@@ -15,7 +15,13 @@ import type { Clock, Timer } from '../node/core/io.ts';
  * returns and after every event already queued for the same instant.
  *
  * Cancellation is lazy: a cancelled event stays in the heap, marked dead, and is skipped when
- * popped; the heap is compacted when dead entries outnumber live ones. `TimerGroup.cancelAll()`
+ * popped; the heap is compacted when dead entries outnumber live ones.
+ *
+ * Fixed-delay timers skip the heap: events scheduled with `after(d)` (and VirtualClock.setTimer)
+ * for a delay d that recurs often (every agent's probe interval, probe timeout, push-pull
+ * interval) go to a FIFO queue per delay. Loop time never decreases and sequence numbers only
+ * grow, so each such queue is already sorted by (time, sequence): a push is O(1), and the next
+ * event is the least of the heap top and the queue heads. Same order as the heap alone. `TimerGroup.cancelAll()`
  * kills every pending event of a group in O(1) (an epoch bump), which is how a crashed agent's
  * timers and a crashed node's in-flight inbound messages disappear.
  */
@@ -66,12 +72,31 @@ class LoopEvent implements Timer {
 
 const INERT_TIMER: Timer = { cancel() {} };
 
+/** Events scheduled `delay` after their scheduling time, in (time, seq) order; live from `head`. */
+interface DelayQueue {
+  readonly delay: number;
+  evs: (LoopEvent | undefined)[];
+  head: number;
+}
+
+/** At most this many delay queues (each next-event choice looks at every head). */
+const MAX_QUEUES = 8;
+/** A delay gets its queue after this many `after` calls with it. */
+const PROMOTE_AFTER = 64;
+
 export class EventLoop {
   // 4-ary min-heap on (time, seq). Keys live in typed arrays for cache locality; events alongside.
   private ts = new Float64Array(1024);
   private ss = new Float64Array(1024);
   private evs: (LoopEvent | undefined)[] = [];
   private size = 0;
+  /** FIFO queues of fixed-delay events, and how many entries (dead ones too) they hold. */
+  private readonly queues: DelayQueue[] = [];
+  private readonly byDelay = new Map<number, DelayQueue>();
+  private readonly delayHits = new Map<number, number>();
+  private queued = 0;
+  /** Where peekLive found the next event: -1 the heap, else an index into `queues`. */
+  private nextFrom = -1;
   private seq = 0;
   private time = 0;
   private running = false;
@@ -94,7 +119,7 @@ export class EventLoop {
 
   /** Heap slots including dead (cancelled) entries not yet collected; for diagnostics. */
   get heapSize(): number {
-    return this.size;
+    return this.size + this.queued;
   }
 
   /** A new group of events that can be cancelled together. */
@@ -113,14 +138,47 @@ export class EventLoop {
     const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch);
     group.live++;
     this.live++;
-    if (this.size > 1024 && this.size > 3 * this.live) this.compact();
+    if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
     this.push(ev);
     return ev;
   }
 
-  /** Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). */
-  after(delayMs: number, fn: () => void, group?: TimerGroup): Timer {
-    return this.schedule(this.time + Math.max(delayMs, 0), fn, group);
+  /**
+   * Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). Same as
+   * schedule(now + delay); a delay seen often goes to its FIFO queue instead of the heap.
+   */
+  after(delayMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
+    if (Number.isNaN(delayMs)) throw new RangeError('EventLoop.schedule: time is NaN');
+    const d = delayMs > 0 ? delayMs : 0;
+    let q = this.byDelay.get(d);
+    if (q === undefined) {
+      q = this.promote(d);
+      if (q === undefined) return this.schedule(this.time + d, fn, group);
+    }
+    if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
+    const ev = new LoopEvent(this.time + d, this.seq++, fn, group, group.epoch);
+    group.live++;
+    this.live++;
+    if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
+    q.evs.push(ev);
+    this.queued++;
+    return ev;
+  }
+
+  /** Count uses of delay d; the FIFO queue for d once it has recurred often enough. */
+  private promote(d: number): DelayQueue | undefined {
+    if (this.queues.length >= MAX_QUEUES || !Number.isFinite(d)) return undefined;
+    const n = (this.delayHits.get(d) ?? 0) + 1;
+    if (n < PROMOTE_AFTER) {
+      if (this.delayHits.size >= 4096) this.delayHits.clear();
+      this.delayHits.set(d, n);
+      return undefined;
+    }
+    this.delayHits.delete(d);
+    const q: DelayQueue = { delay: d, evs: [], head: 0 };
+    this.byDelay.set(d, q);
+    this.queues.push(q);
+    return q;
   }
 
   /** Time of the next live event, or undefined if none. Drops dead entries from the top. */
@@ -135,7 +193,7 @@ export class EventLoop {
     if (ev === undefined) return false;
     this.enter();
     try {
-      this.fire(this.pop());
+      this.fire(this.take());
     } finally {
       this.running = false;
     }
@@ -154,7 +212,7 @@ export class EventLoop {
       for (;;) {
         const ev = this.peekLive();
         if (ev === undefined || ev.t > ms) break;
-        this.fire(this.pop());
+        this.fire(this.take());
       }
       if (ms > this.time) this.time = ms;
     } finally {
@@ -176,7 +234,7 @@ export class EventLoop {
       while (this.fired - start < maxEvents) {
         const ev = this.peekLive();
         if (ev === undefined) break;
-        this.fire(this.pop());
+        this.fire(this.take());
       }
     } finally {
       this.running = false;
@@ -215,7 +273,7 @@ export class EventLoop {
       for (;;) {
         const ev = this.peekLive();
         if (ev === undefined || ev.t > ms) break;
-        this.fire(this.pop());
+        this.fire(this.take());
         if (watch === undefined || watch.dirty) {
           await drain();
           if (watch) watch.dirty = false;
@@ -252,14 +310,63 @@ export class EventLoop {
     fn();
   }
 
-  /** The heap top after discarding dead entries, or undefined. */
+  /**
+   * The next live event — the least (time, seq) of the heap top and the queue heads — after
+   * discarding dead entries there, or undefined. Notes where it is for take().
+   */
   private peekLive(): LoopEvent | undefined {
+    let best: LoopEvent | undefined;
     while (this.size > 0) {
       const top = this.evs[0]!;
-      if (top.fn !== null && top.group.epoch === top.epoch) return top;
+      if (top.fn !== null && top.group.epoch === top.epoch) {
+        best = top;
+        break;
+      }
       this.pop();
     }
-    return undefined;
+    let from = -1;
+    const qs = this.queues;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
+      const evs = q.evs;
+      while (q.head < evs.length) {
+        const ev = evs[q.head]!;
+        if (ev.fn !== null && ev.group.epoch === ev.epoch) {
+          if (best === undefined || ev.t < best.t || (ev.t === best.t && ev.seq < best.seq)) {
+            best = ev;
+            from = i;
+          }
+          break;
+        }
+        this.shift(q);
+      }
+    }
+    this.nextFrom = from;
+    return best;
+  }
+
+  /** Remove and return the event peekLive() just returned. */
+  private take(): LoopEvent {
+    const from = this.nextFrom;
+    if (from < 0) return this.pop();
+    return this.shift(this.queues[from]!);
+  }
+
+  /** Remove a queue's head. */
+  private shift(q: DelayQueue): LoopEvent {
+    const evs = q.evs;
+    const ev = evs[q.head]!;
+    evs[q.head++] = undefined;
+    this.queued--;
+    if (q.head === evs.length) {
+      evs.length = 0;
+      q.head = 0;
+    } else if (q.head >= 1024 && q.head * 2 >= evs.length) {
+      evs.copyWithin(0, q.head);
+      evs.length -= q.head;
+      q.head = 0;
+    }
+    return ev;
   }
 
   private pop(): LoopEvent {
@@ -351,6 +458,18 @@ export class EventLoop {
     this.evs = [];
     this.size = 0;
     for (const ev of live) this.push(ev);
+    // Queues keep their order: dropping entries from a sorted queue leaves it sorted.
+    this.queued = 0;
+    for (const q of this.queues) {
+      const kept: LoopEvent[] = [];
+      for (let i = q.head; i < q.evs.length; i++) {
+        const ev = q.evs[i]!;
+        if (ev.fn !== null && ev.group.epoch === ev.epoch) kept.push(ev);
+      }
+      q.evs = kept;
+      q.head = 0;
+      this.queued += kept.length;
+    }
   }
 }
 
@@ -433,7 +552,7 @@ export class VirtualClock implements Clock {
   setTimer(delayMs: number, fn: () => void): Timer {
     if (!Number.isFinite(delayMs)) throw new RangeError(`setTimer: delayMs must be finite, got ${delayMs}`);
     if (this.dead) return INERT_TIMER;
-    return this.loop.schedule(this.loop.now + Math.max(delayMs, 0), fn, this.timers);
+    return this.loop.after(delayMs, fn, this.timers);
   }
 
   /** Pending timers of this clock. */
