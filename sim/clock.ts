@@ -53,9 +53,12 @@ class LoopEvent implements Timer {
   constructor(
     readonly t: number,
     readonly seq: number,
-    public fn: (() => void) | null,
+    // biome-ignore lint/suspicious/noExplicitAny: called with `arg` (undefined for plain callbacks)
+    public fn: ((arg: any) => void) | null,
     readonly group: TimerGroup,
     readonly epoch: number,
+    /** Passed to fn (scheduleArg): a shared fn and a record instead of a closure per event. */
+    public arg: unknown,
   ) {}
 
   get alive(): boolean {
@@ -65,6 +68,7 @@ class LoopEvent implements Timer {
   cancel(): void {
     if (this.fn === null || this.group.epoch !== this.epoch) return;
     this.fn = null;
+    this.arg = undefined;
     this.group.live--;
     this.group.loop.live--;
   }
@@ -77,6 +81,9 @@ interface DelayQueue {
   readonly delay: number;
   evs: (LoopEvent | undefined)[];
   head: number;
+  /** Key (time, seq) of evs[head] while the queue is not empty. */
+  t: number;
+  s: number;
 }
 
 /** At most this many delay queues (each next-event choice looks at every head). */
@@ -132,10 +139,15 @@ export class EventLoop {
    * events already queued for now). Returns a handle whose cancel() is O(1).
    */
   schedule(atMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
+    return this.scheduleArg(atMs, fn, undefined, group);
+  }
+
+  /** schedule(), calling `fn(arg)`: one shared function for many events, no closure each. */
+  scheduleArg<A>(atMs: number, fn: (arg: A) => void, arg: A, group: TimerGroup = this.defaultGroup): Timer {
     if (Number.isNaN(atMs)) throw new RangeError('EventLoop.schedule: time is NaN');
     if (atMs === Number.POSITIVE_INFINITY) throw new RangeError('EventLoop.schedule: time is Infinity');
     if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
-    const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch);
+    const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch, arg);
     group.live++;
     this.live++;
     if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
@@ -156,10 +168,14 @@ export class EventLoop {
       if (q === undefined) return this.schedule(this.time + d, fn, group);
     }
     if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
-    const ev = new LoopEvent(this.time + d, this.seq++, fn, group, group.epoch);
+    const ev = new LoopEvent(this.time + d, this.seq++, fn, group, group.epoch, undefined);
     group.live++;
     this.live++;
     if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
+    if (q.head === q.evs.length) {
+      q.t = ev.t;
+      q.s = ev.seq;
+    }
     q.evs.push(ev);
     this.queued++;
     return ev;
@@ -175,7 +191,7 @@ export class EventLoop {
       return undefined;
     }
     this.delayHits.delete(d);
-    const q: DelayQueue = { delay: d, evs: [], head: 0 };
+    const q: DelayQueue = { delay: d, evs: [], head: 0, t: 0, s: 0 };
     this.byDelay.set(d, q);
     this.queues.push(q);
     return q;
@@ -302,47 +318,57 @@ export class EventLoop {
 
   private fire(ev: LoopEvent): void {
     const fn = ev.fn!;
+    const arg = ev.arg;
     ev.fn = null;
+    ev.arg = undefined;
     ev.group.live--;
     this.live--;
     this.time = ev.t;
     this.fired++;
-    fn();
+    fn(arg);
   }
 
   /**
    * The next live event — the least (time, seq) of the heap top and the queue heads — after
-   * discarding dead entries there, or undefined. Notes where it is for take().
+   * discarding dead entries there, or undefined. Notes where it is for take(). Compares keys only
+   * (heap key arrays, each queue's cached head key); only the winner is dereferenced.
    */
   private peekLive(): LoopEvent | undefined {
-    let best: LoopEvent | undefined;
-    while (this.size > 0) {
-      const top = this.evs[0]!;
-      if (top.fn !== null && top.group.epoch === top.epoch) {
-        best = top;
-        break;
-      }
-      this.pop();
-    }
-    let from = -1;
     const qs = this.queues;
-    for (let i = 0; i < qs.length; i++) {
-      const q = qs[i]!;
-      const evs = q.evs;
-      while (q.head < evs.length) {
-        const ev = evs[q.head]!;
+    for (;;) {
+      let from = -1;
+      let bt = Number.POSITIVE_INFINITY;
+      let bs = 0;
+      if (this.size > 0) {
+        bt = this.ts[0]!;
+        bs = this.ss[0]!;
+      }
+      for (let i = 0; i < qs.length; i++) {
+        const q = qs[i]!;
+        if (q.head < q.evs.length && (q.t < bt || (q.t === bt && q.s < bs))) {
+          bt = q.t;
+          bs = q.s;
+          from = i;
+        }
+      }
+      if (from < 0) {
+        if (this.size === 0) return undefined;
+        const top = this.evs[0]!;
+        if (top.fn !== null && top.group.epoch === top.epoch) {
+          this.nextFrom = -1;
+          return top;
+        }
+        this.pop();
+      } else {
+        const q = qs[from]!;
+        const ev = q.evs[q.head]!;
         if (ev.fn !== null && ev.group.epoch === ev.epoch) {
-          if (best === undefined || ev.t < best.t || (ev.t === best.t && ev.seq < best.seq)) {
-            best = ev;
-            from = i;
-          }
-          break;
+          this.nextFrom = from;
+          return ev;
         }
         this.shift(q);
       }
     }
-    this.nextFrom = from;
-    return best;
   }
 
   /** Remove and return the event peekLive() just returned. */
@@ -361,10 +387,15 @@ export class EventLoop {
     if (q.head === evs.length) {
       evs.length = 0;
       q.head = 0;
-    } else if (q.head >= 1024 && q.head * 2 >= evs.length) {
-      evs.copyWithin(0, q.head);
-      evs.length -= q.head;
-      q.head = 0;
+    } else {
+      if (q.head >= 1024 && q.head * 2 >= evs.length) {
+        evs.copyWithin(0, q.head);
+        evs.length -= q.head;
+        q.head = 0;
+      }
+      const next = evs[q.head]!;
+      q.t = next.t;
+      q.s = next.seq;
     }
     return ev;
   }
@@ -468,6 +499,10 @@ export class EventLoop {
       }
       q.evs = kept;
       q.head = 0;
+      if (kept.length > 0) {
+        q.t = kept[0]!.t;
+        q.s = kept[0]!.seq;
+      }
       this.queued += kept.length;
     }
   }
