@@ -99,7 +99,6 @@ export class EventLoop {
   private size = 0;
   /** FIFO queues of fixed-delay events, and how many entries (dead ones too) they hold. */
   private readonly queues: DelayQueue[] = [];
-  private readonly byDelay = new Map<number, DelayQueue>();
   private readonly delayHits = new Map<number, number>();
   private queued = 0;
   /** Where peekLive found the next event: -1 the heap, else an index into `queues`. */
@@ -162,7 +161,15 @@ export class EventLoop {
   after(delayMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
     if (Number.isNaN(delayMs)) throw new RangeError('EventLoop.schedule: time is NaN');
     const d = delayMs > 0 ? delayMs : 0;
-    let q = this.byDelay.get(d);
+    // At most MAX_QUEUES: a scan beats a Map lookup keyed by a double.
+    let q: DelayQueue | undefined;
+    const qs = this.queues;
+    for (let i = 0; i < qs.length; i++) {
+      if (qs[i]!.delay === d) {
+        q = qs[i];
+        break;
+      }
+    }
     if (q === undefined) {
       q = this.promote(d);
       if (q === undefined) return this.schedule(this.time + d, fn, group);
@@ -192,7 +199,6 @@ export class EventLoop {
     }
     this.delayHits.delete(d);
     const q: DelayQueue = { delay: d, evs: [], head: 0, t: 0, s: 0 };
-    this.byDelay.set(d, q);
     this.queues.push(q);
     return q;
   }
