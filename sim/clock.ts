@@ -15,7 +15,13 @@ import type { Clock, Timer } from '../node/core/io.ts';
  * returns and after every event already queued for the same instant.
  *
  * Cancellation is lazy: a cancelled event stays in the heap, marked dead, and is skipped when
- * popped; the heap is compacted when dead entries outnumber live ones. `TimerGroup.cancelAll()`
+ * popped; the heap is compacted when dead entries outnumber live ones.
+ *
+ * Fixed-delay timers skip the heap: events scheduled with `after(d)` (and VirtualClock.setTimer)
+ * for a delay d that recurs often (every agent's probe interval, probe timeout, push-pull
+ * interval) go to a FIFO queue per delay. Loop time never decreases and sequence numbers only
+ * grow, so each such queue is already sorted by (time, sequence): a push is O(1), and the next
+ * event is the least of the heap top and the queue heads. Same order as the heap alone. `TimerGroup.cancelAll()`
  * kills every pending event of a group in O(1) (an epoch bump), which is how a crashed agent's
  * timers and a crashed node's in-flight inbound messages disappear.
  */
@@ -47,9 +53,12 @@ class LoopEvent implements Timer {
   constructor(
     readonly t: number,
     readonly seq: number,
-    public fn: (() => void) | null,
+    // biome-ignore lint/suspicious/noExplicitAny: called with `arg` (undefined for plain callbacks)
+    public fn: ((arg: any) => void) | null,
     readonly group: TimerGroup,
     readonly epoch: number,
+    /** Passed to fn (scheduleArg): a shared fn and a record instead of a closure per event. */
+    public arg: unknown,
   ) {}
 
   get alive(): boolean {
@@ -59,6 +68,7 @@ class LoopEvent implements Timer {
   cancel(): void {
     if (this.fn === null || this.group.epoch !== this.epoch) return;
     this.fn = null;
+    this.arg = undefined;
     this.group.live--;
     this.group.loop.live--;
   }
@@ -66,12 +76,33 @@ class LoopEvent implements Timer {
 
 const INERT_TIMER: Timer = { cancel() {} };
 
+/** Events scheduled `delay` after their scheduling time, in (time, seq) order; live from `head`. */
+interface DelayQueue {
+  readonly delay: number;
+  evs: (LoopEvent | undefined)[];
+  head: number;
+  /** Key (time, seq) of evs[head] while the queue is not empty. */
+  t: number;
+  s: number;
+}
+
+/** At most this many delay queues (each next-event choice looks at every head). */
+const MAX_QUEUES = 8;
+/** A delay gets its queue after this many `after` calls with it. */
+const PROMOTE_AFTER = 64;
+
 export class EventLoop {
   // 4-ary min-heap on (time, seq). Keys live in typed arrays for cache locality; events alongside.
   private ts = new Float64Array(1024);
   private ss = new Float64Array(1024);
   private evs: (LoopEvent | undefined)[] = [];
   private size = 0;
+  /** FIFO queues of fixed-delay events, and how many entries (dead ones too) they hold. */
+  private readonly queues: DelayQueue[] = [];
+  private readonly delayHits = new Map<number, number>();
+  private queued = 0;
+  /** Where peekLive found the next event: -1 the heap, else an index into `queues`. */
+  private nextFrom = -1;
   private seq = 0;
   private time = 0;
   private running = false;
@@ -94,7 +125,7 @@ export class EventLoop {
 
   /** Heap slots including dead (cancelled) entries not yet collected; for diagnostics. */
   get heapSize(): number {
-    return this.size;
+    return this.size + this.queued;
   }
 
   /** A new group of events that can be cancelled together. */
@@ -107,20 +138,69 @@ export class EventLoop {
    * events already queued for now). Returns a handle whose cancel() is O(1).
    */
   schedule(atMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
+    return this.scheduleArg(atMs, fn, undefined, group);
+  }
+
+  /** schedule(), calling `fn(arg)`: one shared function for many events, no closure each. */
+  scheduleArg<A>(atMs: number, fn: (arg: A) => void, arg: A, group: TimerGroup = this.defaultGroup): Timer {
     if (Number.isNaN(atMs)) throw new RangeError('EventLoop.schedule: time is NaN');
     if (atMs === Number.POSITIVE_INFINITY) throw new RangeError('EventLoop.schedule: time is Infinity');
     if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
-    const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch);
+    const ev = new LoopEvent(Math.max(atMs, this.time), this.seq++, fn, group, group.epoch, arg);
     group.live++;
     this.live++;
-    if (this.size > 1024 && this.size > 3 * this.live) this.compact();
+    if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
     this.push(ev);
     return ev;
   }
 
-  /** Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). */
-  after(delayMs: number, fn: () => void, group?: TimerGroup): Timer {
-    return this.schedule(this.time + Math.max(delayMs, 0), fn, group);
+  /**
+   * Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). Same as
+   * schedule(now + delay); a delay seen often goes to its FIFO queue instead of the heap.
+   */
+  after(delayMs: number, fn: () => void, group: TimerGroup = this.defaultGroup): Timer {
+    if (Number.isNaN(delayMs)) throw new RangeError('EventLoop.schedule: time is NaN');
+    const d = delayMs > 0 ? delayMs : 0;
+    // At most MAX_QUEUES: a scan beats a Map lookup keyed by a double.
+    let q: DelayQueue | undefined;
+    const qs = this.queues;
+    for (let i = 0; i < qs.length; i++) {
+      if (qs[i]!.delay === d) {
+        q = qs[i];
+        break;
+      }
+    }
+    if (q === undefined) {
+      q = this.promote(d);
+      if (q === undefined) return this.schedule(this.time + d, fn, group);
+    }
+    if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
+    const ev = new LoopEvent(this.time + d, this.seq++, fn, group, group.epoch, undefined);
+    group.live++;
+    this.live++;
+    if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
+    if (q.head === q.evs.length) {
+      q.t = ev.t;
+      q.s = ev.seq;
+    }
+    q.evs.push(ev);
+    this.queued++;
+    return ev;
+  }
+
+  /** Count uses of delay d; the FIFO queue for d once it has recurred often enough. */
+  private promote(d: number): DelayQueue | undefined {
+    if (this.queues.length >= MAX_QUEUES || !Number.isFinite(d)) return undefined;
+    const n = (this.delayHits.get(d) ?? 0) + 1;
+    if (n < PROMOTE_AFTER) {
+      if (this.delayHits.size >= 4096) this.delayHits.clear();
+      this.delayHits.set(d, n);
+      return undefined;
+    }
+    this.delayHits.delete(d);
+    const q: DelayQueue = { delay: d, evs: [], head: 0, t: 0, s: 0 };
+    this.queues.push(q);
+    return q;
   }
 
   /** Time of the next live event, or undefined if none. Drops dead entries from the top. */
@@ -135,7 +215,7 @@ export class EventLoop {
     if (ev === undefined) return false;
     this.enter();
     try {
-      this.fire(this.pop());
+      this.fire(this.take());
     } finally {
       this.running = false;
     }
@@ -154,7 +234,7 @@ export class EventLoop {
       for (;;) {
         const ev = this.peekLive();
         if (ev === undefined || ev.t > ms) break;
-        this.fire(this.pop());
+        this.fire(this.take());
       }
       if (ms > this.time) this.time = ms;
     } finally {
@@ -176,7 +256,7 @@ export class EventLoop {
       while (this.fired - start < maxEvents) {
         const ev = this.peekLive();
         if (ev === undefined) break;
-        this.fire(this.pop());
+        this.fire(this.take());
       }
     } finally {
       this.running = false;
@@ -215,7 +295,7 @@ export class EventLoop {
       for (;;) {
         const ev = this.peekLive();
         if (ev === undefined || ev.t > ms) break;
-        this.fire(this.pop());
+        this.fire(this.take());
         if (watch === undefined || watch.dirty) {
           await drain();
           if (watch) watch.dirty = false;
@@ -244,22 +324,86 @@ export class EventLoop {
 
   private fire(ev: LoopEvent): void {
     const fn = ev.fn!;
+    const arg = ev.arg;
     ev.fn = null;
+    ev.arg = undefined;
     ev.group.live--;
     this.live--;
     this.time = ev.t;
     this.fired++;
-    fn();
+    fn(arg);
   }
 
-  /** The heap top after discarding dead entries, or undefined. */
+  /**
+   * The next live event — the least (time, seq) of the heap top and the queue heads — after
+   * discarding dead entries there, or undefined. Notes where it is for take(). Compares keys only
+   * (heap key arrays, each queue's cached head key); only the winner is dereferenced.
+   */
   private peekLive(): LoopEvent | undefined {
-    while (this.size > 0) {
-      const top = this.evs[0]!;
-      if (top.fn !== null && top.group.epoch === top.epoch) return top;
-      this.pop();
+    const qs = this.queues;
+    for (;;) {
+      let from = -1;
+      let bt = Number.POSITIVE_INFINITY;
+      let bs = 0;
+      if (this.size > 0) {
+        bt = this.ts[0]!;
+        bs = this.ss[0]!;
+      }
+      for (let i = 0; i < qs.length; i++) {
+        const q = qs[i]!;
+        if (q.head < q.evs.length && (q.t < bt || (q.t === bt && q.s < bs))) {
+          bt = q.t;
+          bs = q.s;
+          from = i;
+        }
+      }
+      if (from < 0) {
+        if (this.size === 0) return undefined;
+        const top = this.evs[0]!;
+        if (top.fn !== null && top.group.epoch === top.epoch) {
+          this.nextFrom = -1;
+          return top;
+        }
+        this.pop();
+      } else {
+        const q = qs[from]!;
+        const ev = q.evs[q.head]!;
+        if (ev.fn !== null && ev.group.epoch === ev.epoch) {
+          this.nextFrom = from;
+          return ev;
+        }
+        this.shift(q);
+      }
     }
-    return undefined;
+  }
+
+  /** Remove and return the event peekLive() just returned. */
+  private take(): LoopEvent {
+    const from = this.nextFrom;
+    if (from < 0) return this.pop();
+    return this.shift(this.queues[from]!);
+  }
+
+  /** Remove a queue's head. */
+  private shift(q: DelayQueue): LoopEvent {
+    const evs = q.evs;
+    const ev = evs[q.head]!;
+    evs[q.head++] = undefined;
+    this.queued--;
+    if (q.head === evs.length) {
+      evs.length = 0;
+      q.head = 0;
+    } else {
+      if (q.head >= 1024 && q.head * 2 >= evs.length) {
+        evs.copyWithin(0, q.head);
+        evs.length -= q.head;
+        q.head = 0;
+      }
+      const next = evs[q.head]!;
+      q.t = next.t;
+      q.s = next.seq;
+    }
+    return ev;
   }
 
   private pop(): LoopEvent {
@@ -351,6 +495,22 @@ export class EventLoop {
     this.evs = [];
     this.size = 0;
     for (const ev of live) this.push(ev);
+    // Queues keep their order: dropping entries from a sorted queue leaves it sorted.
+    this.queued = 0;
+    for (const q of this.queues) {
+      const kept: LoopEvent[] = [];
+      for (let i = q.head; i < q.evs.length; i++) {
+        const ev = q.evs[i]!;
+        if (ev.fn !== null && ev.group.epoch === ev.epoch) kept.push(ev);
+      }
+      q.evs = kept;
+      q.head = 0;
+      if (kept.length > 0) {
+        q.t = kept[0]!.t;
+        q.s = kept[0]!.seq;
+      }
+      this.queued += kept.length;
+    }
   }
 }
 
@@ -433,7 +593,7 @@ export class VirtualClock implements Clock {
   setTimer(delayMs: number, fn: () => void): Timer {
     if (!Number.isFinite(delayMs)) throw new RangeError(`setTimer: delayMs must be finite, got ${delayMs}`);
     if (this.dead) return INERT_TIMER;
-    return this.loop.schedule(this.loop.now + Math.max(delayMs, 0), fn, this.timers);
+    return this.loop.after(delayMs, fn, this.timers);
   }
 
   /** Pending timers of this clock. */

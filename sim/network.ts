@@ -175,6 +175,21 @@ interface Partition {
   oneWay: boolean;
 }
 
+/** One message in flight (SimNetwork.transmit): the argument of its arrival event. */
+class Delivery {
+  constructor(
+    readonly kind: TraceKind,
+    readonly from: PeerId,
+    readonly to: PeerId,
+    readonly bytes: number,
+    readonly topic: string | undefined,
+    readonly target: SimNode,
+    readonly transport: SimTransport,
+    readonly deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
+    readonly payload: unknown,
+  ) {}
+}
+
 interface SimNode {
   readonly id: PeerId;
   zone: string | undefined;
@@ -616,11 +631,12 @@ export class SimNetwork {
     from: PeerId,
     to: PeerId,
     bytes: number,
-    deliver: (target: SimTransport) => void,
+    deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
     hops = 1,
     topic?: string,
     departAt?: number,
     publishSeq?: number,
+    payload?: unknown,
   ): boolean {
     const target = this.nodes.get(to);
     if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
@@ -650,35 +666,39 @@ export class SimNetwork {
       if (last !== undefined && last > at) at = last;
       this.fifoLast.set(key, at);
     }
-    const transport = target.transport;
-    this.loop.schedule(
+    this.loop.scheduleArg(
       at,
-      () => {
-        if (transport !== target.transport || !transport.receiving) {
-          this.record(kind, from, to, bytes, 'stopped', topic);
-          return;
-        }
-        if (this.partitions.length > 0 && !this.linkOpen(from, to)) {
-          this.record(kind, from, to, bytes, 'partition', topic);
-          return;
-        }
-        this.totals.delivered++;
-        this.totals.bytes += bytes;
-        const s = target.stats;
-        if (kind === 'topic') {
-          s.topicRecv++;
-          s.topicRecvBytes += bytes;
-        } else {
-          s.recv++;
-          s.recvBytes += bytes;
-        }
-        this.record(kind, from, to, bytes, undefined, topic);
-        deliver(transport);
-      },
+      this.arrive,
+      new Delivery(kind, from, to, bytes, topic, target, target.transport, deliver, payload),
       target.inbox,
     );
     return true;
   }
+
+  /** A message reaches its receiver's inbox (a loop event; `d` is its Delivery). */
+  private readonly arrive = (d: Delivery): void => {
+    const { transport, target, kind, from, to, bytes, topic } = d;
+    if (transport !== target.transport || !transport.receiving) {
+      this.record(kind, from, to, bytes, 'stopped', topic);
+      return;
+    }
+    if (this.partitions.length > 0 && !this.linkOpen(from, to)) {
+      this.record(kind, from, to, bytes, 'partition', topic);
+      return;
+    }
+    this.totals.delivered++;
+    this.totals.bytes += bytes;
+    const s = target.stats;
+    if (kind === 'topic') {
+      s.topicRecv++;
+      s.topicRecvBytes += bytes;
+    } else {
+      s.recv++;
+      s.recvBytes += bytes;
+    }
+    this.record(kind, from, to, bytes, undefined, topic);
+    d.deliver(transport, d.payload, from);
+  };
 
   /**
    * @internal Copy message bytes. Small messages are carved out of 64 KiB slabs (like Node's Buffer
@@ -824,11 +844,18 @@ export class SimTransport implements Transport {
     }
     const copy = this.net.copy(data);
     this.countSent(copy.length);
-    const from = this.id;
-    net.transmit('send', from, to, copy.length, (t) => {
-      t.learn(from);
-      t.handlers!.onMessage(from, copy);
-    });
+    net.transmit(
+      'send',
+      this.id,
+      to,
+      copy.length,
+      SimTransport.deliverBytes,
+      1,
+      undefined,
+      undefined,
+      undefined,
+      copy,
+    );
   }
 
   /**
@@ -848,14 +875,33 @@ export class SimTransport implements Transport {
       return;
     }
     this.countSent(bytes);
-    const from = this.id;
-    net.transmit('send', from, to, bytes, (t) => {
-      t.learn(from);
-      const h = t.handlers!;
-      if (h.onValue === undefined)
-        throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
-      h.onValue(from, value);
-    });
+    net.transmit(
+      'send',
+      this.id,
+      to,
+      bytes,
+      SimTransport.deliverValue,
+      1,
+      undefined,
+      undefined,
+      undefined,
+      value,
+    );
+  }
+
+  /** Arrival of a send (transmit's `deliver`, shared: no closure per message). */
+  private static deliverBytes(t: SimTransport, copy: unknown, from: PeerId): void {
+    t.learn(from);
+    t.handlers!.onMessage(from, copy as Uint8Array);
+  }
+
+  /** Arrival of a sendValue. */
+  private static deliverValue(t: SimTransport, value: unknown, from: PeerId): void {
+    t.learn(from);
+    const h = t.handlers!;
+    if (h.onValue === undefined)
+      throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
+    h.onValue(from, value as object);
   }
 
   /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */

@@ -86,6 +86,69 @@ describe('EventLoop', () => {
     expect(loop.pending).toBe(0);
   });
 
+  it('fixed-delay queues fire in the same (time, sequence) order as the heap alone', () => {
+    // Recurring delays (queued once seen often), one-off delays and absolute times (heap), equal
+    // times across both, cancels and a group cancelAll, all scheduled from inside events.
+    let x = 7;
+    const rnd = (n: number) => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x % n;
+    };
+    const loop = new EventLoop();
+    const g = loop.group();
+    const order: number[] = [];
+    let id = 0;
+    const delays = [500, 200, 300, 0, 2.5];
+    const add = (depth: number) => {
+      const k = id++;
+      const kind = rnd(10);
+      const fn = () => {
+        order.push(k);
+        if (depth < 6) for (let i = rnd(3); i > 0; i--) add(depth + 1);
+      };
+      const t =
+        kind < 7
+          ? loop.after(delays[rnd(delays.length)]!, fn, kind === 0 ? g : undefined)
+          : kind < 9
+            ? loop.after(rnd(1000) / 4, fn)
+            : loop.schedule(loop.now + rnd(4) * 100, fn);
+      if (rnd(5) === 0) t.cancel();
+    };
+    for (let i = 0; i < 400; i++) add(0);
+    loop.runUntil(900);
+    g.cancelAll();
+    loop.runUntilIdle();
+    // Reference: the same script on a loop whose every event goes through schedule() (the heap).
+    x = 7;
+    id = 0;
+    const ref = new EventLoop();
+    const rg = ref.group();
+    const refOrder: number[] = [];
+    const radd = (depth: number) => {
+      const k = id++;
+      const kind = rnd(10);
+      const fn = () => {
+        refOrder.push(k);
+        if (depth < 6) for (let i = rnd(3); i > 0; i--) radd(depth + 1);
+      };
+      const t =
+        kind < 7
+          ? ref.schedule(ref.now + delays[rnd(delays.length)]!, fn, kind === 0 ? rg : undefined)
+          : kind < 9
+            ? ref.schedule(ref.now + rnd(1000) / 4, fn)
+            : ref.schedule(ref.now + rnd(4) * 100, fn);
+      if (rnd(5) === 0) t.cancel();
+    };
+    for (let i = 0; i < 400; i++) radd(0);
+    ref.runUntil(900);
+    rg.cancelAll();
+    ref.runUntilIdle();
+    expect(order.length).toBeGreaterThan(1000);
+    expect(order).toEqual(refOrder);
+    expect(loop.pending).toBe(0);
+    expect(loop.heapSize).toBe(0);
+  });
+
   it('TimerGroup.cancelAll drops a whole group in O(1) and the group stays usable', () => {
     const loop = new EventLoop();
     const g = loop.group();

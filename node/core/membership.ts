@@ -211,8 +211,10 @@ export class Membership {
   private roundIndex = 0;
   private probe: PendingProbe | undefined;
   private seq = 0;
-  /** The pending timer of each periodic task, by task name. */
+  /** The pending timer of each on-demand periodic task (gossip, reconnect), by task name. */
   private readonly periodic = new Map<string, Timer>();
+  /** The pending timer of each always-on periodic task (every(): probe, push-pull), by slot. */
+  private readonly tasks: Timer[] = [];
   private running = false;
   private seeds: string[] = [];
   private joinBackoffMs = 0;
@@ -399,13 +401,11 @@ export class Membership {
     this.enqueue(this.me);
     this.seeds = seeds.slice();
     this.every(
-      'probe',
-      () => this.cfg.probeIntervalMs,
+      () => this.cfg.probeIntervalMs, // probe
       () => this.probeTick(),
     );
     this.every(
-      'push-pull',
-      () => this.pushPullInterval(),
+      () => this.pushPullInterval(), // push-pull
       () => this.pushPullTick(),
     );
     this.wakeReconnect();
@@ -439,6 +439,8 @@ export class Membership {
     this.running = false;
     for (const t of this.periodic.values()) t.cancel();
     this.periodic.clear();
+    for (const t of this.tasks) t.cancel();
+    this.tasks.length = 0;
     for (const t of this.suspicionTimers.values()) t.cancel();
     this.suspicionTimers.clear();
     for (const r of this.relays.values()) r.timer.cancel();
@@ -1007,14 +1009,16 @@ export class Membership {
 
   // ───────────────────────────── helpers ─────────────────────────────
 
-  private every(name: string, interval: () => number, fn: () => void): void {
+  private every(interval: () => number, fn: () => void): void {
     // Start each periodic task at a random phase so agents started together do not beat in step.
+    // The timer sits in a slot of `tasks` (no map update per tick: this runs for every probe).
+    const slot = this.tasks.length;
     const loop = () => {
       if (!this.running) return;
-      this.periodic.set(name, this.clock.setTimer(interval(), loop));
+      this.tasks[slot] = this.clock.setTimer(interval(), loop);
       fn();
     };
-    this.periodic.set(name, this.clock.setTimer(this.random.int(interval()) + 1, loop));
+    this.tasks.push(this.clock.setTimer(this.random.int(interval()) + 1, loop));
   }
 
   private nextSeq(): number {

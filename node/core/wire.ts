@@ -180,6 +180,17 @@ function stateLength(u: MemberState): number {
  * lengths are memoised per (immutable) state object. Exact for messages built as Membership does
  * (keys in the order t, seq, target, upd) — tested against the encoder.
  */
+/** String(x).length (JSON of a number) without building the string for small whole numbers. */
+function numberLength(x: number): number {
+  if (!(x >= 0 && x < 1e9 && Number.isInteger(x))) return String(x).length;
+  let n = 1;
+  while (x >= 10) {
+    x = Math.floor(x / 10);
+    n++;
+  }
+  return n;
+}
+
 export function membershipByteLength(msg: MembershipMessage): number {
   let n = 1; // tag
   switch (msg.t) {
@@ -188,10 +199,10 @@ export function membershipByteLength(msg: MembershipMessage): number {
       break;
     case 'ping':
     case 'ack':
-      n += 14 + msg.t.length + String(msg.seq).length + 8; // {"t":"ping","seq":  N  ,"upd":[
+      n += 14 + msg.t.length + numberLength(msg.seq) + 8; // {"t":"ping","seq":  N  ,"upd":[
       break;
     case 'ping-req':
-      n += 22 + String(msg.seq).length + 10 + utf8Length(JSON.stringify(msg.target)) + 8;
+      n += 22 + numberLength(msg.seq) + 10 + utf8Length(JSON.stringify(msg.target)) + 8;
       break;
   }
   const upd = msg.upd;
