@@ -219,7 +219,10 @@ export class SimCluster {
     for (const a of this.agents) await a.agent.start();
     if (this.opts.formed) {
       const states = this.agents.map((a) => a.agent.membership.selfState());
+      // The stand-in's coordination follows N² learns at once by one recount, not N² events.
+      this.shared?.pauseBeliefs();
       for (const a of this.agents) a.agent.membership.assumeFormed(states);
+      this.shared?.recountBeliefs();
     }
     if (this.opts.republishAfterStart || this.opts.sharedState) {
       for (const a of this.agents) a.sync.republishWhole();

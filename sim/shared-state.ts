@@ -162,6 +162,15 @@ export class SharedState {
     this.coordination.attach(i, membership);
   }
 
+  /** Stop following membership changes until `recountBeliefs()` (a wholesale change of views). */
+  pauseBeliefs(): void {
+    this.coordination.paused = true;
+  }
+
+  recountBeliefs(): void {
+    this.coordination.recount();
+  }
+
   /** Agent `i` crashed: it reads nothing any more and no longer counts in anyone's view. */
   crash(i: number): void {
     const slot = this.slots[i]!;
@@ -763,6 +772,33 @@ export class SharedCoordination {
   }
 
   private readonly idx = new Map<string, number>();
+  /** Membership changes are not followed (a wholesale change of views: recount() afterwards). */
+  paused = false;
+
+  /**
+   * Rebuild every belief from the agents' current views: after views changed wholesale while
+   * paused (a formed start: N² members learned at once), O(N²) reads instead of N² events.
+   */
+  recount(): void {
+    this.paused = false;
+    this.believed.fill(0);
+    this.settledUp = 0;
+    for (let j = 0; j < this.n; j++) {
+      this.viewSize[j] = this.memberships[j]?.aliveCount ?? 0;
+      if (!this.up[j]) continue;
+      const nowUnsettled = this.viewSize[j]! < this.threshold;
+      if (nowUnsettled && !this.unsettled[j]) {
+        this.unsettled[j] = 1;
+        this.unsettledUp.add(j);
+        this.onUnsettled(j);
+      } else if (!nowUnsettled) {
+        this.unsettled[j] = 0;
+        this.unsettledUp.delete(j);
+        this.settle(j, 1);
+      }
+    }
+    this.refreshAll();
+  }
 
   private indexOf(id: string): number | undefined {
     if (this.idx.size === 0) for (const [k, x] of this.ids.entries()) this.idx.set(x, k);
@@ -773,7 +809,7 @@ export class SharedCoordination {
     this.memberships[j] = membership;
     const self = this.ids[j]!;
     membership.onChange((m, prev) => {
-      if (m.id === self || (m.status === 'alive') === (prev === 'alive')) return;
+      if (this.paused || m.id === self || (m.status === 'alive') === (prev === 'alive')) return;
       const k = this.indexOf(m.id);
       if (k !== undefined) this.belief(j, k, m.status === 'alive');
     });

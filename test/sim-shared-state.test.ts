@@ -31,10 +31,11 @@ function intent(
   };
 }
 
-async function scenario(seed: number, size: number, shared: boolean, engine: boolean) {
+async function scenario(seed: number, size: number, shared: boolean, engine: boolean, formed = false) {
   const c = new SimCluster({
     seed,
     size,
+    formed,
     trace: true,
     engine: engine ? {} : undefined,
     link: { baseMs: 1, jitterMs: 3 },
@@ -90,13 +91,14 @@ async function scenario(seed: number, size: number, shared: boolean, engine: boo
 
 describe('shared-state stand-in', () => {
   it.each([
-    [3, 24, false],
-    [7, 40, true],
+    [3, 24, false, false],
+    [7, 40, true, false],
+    [5, 40, true, true],
   ])(
-    'seed %i, %i agents (engine %s): same decisions as the real path, byte for byte',
-    async (seed, size, engine) => {
-      const real = await scenario(seed, size, false, engine);
-      const lazy = await scenario(seed, size, true, engine);
+    'seed %i, %i agents (engine %s, formed %s): same decisions as the real path, byte for byte',
+    async (seed, size, engine, formed) => {
+      const real = await scenario(seed, size, false, engine, formed);
+      const lazy = await scenario(seed, size, true, engine, formed);
       expect(real.joined).toBeGreaterThanOrEqual(0);
       expect(real.rest).toBeGreaterThanOrEqual(0);
       expect(real.placed).toBeGreaterThan(50);
