@@ -673,6 +673,7 @@ class SharedIntentTable extends IntentTable {
 
 class SharedClaims implements ClaimsView {
   constructor(private readonly hub: SharedState) {}
+  readonly external = true;
   update(): void {}
   recordOf(): undefined {
     return undefined;
@@ -801,7 +802,10 @@ export class SharedCoordination {
   }
 
   private indexOf(id: string): number | undefined {
-    if (this.idx.size === 0) for (const [k, x] of this.ids.entries()) this.idx.set(x, k);
+    // SimCluster ids are `n` + the agent's index (SimCluster.idOf): no map lookup for those.
+    const k = Number(id.slice(1));
+    if (this.ids[k] === id) return k;
+    if (this.idx.size === 0) for (const [i, x] of this.ids.entries()) this.idx.set(x, i);
     return this.idx.get(id);
   }
 

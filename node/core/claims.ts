@@ -93,6 +93,8 @@ export function claimsByDeploy(rec: HostRecord): Map<string, WorkloadRecord[]> {
 
 /** Hosts that may claim a deploy: a superset of those whose live record does (callers check). */
 export interface ClaimsView {
+  /** Kept by someone else from the records themselves (the simulator's shared state): update() is not needed. */
+  readonly external?: boolean;
   /** Host `id`'s live record changed from `prev` to `rec`. */
   update(id: string, rec: HostRecord | undefined): void;
   /** The live record host `id` was last indexed with (undefined if not kept). */

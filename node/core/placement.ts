@@ -267,7 +267,8 @@ export class Placement implements SubProtocol {
     // Index what the store restored (later changes come through onChange).
     this.coordinators = this.deps.shared?.coordinators ?? new CoordinatorIndex(this.id);
     const state = this.deps.sync.state;
-    for (const rec of state.hosts.allLive()) this.claimIndex.update(rec.id, rec);
+    if (!this.claimIndex.external)
+      for (const rec of state.hosts.allLive()) this.claimIndex.update(rec.id, rec);
     const alive = this.deps.membership.aliveIds();
     for (const intent of state.intents.all()) this.coordinators.add(intent.id, alive);
     const prev = this.deps.sync.onChange;
