@@ -1,6 +1,6 @@
 import { IntentSpecError } from '../node/core/placement-adapter.ts';
 import { Prng } from '../node/core/random.ts';
-import { type SimAgent, SimCluster } from './cluster.ts';
+import { LARGE_SCALE, type SimAgent, SimCluster } from './cluster.ts';
 import { EventLog, InvariantChecker, type Violation } from './invariants.ts';
 import { Metrics, type MetricsSummary, round } from './metrics.ts';
 import type { Fault, Scenario } from './scenario.ts';
@@ -78,6 +78,9 @@ export async function runScenario(s: Scenario, opts: RunOptions = {}): Promise<R
     engine: s.engine ? {} : undefined,
     host: (i) => structuredClone(hosts[i]!.facts),
     trace: opts.trace,
+    ...(s.scale.large ? LARGE_SCALE : {}),
+    sharedState: s.scale.shared_state,
+    formed: s.scale.formed,
   });
   const rng = new Prng(seed).fork('scenario-driver');
   const log = new EventLog();
@@ -359,10 +362,14 @@ export async function runScenario(s: Scenario, opts: RunOptions = {}): Promise<R
     for (const h of heals) h();
     if (heals.size > 0) metrics.healed();
     heals.clear();
-    losses.length = 0;
-    delays.length = 0;
-    applyLoss();
-    applyDelay();
+    if (losses.length > 0) {
+      losses.length = 0;
+      applyLoss();
+    }
+    if (delays.length > 0) {
+      delays.length = 0;
+      applyDelay();
+    }
     for (const [i, d] of [...down]) if (!d.permanent) await restart(i);
     noteFault('faults-stop', `${down.size} host(s) stay down`);
     const stopAt = now();

@@ -189,6 +189,20 @@ export const scenarioSchema = z
         deadline_s: pos.default(30),
       })
       .default({ deadline_s: 30 }),
+    /** Settings for thousands of agents (docs/simulator.md): each tested to give the same decisions. */
+    scale: z
+      .strictObject({
+        /**
+         * The shared-state stand-in: one copy of the cluster state, lazy visibility. Its envelope:
+         * no message loss, no partitions, loss or delay faults, no restarts (crashes are permanent).
+         */
+        shared_state: z.boolean().default(false),
+        /** Start as a formed cluster: every agent knows every other, no join storm. */
+        formed: z.boolean().default(false),
+        /** Route messages by id, persist every 10 s, decode each publish once for all agents. */
+        large: z.boolean().default(false),
+      })
+      .default({ shared_state: false, formed: false, large: false }),
   })
   .superRefine((s, ctx) => {
     s.faults.forEach((f, i) => {
@@ -198,7 +212,26 @@ export const scenarioSchema = z
           path: ['faults', i, 'at_s'],
           message: `after duration_s (${s.duration_s})`,
         });
+      if (!s.scale.shared_state) return;
+      if (f.kind === 'partition' || f.kind === 'loss' || f.kind === 'delay')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['faults', i, 'kind'],
+          message: `${f.kind} faults are outside the shared-state stand-in's envelope (scale.shared_state)`,
+        });
+      if (f.kind === 'crash' && (!f.permanent || f.down_s !== undefined))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['faults', i, 'permanent'],
+          message: 'the shared-state stand-in does not model restarts (scale.shared_state): set permanent: true',
+        });
     });
+    if (s.scale.shared_state && s.network.loss > 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['network', 'loss'],
+        message: 'must be 0 with the shared-state stand-in (scale.shared_state)',
+      });
   });
 
 export type Scenario = z.output<typeof scenarioSchema> & {

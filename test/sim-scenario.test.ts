@@ -90,6 +90,46 @@ describe('scenario files', () => {
 });
 
 describe('scenario runs', () => {
+  it('scale: the shared-state stand-in on a formed cluster places the workload; its envelope is enforced by field', {
+    timeout: 120_000,
+  }, async () => {
+    const d = tmp();
+    const base =
+      'name: s\nduration_s: 20\nsettle_s: 30\ncluster: { hosts: [{ count: 40, cpu_milli: 8000, memory_mib: 16384 }] }\n' +
+      'network: { base_ms: 1, jitter_ms: 4, loss: 0 }\n' +
+      'workload: { synthetic: { count: 30, arrival: { process: poisson, rate_per_s: 2 }, replicas: { min: 2, max: 4 }, lifetime: { dist: exponential, mean_s: 8 }, shapes: [{ cpu_milli: 1000, memory_mib: 2048 }] } }\n';
+    const ok = write(
+      d,
+      'ok.yaml',
+      `${base}faults: [{ kind: crash, at_s: 5, count: 2, permanent: true }]\nscale: { shared_state: true, formed: true, large: true }\n`,
+    );
+    const out = tmp();
+    expect(await cli('sim', 'run', ok, '--out', out, '--no-progress')).toContain('invariants held');
+    const s = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    expect(s.result).toBe('ok');
+    expect(s.metrics.placed).toBeGreaterThan(40);
+    const restart = write(
+      d,
+      'r.yaml',
+      `${base}faults: [{ kind: crash, at_s: 5, count: 1 }]\nscale: { shared_state: true }\n`,
+    );
+    expect(() => loadScenario(restart)).toThrow(
+      /r\.yaml: faults\[0\]\.permanent: the shared-state stand-in does not model restarts/,
+    );
+    const part = write(
+      d,
+      'p.yaml',
+      `${base}faults: [{ kind: partition, at_s: 5, fraction: 0.3, for_s: 4 }]\nscale: { shared_state: true }\n`,
+    );
+    expect(() => loadScenario(part)).toThrow(/p\.yaml: faults\[0\]\.kind: partition faults are outside/);
+    const lossy = write(
+      d,
+      'l.yaml',
+      `${base.replace('loss: 0', 'loss: 0.01')}scale: { shared_state: true }\n`,
+    );
+    expect(() => loadScenario(lossy)).toThrow(/l\.yaml: network\.loss: must be 0/);
+  });
+
   it('same seed → byte-identical summary.json and report.html; another seed differs', {
     timeout: 240_000,
   }, async () => {
