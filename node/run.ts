@@ -128,6 +128,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     sync,
     membership: agent.membership,
     coordinatorOf: (d) => placement.coordinatorOf(d),
+    coordinated: () => placement.coordinated(),
     pendingOf: (d) => placement.pending().find((p) => p.deployId === d),
   });
   agent.use(rollouts);

@@ -313,6 +313,7 @@ export class SimCluster {
           sync,
           membership: agent.membership,
           coordinatorOf: (d) => placement.coordinatorOf(d),
+          coordinated: () => placement.coordinated(),
           pendingOf: (d) => placement.pending().find((p) => p.deployId === d),
         }),
       );

@@ -223,7 +223,8 @@ export const scenarioSchema = z
         ctx.addIssue({
           code: 'custom',
           path: ['faults', i, 'permanent'],
-          message: 'the shared-state stand-in does not model restarts (scale.shared_state): set permanent: true',
+          message:
+            'the shared-state stand-in does not model restarts (scale.shared_state): set permanent: true',
         });
     });
     if (s.scale.shared_state && s.network.loss > 0)

@@ -970,6 +970,12 @@ export class Placement implements SubProtocol {
     });
   }
 
+  /** The live deploys this agent coordinates (undefined with the reference scan: ask of each). */
+  coordinated(): Iterable<string> | undefined {
+    if (this.deps.referenceScan || !this.coordinators) return undefined;
+    return this.coordinators.coordinatedBy(this.id);
+  }
+
   /** The coordinator of `deployId` in this agent's view. */
   coordinatorOf(deployId: string): string {
     if (!this.deps.referenceScan) {

@@ -275,6 +275,11 @@ export interface RolloutDeps {
   sync: StateSync;
   membership: Membership;
   coordinatorOf(deployId: string): string;
+  /**
+   * The live deploys this agent coordinates (a superset will do: each is checked again with
+   * coordinatorOf); absent or undefined: every deploy is asked.
+   */
+  coordinated?(): Iterable<string> | undefined;
   /** Why this coordinator cannot place replicas of a deploy (placement), if it cannot. */
   pendingOf?(deployId: string): { reasons: string[] } | undefined;
 }
@@ -330,7 +335,17 @@ export class Rollouts implements SubProtocol {
   step(): void {
     const now = this.deps.clock.now();
     let records: HostRecord[] | undefined;
-    for (const intent of this.deps.sync.state.intents.all()) {
+    const table = this.deps.sync.state.intents;
+    const mine = this.deps.coordinated?.();
+    // In id order either way (intents.all() is sorted): O(deploys coordinated), not O(deploys).
+    const intents =
+      mine === undefined
+        ? table.all()
+        : [...mine]
+            .sort()
+            .map((id) => table.get(id))
+            .filter((x): x is DeployIntent => x !== undefined);
+    for (const intent of intents) {
       if (intent.spec.job !== undefined) continue; // jobs run to completion; they are not rolled
       if (this.deps.coordinatorOf(intent.id) !== this.deps.id) continue;
       records ??= this.liveRecords();
