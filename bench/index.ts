@@ -16,9 +16,19 @@ const registry: Record<string, () => Promise<Bench>> = {
   engines: async () => (await import('./engines.ts')).bench,
   'sim-scale': async () => (await import('./sim-scale.ts')).bench,
   'sim-1k': async () => (await import('./sim-scale.ts')).sized(1000),
-  // Issue #6: 10,000 agents, 1 h virtual, ≥ 100,000 placements with departures (shared-state stand-in).
+  // Issue #6: 10,000 agents, 1 h virtual, ≥ 100,000 placements with departures: the shared-state
+  // stand-in, a formed cluster (no join storm) and memberlist's LAN probe interval (1 s).
   'sim-10k': async () =>
-    (await import('./sim-scale.ts')).sized(10_000, ['--shared-state', '--virtual-s', '3600', '--rate', '3']),
+    (await import('./sim-scale.ts')).sized(10_000, [
+      '--shared-state',
+      '--formed',
+      '--probe-interval-ms',
+      '1000',
+      '--virtual-s',
+      '3600',
+      '--rate',
+      '3',
+    ]),
 };
 
 async function main(): Promise<void> {
