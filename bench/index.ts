@@ -10,25 +10,31 @@ export type { Bench, BenchResult } from './stats.ts';
 
 import type { Bench } from './stats.ts';
 
+/**
+ * Issue #6: 1 h virtual, 3 deploys of 10 replicas per second each removed after 30 s (≈ 108,000
+ * placements and as many departures): the shared-state stand-in, a formed cluster (no join storm)
+ * and memberlist's LAN probe interval (1 s). `sim-scale --size N` without these runs the plain path.
+ */
+const SIM_HOUR = [
+  '--shared-state',
+  '--formed',
+  '--probe-interval-ms',
+  '1000',
+  '--virtual-s',
+  '3600',
+  '--rate',
+  '3',
+];
+
 const registry: Record<string, () => Promise<Bench>> = {
   propagation: async () => (await import('./propagation.ts')).bench,
   placement: async () => (await import('./placement.ts')).bench,
   engines: async () => (await import('./engines.ts')).bench,
   'sim-scale': async () => (await import('./sim-scale.ts')).bench,
-  'sim-1k': async () => (await import('./sim-scale.ts')).sized(1000),
+  'sim-1k': async () => (await import('./sim-scale.ts')).sized(1000, SIM_HOUR),
   // Issue #6: 10,000 agents, 1 h virtual, ≥ 100,000 placements with departures: the shared-state
   // stand-in, a formed cluster (no join storm) and memberlist's LAN probe interval (1 s).
-  'sim-10k': async () =>
-    (await import('./sim-scale.ts')).sized(10_000, [
-      '--shared-state',
-      '--formed',
-      '--probe-interval-ms',
-      '1000',
-      '--virtual-s',
-      '3600',
-      '--rate',
-      '3',
-    ]),
+  'sim-10k': async () => (await import('./sim-scale.ts')).sized(10_000, SIM_HOUR),
 };
 
 async function main(): Promise<void> {
