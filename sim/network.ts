@@ -178,17 +178,19 @@ interface Partition {
 /** One message in flight (SimNetwork.transmit): the argument of its arrival event. */
 class Delivery {
   constructor(
-    readonly kind: TraceKind,
-    readonly from: PeerId,
-    readonly to: PeerId,
-    readonly bytes: number,
-    readonly topic: string | undefined,
-    readonly target: SimNode,
-    readonly transport: SimTransport,
-    readonly deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
-    readonly payload: unknown,
+    public kind: TraceKind,
+    public from: PeerId,
+    public to: PeerId,
+    public bytes: number,
+    public topic: string | undefined,
+    public target: SimNode | null,
+    public transport: SimTransport | null,
+    public deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
+    public payload: unknown,
   ) {}
 }
+
+const noDeliver = (): void => {};
 
 interface SimNode {
   readonly id: PeerId;
@@ -666,18 +668,37 @@ export class SimNetwork {
       if (last !== undefined && last > at) at = last;
       this.fifoLast.set(key, at);
     }
-    this.loop.scheduleArg(
-      at,
-      this.arrive,
-      new Delivery(kind, from, to, bytes, topic, target, target.transport, deliver, payload),
-      target.inbox,
-    );
+    let d = this.freeDeliveries.pop();
+    if (d === undefined) {
+      d = new Delivery(kind, from, to, bytes, topic, target, target.transport, deliver, payload);
+    } else {
+      d.kind = kind;
+      d.from = from;
+      d.to = to;
+      d.bytes = bytes;
+      d.topic = topic;
+      d.target = target;
+      d.transport = target.transport;
+      d.deliver = deliver;
+      d.payload = payload;
+    }
+    this.loop.post(at, this.arrive, d, target.inbox);
     return true;
   }
 
+  /** Arrived deliveries, for reuse (nothing keeps a Delivery once it has arrived). */
+  private readonly freeDeliveries: Delivery[] = [];
+
   /** A message reaches its receiver's inbox (a loop event; `d` is its Delivery). */
   private readonly arrive = (d: Delivery): void => {
-    const { transport, target, kind, from, to, bytes, topic } = d;
+    const { kind, from, to, bytes, topic, deliver, payload } = d;
+    const transport = d.transport!;
+    const target = d.target!;
+    d.target = null;
+    d.transport = null;
+    d.deliver = noDeliver;
+    d.payload = undefined;
+    if (this.freeDeliveries.length < 4096) this.freeDeliveries.push(d);
     if (transport !== target.transport || !transport.receiving) {
       this.record(kind, from, to, bytes, 'stopped', topic);
       return;
@@ -697,7 +718,7 @@ export class SimNetwork {
       s.recvBytes += bytes;
     }
     this.record(kind, from, to, bytes, undefined, topic);
-    d.deliver(transport, d.payload, from);
+    deliver(transport, payload, from);
   };
 
   /**
