@@ -30,7 +30,7 @@ export interface TransportHandlers {
   /** Optional hint: the transport lost its connection to `peer` (e.g. TCP reset). Not a verdict. */
   onPeerDisconnected?(peer: PeerId): void;
   /** A message sent with `sendValue` (simulator only; see Transport.sendValue). */
-  onValue?(from: PeerId, value: object): void;
+  onValue?(from: PeerId, value: object, fromHint?: number): void;
   /** A request sent with `requestValue` (simulator only): the answer and its encoded size. */
   onRequestValue?(
     from: PeerId,
@@ -66,9 +66,12 @@ export interface Transport {
    * Optional, simulator only: like `send`, but carries an already-decoded, immutable value instead
    * of its encoding (the receiver's `onValue` gets the same object), charged as `bytes` bytes. Saves
    * the encode/decode of every message when thousands of agents share one process; a user must
-   * give the same decisions either way (tested per use).
+   * give the same decisions either way (tested per use). `toHint`, `fromHint` (optional, ≥ 0): the
+   * sender's numbers for the receiver and for itself in an id space its peers may share; the
+   * transport may use `toHint` to find the receiver without a lookup by id (it must still reach
+   * `to`) and hands `fromHint` to the receiver's `onValue`, which must check it names `from`.
    */
-  sendValue?(to: PeerId, value: object, bytes: number): void;
+  sendValue?(to: PeerId, value: object, bytes: number, toHint?: number, fromHint?: number): void;
   /** Optional, simulator only: `request` with values (see sendValue); resolves with the answer's value. */
   requestValue?(to: PeerId, value: object, bytes: number, timeoutMs: number): Promise<object>;
   /** Request/response with one peer. */

@@ -51,14 +51,16 @@ export class TimerGroup {
 /** One scheduled callback. It is its own Timer handle (no extra allocation per timer). */
 class LoopEvent implements Timer {
   constructor(
-    readonly t: number,
-    readonly seq: number,
+    public t: number,
+    public seq: number,
     // biome-ignore lint/suspicious/noExplicitAny: called with `arg` (undefined for plain callbacks)
     public fn: ((arg: any) => void) | null,
-    readonly group: TimerGroup,
-    readonly epoch: number,
+    public group: TimerGroup,
+    public epoch: number,
     /** Passed to fn (scheduleArg): a shared fn and a record instead of a closure per event. */
     public arg: unknown,
+    /** Posted (EventLoop.post): no handle was given out, so the record is reused once fired. */
+    public pooled = false,
   ) {}
 
   get alive(): boolean {
@@ -153,6 +155,37 @@ export class EventLoop {
     this.push(ev);
     return ev;
   }
+
+  /**
+   * scheduleArg() without a handle (nothing can cancel the event but its group's cancelAll): the
+   * record is reused once the event has fired, so a message in flight allocates no LoopEvent.
+   */
+  post<A>(atMs: number, fn: (arg: A) => void, arg: A, group: TimerGroup): void {
+    if (Number.isNaN(atMs)) throw new RangeError('EventLoop.schedule: time is NaN');
+    if (atMs === Number.POSITIVE_INFINITY) throw new RangeError('EventLoop.schedule: time is Infinity');
+    if (group.loop !== this) throw new Error('EventLoop.schedule: group belongs to another loop');
+    const t = Math.max(atMs, this.time);
+    const free = this.free;
+    let ev: LoopEvent;
+    if (free.length > 0) {
+      ev = free.pop()!;
+      ev.t = t;
+      ev.seq = this.seq++;
+      ev.fn = fn;
+      ev.group = group;
+      ev.epoch = group.epoch;
+      ev.arg = arg;
+    } else {
+      ev = new LoopEvent(t, this.seq++, fn, group, group.epoch, arg, true);
+    }
+    group.live++;
+    this.live++;
+    if (this.size + this.queued > 1024 && this.size + this.queued > 3 * this.live) this.compact();
+    this.push(ev);
+  }
+
+  /** Fired posted events, for reuse by post(). */
+  private readonly free: LoopEvent[] = [];
 
   /**
    * Run `fn` after `delayMs` of virtual time (negative delays are clamped to 0). Same as
@@ -331,6 +364,7 @@ export class EventLoop {
     this.live--;
     this.time = ev.t;
     this.fired++;
+    if (ev.pooled && this.free.length < 4096) this.free.push(ev);
     fn(arg);
   }
 

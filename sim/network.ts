@@ -178,17 +178,23 @@ interface Partition {
 /** One message in flight (SimNetwork.transmit): the argument of its arrival event. */
 class Delivery {
   constructor(
-    readonly kind: TraceKind,
-    readonly from: PeerId,
-    readonly to: PeerId,
-    readonly bytes: number,
-    readonly topic: string | undefined,
-    readonly target: SimNode,
-    readonly transport: SimTransport,
-    readonly deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
-    readonly payload: unknown,
+    public kind: TraceKind,
+    public from: PeerId,
+    public to: PeerId,
+    public bytes: number,
+    public topic: string | undefined,
+    public target: SimNode | null,
+    public transport: SimTransport | null,
+    public deliver: Deliver,
+    public payload: unknown,
+    public fromHint: number,
   ) {}
 }
+
+/** The arrival of a message at its receiver's transport (`fromHint`: see Transport.sendValue). */
+type Deliver = (target: SimTransport, payload: unknown, from: PeerId, fromHint: number) => void;
+
+const noDeliver = (): void => {};
 
 interface SimNode {
   readonly id: PeerId;
@@ -631,14 +637,16 @@ export class SimNetwork {
     from: PeerId,
     to: PeerId,
     bytes: number,
-    deliver: (target: SimTransport, payload: unknown, from: PeerId) => void,
+    deliver: Deliver,
     hops = 1,
     topic?: string,
     departAt?: number,
     publishSeq?: number,
     payload?: unknown,
+    toHint = -1,
+    fromHint = -1,
   ): boolean {
-    const target = this.nodes.get(to);
+    const target = toHint >= 0 ? this.nodeByHint(to, toHint) : this.nodes.get(to);
     if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
       this.record(kind, from, to, bytes, 'down', topic);
       return false;
@@ -666,18 +674,57 @@ export class SimNetwork {
       if (last !== undefined && last > at) at = last;
       this.fifoLast.set(key, at);
     }
-    this.loop.scheduleArg(
-      at,
-      this.arrive,
-      new Delivery(kind, from, to, bytes, topic, target, target.transport, deliver, payload),
-      target.inbox,
-    );
+    let d = this.freeDeliveries.pop();
+    if (d === undefined) {
+      d = new Delivery(kind, from, to, bytes, topic, target, target.transport, deliver, payload, fromHint);
+    } else {
+      d.kind = kind;
+      d.from = from;
+      d.to = to;
+      d.bytes = bytes;
+      d.topic = topic;
+      d.target = target;
+      d.transport = target.transport;
+      d.deliver = deliver;
+      d.payload = payload;
+      d.fromHint = fromHint;
+    }
+    this.loop.post(at, this.arrive, d, target.inbox);
     return true;
   }
 
+  /**
+   * Node `to`, found through `hint` (a sender's number for it, Transport.sendValue's `toHint`)
+   * when the node last found under that hint is `to`; else by id, remembered under the hint.
+   */
+  private nodeByHint(to: PeerId, hint: number): SimNode | undefined {
+    const known = this.byHint[hint];
+    if (known !== undefined && known.id === to) return known;
+    const n = this.nodes.get(to);
+    if (n !== undefined) {
+      const byHint = this.byHint;
+      while (byHint.length < hint) byHint.push(undefined); // dense: no holes
+      byHint[hint] = n;
+    }
+    return n;
+  }
+
+  /** Nodes by the hints senders gave for them (nodeByHint). */
+  private readonly byHint: (SimNode | undefined)[] = [];
+
+  /** Arrived deliveries, for reuse (nothing keeps a Delivery once it has arrived). */
+  private readonly freeDeliveries: Delivery[] = [];
+
   /** A message reaches its receiver's inbox (a loop event; `d` is its Delivery). */
   private readonly arrive = (d: Delivery): void => {
-    const { transport, target, kind, from, to, bytes, topic } = d;
+    const { kind, from, to, bytes, topic, deliver, payload, fromHint } = d;
+    const transport = d.transport!;
+    const target = d.target!;
+    d.target = null;
+    d.transport = null;
+    d.deliver = noDeliver;
+    d.payload = undefined;
+    if (this.freeDeliveries.length < 4096) this.freeDeliveries.push(d);
     if (transport !== target.transport || !transport.receiving) {
       this.record(kind, from, to, bytes, 'stopped', topic);
       return;
@@ -697,7 +744,7 @@ export class SimNetwork {
       s.recvBytes += bytes;
     }
     this.record(kind, from, to, bytes, undefined, topic);
-    d.deliver(transport, d.payload, from);
+    deliver(transport, payload, from, fromHint);
   };
 
   /**
@@ -863,7 +910,7 @@ export class SimTransport implements Transport {
    * the network charges `bytes` — the same latency, loss, bandwidth, counters and trace events as
    * a `send` of that many bytes, so a run is the same either way.
    */
-  sendValue(to: PeerId, value: object, bytes: number): void {
+  sendValue(to: PeerId, value: object, bytes: number, toHint = -1, fromHint = -1): void {
     if (this.state !== 'started' || to === this.id) return;
     const net = this.net;
     if (bytes > net.maxMessageBytes) {
@@ -886,6 +933,8 @@ export class SimTransport implements Transport {
       undefined,
       undefined,
       value,
+      toHint,
+      fromHint,
     );
   }
 
@@ -896,12 +945,12 @@ export class SimTransport implements Transport {
   }
 
   /** Arrival of a sendValue. */
-  private static deliverValue(t: SimTransport, value: unknown, from: PeerId): void {
+  private static deliverValue(t: SimTransport, value: unknown, from: PeerId, fromHint: number): void {
     t.learn(from);
     const h = t.handlers!;
     if (h.onValue === undefined)
       throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
-    h.onValue(from, value as object);
+    h.onValue(from, value as object, fromHint);
   }
 
   /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */

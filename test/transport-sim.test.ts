@@ -369,6 +369,35 @@ describe('SimNetwork', () => {
     expect(inboxes[1]!.messages).toEqual(['n0:x']);
   });
 
+  it('sendValue hints: a wrong or stale toHint still reaches `to`; fromHint reaches onValue', async () => {
+    const loop = new EventLoop();
+    const net = new SimNetwork(loop, new Prng('hints'), { routeById: true });
+    const got: string[] = [];
+    const nodes: SimTransport[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = net.createSimTransport(`n${i}`);
+      await t.start({
+        onMessage() {},
+        onTopic() {},
+        onRequest: () => new Uint8Array(),
+        onValue: (from, value, fromHint) =>
+          got.push(`${i}<${from}:${(value as { v: number }).v}:${fromHint}`),
+      });
+      nodes.push(t);
+    }
+    nodes[0]!.sendValue('n1', { v: 1 }, 10, 5, 0); // hint 5 now names n1
+    nodes[0]!.sendValue('n2', { v: 2 }, 10, 5, 0); // same hint, other node: found by id
+    nodes[0]!.sendValue('n1', { v: 3 }, 10, 5); // stale hint (now n2): found by id
+    nodes[2]!.sendValue('n1', { v: 4 }, 10);
+    loop.runFor(10);
+    expect(got.sort()).toEqual(['1<n0:1:0', '1<n0:3:-1', '1<n2:4:-1', '2<n0:2:0']);
+    await nodes[1]!.stop();
+    nodes[0]!.sendValue('n1', { v: 5 }, 10, 2, 0); // a stopped node is down, hint or not
+    loop.runFor(10);
+    expect(got.length).toBe(4);
+    expect(net.stats('n1').dropped).toBe(1);
+  });
+
   it('rejects a bad link model', () => {
     const loop = new EventLoop();
     expect(() => new SimNetwork(loop, new Prng(1), { link: { loss: 2 } })).toThrow(/loss/);

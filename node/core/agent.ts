@@ -116,7 +116,8 @@ export class Agent {
       {
         send:
           cfg.directValues && transport.sendValue
-            ? (to, msg) => transport.sendValue!(to, msg, membershipByteLength(msg))
+            ? (to, msg, toNum, fromNum) =>
+                transport.sendValue!(to, msg, membershipByteLength(msg), toNum, fromNum)
             : (to, msg) => transport.send(to, encodeMembership(msg)),
         pushPull:
           cfg.directValues && transport.requestValue
@@ -214,9 +215,9 @@ export class Agent {
         const reply = this.membership.handlePushPull(from, value as PushPull);
         return { value: reply, bytes: pushPullByteLength(reply) };
       },
-      onValue: (from, value) => {
+      onValue: (from, value, fromHint) => {
         try {
-          this.membership.handleMessage(from, value as MembershipMessage);
+          this.membership.handleMessage(from, value as MembershipMessage, fromHint);
         } catch (err) {
           this.noteBad(from, err);
         }

@@ -63,7 +63,12 @@ export interface PushPull {
 
 /** How membership reaches the network; the agent encodes and routes these. */
 export interface MemberNet {
-  send(to: string, msg: MembershipMessage): void;
+  /**
+   * `toNum`, `fromNum`: the member numbers of the receiver and of us in our id table, for a
+   * transport that can use them (the simulator's, when its agents share one table); any other
+   * transport ignores them. `to` alone names the receiver.
+   */
+  send(to: string, msg: MembershipMessage, toNum?: number, fromNum?: number): void;
   pushPull(to: string, msg: PushPull, timeoutMs: number): Promise<PushPull>;
   /** Resolve a join address to a peer id (libp2p dial). */
   dial(addr: string): Promise<string>;
@@ -454,7 +459,8 @@ export class Membership {
   leave(fanout = 8): void {
     this.setState(this.me, this.tab.incarnation(this.me), ST_LEFT, undefined);
     const upd = [this.stateOf(this.me)];
-    for (const num of this.pickAlive(fanout, -1)) this.net.send(this.ids.id(num), { t: 'gossip', upd });
+    for (const num of this.pickAlive(fanout, -1))
+      this.net.send(this.ids.id(num), { t: 'gossip', upd }, num, this.me);
   }
 
   /** Our addresses changed (e.g. listener bound): re-announce with a new incarnation. */
@@ -485,14 +491,22 @@ export class Membership {
 
   // ───────────────────────────── inbound ─────────────────────────────
 
-  handleMessage(from: string, msg: MembershipMessage): void {
+  /**
+   * A message from `from`. `fromHint`: the sender's member number as the transport has it (the
+   * simulator's, from a shared id table), used when it names `from` in our table too — the same
+   * number a lookup by id would give, without the lookup.
+   */
+  handleMessage(from: string, msg: MembershipMessage, fromHint = -1): void {
     if (!this.running) return;
     this.applyUpdates(msg.upd, from);
     // A member that knows us but that we never heard of (gossip budgets ran out before reaching
     // us): learn everything it knows at once rather than waiting for the next push-pull round.
     // Not while our own retransmit queue is busy, though: news is flowing (a join storm), gossip
     // will bring the sender soon, and a full sync with every unknown sender would cost O(N) each.
-    const fromNum = this.ids.lookup(from);
+    const fromNum =
+      fromHint >= 0 && fromHint < this.ids.size && this.ids.id(fromHint) === from
+        ? fromHint
+        : this.ids.lookup(from);
     if (
       (fromNum === undefined || this.tab.statusOf(fromNum) === ST_UNKNOWN) &&
       this.queued === 0 &&
@@ -504,7 +518,7 @@ export class Membership {
     }
     switch (msg.t) {
       case 'ping':
-        this.net.send(from, { t: 'ack', seq: msg.seq, upd: this.piggyback(fromNum ?? -1) });
+        this.net.send(from, { t: 'ack', seq: msg.seq, upd: this.piggyback(fromNum ?? -1) }, fromNum, this.me);
         break;
       case 'ack': {
         const p = this.probe;
@@ -517,11 +531,13 @@ export class Membership {
         if (relay) {
           relay.timer.cancel();
           this.relays.delete(msg.seq);
-          this.net.send(relay.origin, {
-            t: 'ack',
-            seq: relay.originSeq,
-            upd: this.piggyback(this.ids.lookup(relay.origin) ?? -1),
-          });
+          const originNum = this.ids.lookup(relay.origin);
+          this.net.send(
+            relay.origin,
+            { t: 'ack', seq: relay.originSeq, upd: this.piggyback(originNum ?? -1) },
+            originNum,
+            this.me,
+          );
         }
         break;
       }
@@ -529,7 +545,13 @@ export class Membership {
         const seq = this.nextSeq();
         const timer = this.clock.setTimer(this.cfg.probeIntervalMs, () => this.relays.delete(seq));
         this.relays.set(seq, { origin: from, originSeq: msg.seq, timer });
-        this.net.send(msg.target, { t: 'ping', seq, upd: this.piggyback(this.ids.lookup(msg.target) ?? -1) });
+        const targetNum = this.ids.lookup(msg.target);
+        this.net.send(
+          msg.target,
+          { t: 'ping', seq, upd: this.piggyback(targetNum ?? -1) },
+          targetNum,
+          this.me,
+        );
         break;
       }
       case 'gossip':
@@ -732,13 +754,13 @@ export class Membership {
     const p: PendingProbe = { target, seq, timer: undefined };
     this.probe = p;
     const id = this.ids.id(target);
-    this.net.send(id, { t: 'ping', seq, upd: this.piggyback(target) });
+    this.net.send(id, { t: 'ping', seq, upd: this.piggyback(target) }, target, this.me);
     // One timer at a time: the indirect probes after probeTimeoutMs, the verdict at the end of
     // the probe interval. An ack cancels whichever is pending.
     p.timer = this.clock.setTimer(this.cfg.probeTimeoutMs, () => {
       if (this.probe !== p) return;
       for (const h of this.pickAlive(this.cfg.indirectChecks, target)) {
-        this.net.send(this.ids.id(h), { t: 'ping-req', seq, target: id, upd: this.piggyback(h) });
+        this.net.send(this.ids.id(h), { t: 'ping-req', seq, target: id, upd: this.piggyback(h) }, h, this.me);
       }
       p.timer = this.clock.setTimer(this.cfg.probeIntervalMs - this.cfg.probeTimeoutMs, () => {
         if (this.probe !== p) return;
@@ -857,7 +879,7 @@ export class Membership {
     for (const i of sampleIndices(this.random, live + recent.length, this.cfg.gossipFanout)) {
       const num = i < live ? this.tab.kth(M_ALIVE | M_SUSPECT, i) : recent[i - live]!;
       const upd = this.piggyback(num);
-      if (upd.length > 0) this.net.send(this.ids.id(num), { t: 'gossip', upd });
+      if (upd.length > 0) this.net.send(this.ids.id(num), { t: 'gossip', upd }, num, this.me);
     }
   }
 
