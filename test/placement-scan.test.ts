@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { DeployIntent } from '../crdt/types.ts';
 import { SimCluster } from '../sim/cluster.ts';
+import { intent } from './sim-intent.ts';
 
 /**
  * The indexed placement scan (claims per deploy kept from record changes, coordinators kept from
@@ -10,22 +10,6 @@ import { SimCluster } from '../sim/cluster.ts';
  * every strategy, a crash and a restart, a permanent crash, a scale-down, a removal, a drain and
  * a partition that heals.
  */
-
-const GiB = 2 ** 30;
-
-function intent(
-  replicas: number,
-  cpuMilli: number,
-  strategy: string,
-  extra: Record<string, unknown> = {},
-): Omit<DeployIntent, 'id' | 'revision'> {
-  return {
-    name: 'w',
-    replicas,
-    strategy,
-    spec: { resources: { cpu: { milli: cpuMilli }, memoryBytes: GiB }, ...extra },
-  };
-}
 
 async function scenario(seed: number, referenceScan: boolean) {
   const c = new SimCluster({

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import type { DeployIntent } from '../crdt/types.ts';
 import { coordinatorAmong, fnv1a, rendezvous } from '../node/core/claims.ts';
 import { SimCluster } from '../sim/cluster.ts';
 import { SharedCoordination } from '../sim/shared-state.ts';
+import { intent } from './sim-intent.ts';
 
 /**
  * The shared-state stand-in (one copy of the cluster state, lazy visibility, events only for the
@@ -14,22 +14,6 @@ import { SharedCoordination } from '../sim/shared-state.ts';
  * Deploys of every strategy (per-host included), an unplaceable one, two crashes, a scale-down, a
  * removal, a drain; zones with a heavy-tailed link between two of them.
  */
-
-const GiB = 2 ** 30;
-
-function intent(
-  replicas: number,
-  cpuMilli: number,
-  strategy: string,
-  extra: Record<string, unknown> = {},
-): Omit<DeployIntent, 'id' | 'revision'> {
-  return {
-    name: 'w',
-    replicas,
-    strategy,
-    spec: { resources: { cpu: { milli: cpuMilli }, memoryBytes: GiB }, ...extra },
-  };
-}
 
 async function scenario(seed: number, size: number, shared: boolean, engine: boolean, formed = false) {
   const c = new SimCluster({

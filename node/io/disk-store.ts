@@ -265,7 +265,7 @@ export class DiskStore implements Store {
           e,
         );
     };
-    if (this.dirSyncRunning === undefined) {
+    const start = (): Promise<void> => {
       const p = run()
         .catch(tolerate)
         .finally(() => {
@@ -273,20 +273,15 @@ export class DiskStore implements Store {
         });
       this.dirSyncRunning = p;
       return p;
-    }
+    };
+    if (this.dirSyncRunning === undefined) return start();
     // One is running (it may have started before our rename): queue the next, shared by all
     // callers until it starts.
     const queued: Promise<void> = this.dirSyncRunning
       .catch(() => {})
       .then(() => {
         this.dirSyncQueued = undefined;
-        const p = run()
-          .catch(tolerate)
-          .finally(() => {
-            if (this.dirSyncRunning === p) this.dirSyncRunning = undefined;
-          });
-        this.dirSyncRunning = p;
-        return p;
+        return start();
       });
     this.dirSyncQueued = queued;
     return queued;
