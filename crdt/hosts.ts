@@ -133,6 +133,14 @@ export class HostTable {
     return e && !e.deleted ? e : undefined;
   }
 
+  /**
+   * A token that stays the same while the set of live, not draining hosts does (a cache key for
+   * who can be a candidate); undefined: no such promise (this table: callers recompute).
+   */
+  structureToken(): string | undefined {
+    return undefined;
+  }
+
   /** Highest version known for `id` (tombstones included). */
   versionOf(id: string): number | undefined {
     return this.entries.get(id)?.version;

@@ -75,6 +75,12 @@ export interface SimClusterOptions {
    */
   formed?: boolean;
   /**
+   * With `formed`: agents after the first copy its view (MemberTable.adoptFrom, O(N) each)
+   * instead of learning N members one by one (default true). Same views, counters and trace
+   * either way (test/sim-formed.test.ts); false is for that comparison.
+   */
+  formedCopy?: boolean;
+  /**
    * The shared-state stand-in (sim/shared-state.ts): one copy of the cluster state for all
    * agents, lazy visibility, events only for the agents a change concerns. Same decisions as the
    * real path with `hashedTopics` and no anti-entropy (test/sim-shared-state.test.ts). Refuses
@@ -221,7 +227,11 @@ export class SimCluster {
       const states = this.agents.map((a) => a.agent.membership.selfState());
       // The stand-in's coordination follows N² learns at once by one recount, not N² events.
       this.shared?.pauseBeliefs();
-      for (const a of this.agents) a.agent.membership.assumeFormed(states);
+      for (const a of this.agents)
+        a.agent.membership.assumeFormed(
+          states,
+          this.opts.formedCopy === false ? undefined : this.agents[0]!.agent.membership,
+        );
       this.shared?.recountBeliefs();
     }
     if (this.opts.republishAfterStart || this.opts.sharedState) {

@@ -38,6 +38,8 @@ export interface MembershipSimOptions {
   shareDecoded?: boolean;
   /** Start as a formed cluster (SimClusterOptions.formed): no join storm. */
   formed?: boolean;
+  /** SimClusterOptions.formedCopy. */
+  formedCopy?: boolean;
 }
 
 export interface MemberSimAgent {
@@ -83,7 +85,11 @@ export class MembershipSim {
     }
     if (this.opts.formed && from === 0) {
       const states = this.agents.map((a) => a.agent.membership.selfState());
-      for (const a of this.agents) a.agent.membership.assumeFormed(states);
+      for (const a of this.agents)
+        a.agent.membership.assumeFormed(
+          states,
+          this.opts.formedCopy === false ? undefined : this.agents[0]!.agent.membership,
+        );
     }
   }
 

@@ -97,6 +97,9 @@ export class SharedState {
   private readonly slots: Slot[];
   private readonly hosts = new Map<string, HostVersion[]>();
   private hostIds: string[] | undefined;
+  /** Host versions so far that added a host, removed one or flipped its draining flag; the last one's time. */
+  private structureEpoch = 0;
+  private structureAt = Number.NEGATIVE_INFINITY;
   private readonly intents = new Map<string, IntentHistory>();
   private intentIds: string[] | undefined;
   /** Every intent delta's largest stamp, in publish order (HLC of local writes). */
@@ -224,6 +227,15 @@ export class SharedState {
       this.hostIds = undefined;
     }
     const prev = hist[hist.length - 1];
+    // Which hosts are live and not draining, in anyone's view, can change with this version.
+    if (
+      prev === undefined ||
+      prev.entry.deleted !== e.deleted ||
+      (!e.deleted && !prev.entry.deleted && prev.entry.draining !== e.draining)
+    ) {
+      this.structureEpoch++;
+      this.structureAt = p.t;
+    }
     const deploys = changedDeploys(prev?.entry, e);
     // An agent that subscribed after a version kept here was published may hold an older
     // version (or none) when this one reaches it: it may see any of their deploys change.
@@ -376,6 +388,16 @@ export class SharedState {
       if (this.sees(v.t, v.from, v.seq, i, now, strict)) return v.entry;
     }
     return undefined;
+  }
+
+  /**
+   * HostTable.structureToken for agent i: unchanged while the set of hosts live and not draining
+   * in its view stands still. Undefined while the last such change may still be on its way to
+   * someone (its visibility is settled maxDelay after it: delays are a hash of the publish).
+   */
+  structureToken(i: number, now: number): string | undefined {
+    if (this.structureAt + this.maxDelay >= now) return undefined;
+    return `${this.structureEpoch}:${this.slots[i]!.subSeq}`;
   }
 
   sortedHostIds(): string[] {
@@ -558,6 +580,10 @@ class SharedHostTable extends HostTable {
     return this.get(id)?.version;
   }
 
+  override structureToken(): string | undefined {
+    return this.hub.structureToken(this.i, this.hub.now());
+  }
+
   override get size(): number {
     return this.all().length;
   }
@@ -699,7 +725,7 @@ class SharedCoordinatorView implements CoordinatorView {
     const limit = Math.min(order.length, 64);
     for (let k = 0; k < limit; k++) {
       const id = this.hub.ids[order[k]!]!;
-      if (id === self || m?.get(id)?.status === 'alive') return id;
+      if (id === self || m?.status(id) === 'alive') return id;
     }
     return coordinatorAmong(fnv1a(deployId), self, m?.aliveIds() ?? []);
   }
@@ -784,6 +810,10 @@ export class SharedCoordination {
     this.paused = false;
     this.believed.fill(0);
     this.settledUp = 0;
+    // A view of n − 1 alive members is every agent but j (views hold agents only): such views are
+    // counted at once, O(N) for all of them, instead of each walking its N members.
+    const all = new Uint8Array(this.n);
+    let alls = 0;
     for (let j = 0; j < this.n; j++) {
       this.viewSize[j] = this.memberships[j]?.aliveCount ?? 0;
       if (!this.up[j]) continue;
@@ -795,9 +825,14 @@ export class SharedCoordination {
       } else if (!nowUnsettled) {
         this.unsettled[j] = 0;
         this.unsettledUp.delete(j);
-        this.settle(j, 1);
+        if (this.viewSize[j] === this.n - 1) {
+          all[j] = 1;
+          alls++;
+          this.settledUp++;
+        } else this.settle(j, 1);
       }
     }
+    if (alls > 0) for (let k = 0; k < this.n; k++) this.believed[k]! += alls - all[k]!;
     this.refreshAll();
   }
 

@@ -182,6 +182,60 @@ describe('MemberTable', () => {
     expect(d.digest()).not.toBe(a.digest());
   });
 
+  it('adoptFrom: a copy of another agent’s view equals setting every entry, counted for its own self', () => {
+    const rng = new Prng(17);
+    const ids = new MemberIds();
+    const N = 5000; // two super-blocks
+    for (let i = 0; i < N; i++) ids.intern(id(i));
+    const entries = Array.from({ length: N }, (_, i) => ({
+      num: i,
+      inc: rng.int(4) === 0 ? 2 ** 33 + i : rng.int(9), // some incarnations in the side map
+      st: 1 + rng.int(4),
+      at: rng.int(3) === 0 ? 5_000 + 2 ** 32 : 5_000 + i, // some change times in the side map
+    }));
+    const build = (self: number) => {
+      const t = new MemberTable(ids, 5_000);
+      t.self = self;
+      for (const e of entries) t.set(e.num, e.inc, e.st, e.num % 7, e.at);
+      t.setQ(3, 2);
+      return t;
+    };
+    const src = build(11);
+    src.kth(M_ALIVE, 0); // block counts built, for src.self
+    for (const self of [11, 4321, 0]) {
+      const want = build(self);
+      const got = new MemberTable(ids, 5_000);
+      got.self = self;
+      got.set(self, entries[self]!.inc, entries[self]!.st, self % 7, entries[self]!.at);
+      got.adoptFrom(src);
+      expect(got.counts).toEqual(want.counts);
+      expect(got.known).toBe(want.known);
+      expect(got.digest()).toBe(want.digest());
+      for (let n = 0; n < N; n += 97) {
+        expect([got.incarnation(n), got.statusOf(n), got.changedAt(n), got.addrOf(n), got.q(n)]).toEqual([
+          want.incarnation(n),
+          want.statusOf(n),
+          want.changedAt(n),
+          want.addrOf(n),
+          want.q(n),
+        ]);
+      }
+      for (const mask of [M_ALIVE, M_DEAD, M_ALIVE | M_SUSPECT, M_SUSPECT | M_LEFT]) {
+        const n = want.count(mask);
+        expect(got.count(mask)).toBe(n);
+        for (const k of [0, 1, 1000, Math.floor(n / 2), n - 1, n])
+          expect(got.kth(mask, k)).toBe(want.kth(mask, k));
+      }
+      // And it stays in step with later changes.
+      got.set(42, 99, ST_DEAD, 0, 9_000);
+      want.set(42, 99, ST_DEAD, 0, 9_000);
+      expect(got.digest()).toBe(want.digest());
+      expect(got.kth(M_DEAD, 3)).toBe(want.kth(M_DEAD, 3));
+    }
+    expect(() => new MemberTable(ids, 1).adoptFrom(src)).toThrow(/base/);
+    expect(() => new MemberTable(new MemberIds(), 5_000).adoptFrom(src)).toThrow(/ids/);
+  });
+
   it('huge incarnations and far-away change times are kept exactly', () => {
     const ids = new MemberIds();
     const t = new MemberTable(ids, 1_700_000_000_000);

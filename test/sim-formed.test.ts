@@ -68,6 +68,34 @@ describe('a formed cluster (SimClusterOptions.formed)', () => {
     await c.stop();
   });
 
+  it('agents that copy the first agent’s formed view (formedCopy) run exactly as if each had learned every member', async () => {
+    for (const sharedState of [false, true]) {
+      const run = async (formedCopy: boolean) => {
+        const c = new SimCluster({ seed: 7, size: 50, trace: true, formed: true, formedCopy, sharedState });
+        await c.start();
+        const m = c.agents.map((a) => a.agent.membership);
+        const start = {
+          views: views(c),
+          digests: m.map((x) => x.digest),
+          versions: m.map((x) => x.version),
+          quiet: m.map((x) => x.counters.learnedQuietly),
+          queued: m.map((x) => x.queueLength),
+          kth: m.map((x) => [0, 17, 48, 49].map((k) => x.aliveAt(k))),
+        };
+        c.get(1).placement.submit('web', intent(6));
+        c.crash(4);
+        await c.run(20_000);
+        return { start, trace: c.traceHash(), lines: c.trace!.length };
+      };
+      const copied = await run(true);
+      const learned = await run(false);
+      expect(copied.start).toEqual(learned.start);
+      expect(copied.start.quiet.every((n) => n === 49)).toBe(true);
+      expect(copied.lines).toBeGreaterThan(1000);
+      expect(copied.trace).toBe(learned.trace);
+    }
+  });
+
   it('same seed, same run', async () => {
     const run = async () => {
       const c = new SimCluster({ seed: 3, size: 30, trace: true, formed: true });

@@ -270,6 +270,11 @@ export class MemberTable {
     private readonly base: number,
   ) {}
 
+  /** The clock reading change times are stored relative to. */
+  get baseTime(): number {
+    return this.base;
+  }
+
   private ensure(num: number): void {
     if (num < this.cap) return;
     // With a shared table every agent ends up knowing ~all ids: size straight to that.
@@ -380,6 +385,42 @@ export class MemberTable {
         }
       }
     }
+  }
+
+  /**
+   * Become a copy of `src`: the same entries (incarnations, statuses, change times, addresses,
+   * queue marks) and digest, with counts for this table's own `self`. O(N) copying instead of N
+   * `set` calls — a simulated formed start, where every agent's view is the same. Both tables must
+   * share their MemberIds and base. Block counts are rebuilt when first needed.
+   */
+  adoptFrom(src: MemberTable): void {
+    if (src.ids !== this.ids || src.base !== this.base)
+      throw new Error('MemberTable.adoptFrom: the tables differ in ids or base');
+    if (this.cap === src.cap) this.b.set(src.b);
+    else {
+      this.b = src.b.slice();
+      this.w = new Uint32Array(this.b.buffer);
+      this.i32 = new Int32Array(this.b.buffer);
+      this.cap = src.cap;
+    }
+    this.incBig.clear();
+    for (const [k, v] of src.incBig) this.incBig.set(k, v);
+    this.atBig.clear();
+    for (const [k, v] of src.atBig) this.atBig.set(k, v);
+    // src counts everyone but src.self; this table, everyone but this.self.
+    for (let st = 0; st < 5; st++) this.counts[st] = src.counts[st]!;
+    if (src.self >= 0) {
+      this.counts[this.statusOf(src.self)]!++;
+      this.counts[ST_UNKNOWN]!--;
+    }
+    if (this.self >= 0) {
+      this.counts[this.statusOf(this.self)]!--;
+      this.counts[ST_UNKNOWN]!++;
+    }
+    this.known = src.known;
+    this.d1 = src.d1;
+    this.d2 = src.d2;
+    this.blocksLayout = -1;
   }
 
   /** Members (self excluded) whose status is in `mask` (bit per status). */

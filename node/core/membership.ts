@@ -231,6 +231,8 @@ export class Membership {
   readonly counters = { pushPullsFull: 0, pushPullsDigestOnly: 0, gossipTicks: 0, learnedQuietly: 0 };
   /** Bumped by every change of the view (persisting callers compare it instead of listening). */
   private changes = 0;
+  /** When assumeFormed ran (NaN: never). */
+  private formedAt = Number.NaN;
   /** Members kept as join candidates (see joinCandidates). */
   private remembered: number[] = [];
 
@@ -430,14 +432,56 @@ export class Membership {
    * once its gossip has drained (test/sim-formed.test.ts); from here on everything runs as usual.
    * Call right after start(), before any time passes.
    */
-  assumeFormed(members: readonly MemberState[]): void {
+  assumeFormed(members: readonly MemberState[], like?: Membership): void {
     this.joinTimer?.cancel();
     this.joinTimer = undefined;
-    this.applyUpdates(members, '', true);
-    if (this.tab.q(this.me) !== Q_NONE) {
+    const queuedSelf = this.tab.q(this.me) !== Q_NONE;
+    this.formedAt = this.clock.now();
+    if (like !== undefined && this.canCopyFormed(like, members)) {
+      // The view `like` reached from the same members, copied in O(N) (every agent's formed view
+      // is the same); then what learning each member quietly does besides the table, in order.
+      this.tab.adoptFrom(like.tab);
+      this.aliveCache = undefined;
+      for (const u of members) {
+        const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
+        if (num === this.me) continue;
+        this.changes++;
+        this.net.learn(u.id, this.ids.addrs(this.tab.addrOf(num)));
+        this.counters.learnedQuietly++;
+        this.afterChange(num, undefined);
+      }
+    } else {
+      this.applyUpdates(members, '', true);
+    }
+    if (queuedSelf) {
       this.tab.setQ(this.me, Q_NONE);
       this.queued--;
     }
+  }
+
+  /**
+   * Whether assumeFormed(members) would leave exactly `like`'s table: `like` assumed the same
+   * members (same ids, same table base) with nothing queued, this agent knows only itself, and
+   * `like`'s entry for it is its own.
+   */
+  private canCopyFormed(like: Membership, members: readonly MemberState[]): boolean {
+    const a = like.tab;
+    const b = this.tab;
+    const me = this.me;
+    return (
+      like !== this &&
+      like.ids === this.ids &&
+      a.baseTime === b.baseTime &&
+      like.queued === 0 &&
+      like.formedAt === this.clock.now() &&
+      a.changedAt(like.me) === like.formedAt &&
+      b.known === 1 &&
+      a.known === members.length &&
+      a.statusOf(me) === b.statusOf(me) &&
+      a.incarnation(me) === b.incarnation(me) &&
+      a.addrOf(me) === b.addrOf(me) &&
+      a.changedAt(me) === b.changedAt(me)
+    );
   }
 
   stop(): void {

@@ -797,12 +797,15 @@ export class Placement implements SubProtocol {
     return false;
   }
 
+  /** candidateIds' cache. */
+  private candidateCache: { token: string; version: number; ids: readonly string[] } | undefined;
+
   /** Host records of members not known dead or left (self included), sorted by id. */
   private liveRecords(): HostRecord[] {
     const m = this.deps.membership;
     return this.deps.sync.state.hosts.allLive().filter((r) => {
       if (r.id === this.id) return true;
-      const st = m.get(r.id)?.status;
+      const st = m.status(r.id);
       return st === 'alive' || st === 'suspect';
     });
   }
@@ -813,27 +816,26 @@ export class Placement implements SubProtocol {
     const now = this.deps.clock.now();
     return this.deps.sync.state.hosts.allLive().filter((r) => {
       if (r.id === this.id) return true;
-      const mem = m.get(r.id);
-      if (!mem) return false;
-      if (mem.status === 'alive' || mem.status === 'suspect') return true;
-      return mem.status === 'dead' && now - mem.changedAt < this.cfg.reassignGraceMs;
+      const st = m.status(r.id);
+      if (st === 'alive' || st === 'suspect') return true;
+      return st === 'dead' && now - m.changedAt(r.id)! < this.cfg.reassignGraceMs;
     });
   }
 
   /** Is `host` alive or suspect in this view (or this agent)? Such hosts' records are "live". */
   private isLive(host: string): boolean {
     if (host === this.id) return true;
-    const st = this.deps.membership.get(host)?.status;
+    const st = this.deps.membership.status(host);
     return st === 'alive' || st === 'suspect';
   }
 
   /** Do `host`'s claims count: live, or declared dead less than the reassign grace ago? */
   private isClaiming(host: string, now: number): boolean {
     if (host === this.id) return true;
-    const mem = this.deps.membership.get(host);
-    if (!mem) return false;
-    if (mem.status === 'alive' || mem.status === 'suspect') return true;
-    return mem.status === 'dead' && now - mem.changedAt < this.cfg.reassignGraceMs;
+    const m = this.deps.membership;
+    const st = m.status(host);
+    if (st === 'alive' || st === 'suspect') return true;
+    return st === 'dead' && now - m.changedAt(host)! < this.cfg.reassignGraceMs;
   }
 
   /** Live records that may claim `deployId` (a superset of those that do), sorted by id. */
@@ -1164,12 +1166,25 @@ export class Placement implements SubProtocol {
         ...(exclude.size > 0 ? { exclude: [...exclude].sort() } : {}),
       });
     }
-    if (work.length > 0)
-      void this.round(
-        work,
-        live().filter((r) => !r.draining),
-      );
+    if (work.length > 0) void this.round(work, this.candidateIds(live));
     this.armTick();
+  }
+
+  /**
+   * Ids of the live, not draining hosts (sorted): who can be a candidate. Cached while the host
+   * table's structure token (HostTable.structureToken) and the membership version stand still —
+   * at thousands of hosts, rebuilding it for every round was a top cost of large simulations.
+   */
+  private candidateIds(live: () => HostRecord[]): readonly string[] {
+    const token = this.deps.sync.state.hosts.structureToken();
+    const version = this.deps.membership.version;
+    const c = this.candidateCache;
+    if (token !== undefined && c !== undefined && c.token === token && c.version === version) return c.ids;
+    const ids = live()
+      .filter((r) => !r.draining)
+      .map((r) => r.id);
+    this.candidateCache = token === undefined ? undefined : { token, version, ids };
+    return ids;
   }
 
   /**
@@ -1280,7 +1295,7 @@ export class Placement implements SubProtocol {
   }
 
   /** One auction round for several deploys: bids (batched per host) → winners → awards. */
-  private async round(work: RoundItem[], records: HostRecord[]): Promise<void> {
+  private async round(work: RoundItem[], candidates: readonly string[]): Promise<void> {
     const round = `${this.id}:${++this.roundSeq}`;
     this.counters.rounds++;
     for (const it of work) {
@@ -1293,7 +1308,7 @@ export class Placement implements SubProtocol {
       this.inflight.set(it.request.deployId, set);
     }
     try {
-      await this.runRound(round, work, records);
+      await this.runRound(round, work, candidates);
     } catch (err) {
       this.deps.log.error({ round, err: String((err as Error)?.stack ?? err) }, 'placement round failed');
     } finally {
@@ -1314,14 +1329,20 @@ export class Placement implements SubProtocol {
    * The hosts a round ranks for a deploy: every live one, or above `sampleAbove` a sample drawn
    * from (deploy id, round) — deterministic, O(sample) views and feasibility checks per deploy.
    */
-  private candidatePool(records: HostRecord[], deployId: string, round: string, slots: number): HostRecord[] {
-    if (records.length <= this.cfg.sampleAbove) return records;
+  private candidatePool(
+    ids: readonly string[],
+    deployId: string,
+    round: string,
+    slots: number,
+  ): readonly string[] {
+    if (ids.length <= this.cfg.sampleAbove) return ids;
     const k = Math.max(this.cfg.sampleSize, 4 * slots);
-    if (records.length <= k) return records;
-    return sample(new Prng(`${deployId}\0${round}`), records, k).sort((a, b) => (a.id < b.id ? -1 : 1));
+    if (ids.length <= k) return ids;
+    return sample(new Prng(`${deployId}\0${round}`), ids, k).sort();
   }
 
-  private async runRound(round: string, work: RoundItem[], records: HostRecord[]): Promise<void> {
+  private async runRound(round: string, work: RoundItem[], candidates: readonly string[]): Promise<void> {
+    const hostTable = this.deps.sync.state.hosts;
     const now = this.deps.clock.now();
     const views = new Map<string, Host>();
     const viewOf = (r: HostRecord): Host => {
@@ -1341,15 +1362,18 @@ export class Placement implements SubProtocol {
       const feasible: { hostId: string; score: number }[] = [];
       const why: string[] = [];
       const pool = it.hosts
-        ? records.filter((r) => it.hosts!.includes(r.id))
+        ? candidates.filter((id) => it.hosts!.includes(id))
         : this.candidatePool(
-            it.exclude ? records.filter((r) => !it.exclude!.includes(r.id)) : records,
+            it.exclude ? candidates.filter((id) => !it.exclude!.includes(id)) : candidates,
             it.request.deployId,
             round,
             it.slots.length,
           );
       ranked += pool.length;
-      for (const r of pool) {
+      for (const id of pool) {
+        // Records as they are now (scan time: this part runs before the first await).
+        const r = hostTable.live(id);
+        if (r === undefined) continue;
         const h = viewOf(r);
         const f = feasibility(h, it.request, ctx);
         if (f.ok) feasible.push({ hostId: h.id, score: score(h, it.request, ctx) });
@@ -1408,7 +1432,7 @@ export class Placement implements SubProtocol {
       {
         round,
         deploys: work.map((w) => w.request.deployId),
-        views: records.length,
+        views: candidates.length,
         ranked,
         asked: hosts.length,
         answered: answers.filter((a) => a.res).length,

@@ -326,7 +326,7 @@ export class Rollouts implements SubProtocol {
     const m = this.deps.membership;
     return this.deps.sync.state.hosts.allLive().filter((r) => {
       if (r.id === this.deps.id) return true;
-      const st = m.get(r.id)?.status;
+      const st = m.status(r.id);
       return st === 'alive' || st === 'suspect';
     });
   }
