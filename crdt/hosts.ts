@@ -141,6 +141,15 @@ export class HostTable {
     return undefined;
   }
 
+  /**
+   * The candidate list `build()` makes, kept under `key` (which names everything it depends on:
+   * a structure token and the caller's view) where the table can share it; this table: built
+   * every time.
+   */
+  candidates(_key: string, build: () => readonly string[]): readonly string[] {
+    return build();
+  }
+
   /** Highest version known for `id` (tombstones included). */
   versionOf(id: string): number | undefined {
     return this.entries.get(id)?.version;

@@ -114,7 +114,7 @@ export class SharedState {
   /** Publishes still in flight to someone (t + maxDelay ≥ now), oldest first. */
   private recent: Publish[] = [];
   private lastSubscribeSeq = 0;
-  readonly counters = { publishes: 0, arrivals: 0 };
+  readonly counters = { publishes: 0, arrivals: 0, candidateListsBuilt: 0, candidateListsShared: 0 };
 
   constructor(
     private readonly loop: EventLoop,
@@ -231,7 +231,7 @@ export class SharedState {
     if (
       prev === undefined ||
       prev.entry.deleted !== e.deleted ||
-      (!e.deleted && !prev.entry.deleted && prev.entry.draining !== e.draining)
+      (!e.deleted && !prev.entry.deleted && (prev.entry.draining === true) !== (e.draining === true))
     ) {
       this.structureEpoch++;
       this.structureAt = p.t;
@@ -391,14 +391,41 @@ export class SharedState {
   }
 
   /**
-   * HostTable.structureToken for agent i: unchanged while the set of hosts live and not draining
-   * in its view stands still. Undefined while the last such change may still be on its way to
-   * someone (its visibility is settled maxDelay after it: delays are a hash of the publish).
+   * HostTable.structureToken, the same for every agent: unchanged while the set of hosts live and
+   * not draining stands still, and the same in every view. Undefined while the last such change
+   * may still be on its way to someone (its visibility is settled maxDelay after it: delays are a
+   * hash of the publish).
    */
-  structureToken(i: number, now: number): string | undefined {
+  structureToken(now: number): string | undefined {
     if (this.structureAt + this.maxDelay >= now) return undefined;
-    return `${this.structureEpoch}:${this.slots[i]!.subSeq}`;
+    // Everyone sees the same hosts once every host has a version published after the last
+    // subscription that has reached everyone (delays are bounded, the envelope is lossless).
+    const key = `${this.structureEpoch}:${this.lastSubscribeSeq}`;
+    if (this.settledKey !== key) {
+      const after = this.lastSubscribeSeq;
+      for (const hist of this.hosts.values())
+        if (!hist.some((v) => v.seq > after && v.t + this.maxDelay < now)) return undefined;
+      this.settledKey = key;
+    }
+    return key;
   }
+
+  /** The structure key structureToken last found settled for everyone. */
+  private settledKey: string | undefined;
+
+  /** HostTable.candidates for every agent: lists by key, the last 16 kept. */
+  candidates(key: string, build: () => readonly string[]): readonly string[] {
+    let ids = this.candidateLists.get(key);
+    if (ids === undefined) {
+      if (this.candidateLists.size >= 16) this.candidateLists.clear();
+      ids = build();
+      this.candidateLists.set(key, ids);
+      this.counters.candidateListsBuilt++;
+    } else this.counters.candidateListsShared++;
+    return ids;
+  }
+
+  private readonly candidateLists = new Map<string, readonly string[]>();
 
   sortedHostIds(): string[] {
     this.hostIds ??= [...this.hosts.keys()].sort();
@@ -581,7 +608,11 @@ class SharedHostTable extends HostTable {
   }
 
   override structureToken(): string | undefined {
-    return this.hub.structureToken(this.i, this.hub.now());
+    return this.hub.structureToken(this.hub.now());
+  }
+
+  override candidates(key: string, build: () => readonly string[]): readonly string[] {
+    return this.hub.candidates(key, build);
   }
 
   override get size(): number {

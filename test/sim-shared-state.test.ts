@@ -96,6 +96,9 @@ describe('shared-state stand-in', () => {
       const deliveries = real.c.trace!.filter((l) => l.includes('"kind":"topic"')).length;
       expect(lazy.c.shared!.counters.arrivals * 3).toBeLessThan(deliveries);
       expect(lazy.c.loop.fired).toBeLessThan(real.c.loop.fired);
+      // Rounds of different coordinators shared one candidate list (HostTable.candidates).
+      const { candidateListsBuilt, candidateListsShared } = lazy.c.shared!.counters;
+      expect(candidateListsShared).toBeGreaterThan(candidateListsBuilt);
     },
     240_000,
   );

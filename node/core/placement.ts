@@ -797,9 +797,6 @@ export class Placement implements SubProtocol {
     return false;
   }
 
-  /** candidateIds' cache. */
-  private candidateCache: { token: string; version: number; ids: readonly string[] } | undefined;
-
   /** Host records of members not known dead or left (self included), sorted by id. */
   private liveRecords(): HostRecord[] {
     const m = this.deps.membership;
@@ -1171,20 +1168,20 @@ export class Placement implements SubProtocol {
   }
 
   /**
-   * Ids of the live, not draining hosts (sorted): who can be a candidate. Cached while the host
-   * table's structure token (HostTable.structureToken) and the membership version stand still —
-   * at thousands of hosts, rebuilding it for every round was a top cost of large simulations.
+   * Ids of the live, not draining hosts (sorted): who can be a candidate. Kept by the host table
+   * (HostTable.candidates) under its structure token and this agent's membership digest — at
+   * thousands of hosts, rebuilding it for every round was a top cost of large simulations.
    */
   private candidateIds(live: () => HostRecord[]): readonly string[] {
-    const token = this.deps.sync.state.hosts.structureToken();
-    const version = this.deps.membership.version;
-    const c = this.candidateCache;
-    if (token !== undefined && c !== undefined && c.token === token && c.version === version) return c.ids;
-    const ids = live()
-      .filter((r) => !r.draining)
-      .map((r) => r.id);
-    this.candidateCache = token === undefined ? undefined : { token, version, ids };
-    return ids;
+    const hosts = this.deps.sync.state.hosts;
+    const build = () =>
+      live()
+        .filter((r) => !r.draining)
+        .map((r) => r.id);
+    const token = hosts.structureToken();
+    // Equal membership digests are equal views (MemberTable.digest): the same list for every
+    // agent that holds this view — at rest, every agent of a large simulation.
+    return token === undefined ? build() : hosts.candidates(`${token}:${this.deps.membership.digest}`, build);
   }
 
   /**
