@@ -154,6 +154,20 @@ export interface NodeStats {
   dropped: number;
 }
 
+function copyStats(x: NodeStats): NodeStats {
+  return {
+    sent: x.sent,
+    sentBytes: x.sentBytes,
+    recv: x.recv,
+    recvBytes: x.recvBytes,
+    published: x.published,
+    publishedBytes: x.publishedBytes,
+    topicRecv: x.topicRecv,
+    topicRecvBytes: x.topicRecvBytes,
+    dropped: x.dropped,
+  };
+}
+
 function newStats(): NodeStats {
   return {
     sent: 0,
@@ -196,7 +210,8 @@ type Deliver = (target: SimTransport, payload: unknown, from: PeerId, fromHint: 
 
 const noDeliver = (): void => {};
 
-interface SimNode {
+/** A node; its counters (NodeStats) are its own fields, one object less to reach per message. */
+interface SimNode extends NodeStats {
   readonly id: PeerId;
   zone: string | undefined;
   crashed: boolean;
@@ -204,7 +219,8 @@ interface SimNode {
   transport: SimTransport | null;
   /** Inbound messages in flight and this node's request timeouts; cancelled on crash. */
   inbox: TimerGroup;
-  stats: NodeStats;
+  /** `transport?.receiving`, kept on the node: a send need not reach the receiver's transport. */
+  receiving: boolean;
   /** Bytes per ms out / in (Infinity = unlimited) and when the interface is next free (loop ms). */
   up: number;
   down: number;
@@ -293,7 +309,16 @@ export class SimNetwork {
         crashed: false,
         transport: null,
         inbox: this.loop.group(),
-        stats: newStats(),
+        receiving: false,
+        sent: 0,
+        sentBytes: 0,
+        recv: 0,
+        recvBytes: 0,
+        published: 0,
+        publishedBytes: 0,
+        topicRecv: 0,
+        topicRecvBytes: 0,
+        dropped: 0,
         up: Number.POSITIVE_INFINITY,
         down: Number.POSITIVE_INFINITY,
         upFreeAt: 0,
@@ -310,6 +335,7 @@ export class SimNetwork {
     }
     const t = new SimTransport(this, node);
     node.transport = t;
+    node.receiving = false; // a new transport starts in state 'new'
     return t;
   }
 
@@ -496,6 +522,7 @@ export class SimNetwork {
     node.inbox.cancelAll();
     node.transport?.kill();
     node.transport = null;
+    node.receiving = false;
   }
 
   /** Allow a new transport with this id to be created after a crash. */
@@ -509,14 +536,14 @@ export class SimNetwork {
   }
 
   stats(id: PeerId): NodeStats {
-    return { ...this.node(id).stats };
+    return copyStats(this.node(id));
   }
 
   /** Sum of every node's counters. */
   totalStats(): NodeStats {
     const s = newStats();
     for (const n of this.nodes.values()) {
-      const x = n.stats;
+      const x: NodeStats = n;
       s.sent += x.sent;
       s.sentBytes += x.sentBytes;
       s.recv += x.recv;
@@ -531,7 +558,7 @@ export class SimNetwork {
   }
 
   resetStats(): void {
-    for (const n of this.nodes.values()) n.stats = newStats();
+    for (const n of this.nodes.values()) Object.assign(n, newStats());
   }
 
   // ---- internals used by SimTransport ----
@@ -618,7 +645,7 @@ export class SimNetwork {
     if (drop !== undefined) {
       this.totals.dropped++;
       const n = this.nodes.get(to);
-      if (n !== undefined) n.stats.dropped++;
+      if (n !== undefined) n.dropped++;
     }
     if (this.trace === undefined) return;
     const ev: TraceEvent = { t: this.loop.now, kind, from, to, bytes };
@@ -647,7 +674,7 @@ export class SimNetwork {
     fromHint = -1,
   ): boolean {
     const target = toHint >= 0 ? this.nodeByHint(to, toHint) : this.nodes.get(to);
-    if (target === undefined || target.crashed || target.transport === null || !target.transport.receiving) {
+    if (target === undefined || target.crashed || !target.receiving) {
       this.record(kind, from, to, bytes, 'down', topic);
       return false;
     }
@@ -735,7 +762,7 @@ export class SimNetwork {
     }
     this.totals.delivered++;
     this.totals.bytes += bytes;
-    const s = target.stats;
+    const s: NodeStats = target;
     if (kind === 'topic') {
       s.topicRecv++;
       s.topicRecvBytes += bytes;
@@ -820,6 +847,8 @@ interface PendingRequest {
 export class SimTransport implements Transport {
   readonly id: PeerId;
   private handlers: TransportHandlers | null = null;
+  /** handlers.onValue, kept here: one object less to reach per delivered value. */
+  private onValue: TransportHandlers['onValue'] = undefined;
   private state: 'new' | 'started' | 'stopped' | 'dead' = 'new';
   private readonly pending = new Map<number, PendingRequest>();
   private nextReq = 0;
@@ -833,6 +862,11 @@ export class SimTransport implements Transport {
     private readonly node: SimNode,
   ) {
     this.id = node.id;
+  }
+
+  private setState(state: typeof this.state): void {
+    this.state = state;
+    if (this.node.transport === this) this.node.receiving = state === 'started';
   }
 
   /** Started, not stopped, not crashed. */
@@ -852,12 +886,13 @@ export class SimTransport implements Transport {
         `transport ${this.id} cannot start in state ${this.state}`,
       );
     this.handlers = handlers;
-    this.state = 'started';
+    this.onValue = handlers.onValue;
+    this.setState('started');
   }
 
   async stop(): Promise<void> {
     if (this.state !== 'started' && this.state !== 'new') return;
-    this.state = 'stopped';
+    this.setState('stopped');
     this.net.unsubscribeAll(this.id, this.subscribed);
     const pending = [...this.pending.values()];
     this.pending.clear();
@@ -870,7 +905,7 @@ export class SimTransport implements Transport {
   /** @internal Crash: no more traffic in or out, pending requests never settle. */
   kill(): void {
     if (this.state === 'started' || this.state === 'new') this.net.unsubscribeAll(this.id, this.subscribed);
-    this.state = 'dead';
+    this.setState('dead');
     this.pending.clear();
   }
 
@@ -947,10 +982,9 @@ export class SimTransport implements Transport {
   /** Arrival of a sendValue. */
   private static deliverValue(t: SimTransport, value: unknown, from: PeerId, fromHint: number): void {
     t.learn(from);
-    const h = t.handlers!;
-    if (h.onValue === undefined)
-      throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
-    h.onValue(from, value as object, fromHint);
+    const onValue = t.onValue;
+    if (onValue === undefined) throw new Error(`SimTransport ${t.id}: sendValue without an onValue handler`);
+    onValue.call(t.handlers, from, value as object, fromHint);
   }
 
   /** Whether this transport can address `peer` (see SimNetworkOptions.routeById). */
@@ -1138,7 +1172,7 @@ export class SimTransport implements Transport {
       return;
     }
     const subs = this.net.subscribers(topic);
-    const s = this.node.stats;
+    const s: NodeStats = this.node;
     s.published++;
     s.publishedBytes += data.length;
     const seq = this.net.nextPublishSeq();
@@ -1219,7 +1253,7 @@ export class SimTransport implements Transport {
   }
 
   private countSent(bytes: number): void {
-    const s = this.node.stats;
+    const s: NodeStats = this.node;
     s.sent++;
     s.sentBytes += bytes;
   }
