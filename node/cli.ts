@@ -851,28 +851,38 @@ async function followJob(
   const interrupted = new AbortController();
   const onSigint = () => interrupted.abort();
   process.once('SIGINT', onSigint);
-  const streaming = new Set<string>();
+  /** Attempts streamed so far: lines printed, and whether the stream has ended. */
+  const streaming = new Map<string, { wid: string; lines: number; ended: boolean }>();
   const streams: Promise<void>[] = [];
+  const stream = (key: string, wid: string, follow: boolean) => {
+    const st = streaming.get(key) ?? { wid, lines: 0, ended: false };
+    st.ended = false;
+    streaming.set(key, st);
+    streams.push(
+      client
+        .ndjson<LogLine>(
+          `/v1/workloads/${encodeURIComponent(wid)}/logs`,
+          follow ? { query: { follow: 1 }, signal: stopLogs.signal } : {},
+          (l) => {
+            st.lines++;
+            if (!json) writeLogLine(l, undefined, false);
+          },
+        )
+        .catch((err) => {
+          process.stderr.write(`shoal: logs of ${wid}: ${(err as Error).message}\n`);
+        })
+        .finally(() => {
+          st.ended = true;
+        }),
+    );
+  };
   /** Stream the logs of every attempt not streamed yet (`follow` while the job runs). */
   const streamNew = async (follow: boolean) => {
     const ws = await workloadsOf(client, id).catch(() => [] as WorkloadView[]);
     for (const w of ws) {
       const key = `${w.id}@${w.gen ?? ''}`;
       if (w.deployId !== id || streaming.has(key) || w.host === null) continue;
-      streaming.add(key);
-      streams.push(
-        client
-          .ndjson<LogLine>(
-            `/v1/workloads/${encodeURIComponent(w.id)}/logs`,
-            follow ? { query: { follow: 1 }, signal: stopLogs.signal } : {},
-            (l) => {
-              if (!json) writeLogLine(l, undefined, false);
-            },
-          )
-          .catch((err) => {
-            process.stderr.write(`shoal: logs of ${w.id}: ${(err as Error).message}\n`);
-          }),
-      );
+      stream(key, w.id, follow);
     }
   };
   const watchLogs = async () => {
@@ -906,6 +916,14 @@ async function followJob(
         await streamNew(false);
         // Let the last lines of a finished job arrive before closing the streams.
         await Promise.race([Promise.all(streams), sleep(2000)]);
+        // A follow opened before the container started ends at once, empty (the engine follows
+        // running containers only): read those attempts' logs again now that they have run.
+        const again = [...streaming].filter(([, st]) => st.ended && st.lines === 0);
+        if (again.length > 0) {
+          const before = streams.length;
+          for (const [key, st] of again) stream(key, st.wid, false);
+          await Promise.race([Promise.all(streams.slice(before)), sleep(2000)]);
+        }
         return s;
       }
     }
