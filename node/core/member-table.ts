@@ -555,7 +555,11 @@ export class IntFifo {
 export class Permutation {
   private half = 1;
   private mask = 1;
-  private readonly keys = [0, 0, 0, 0];
+  // Four round keys as fields (not an array: one object less to reach per probe).
+  private k0 = 0;
+  private k1 = 0;
+  private k2 = 0;
+  private k3 = 0;
   n = 0;
 
   reset(n: number, nextU32: () => number): void {
@@ -564,7 +568,10 @@ export class Permutation {
     while (2 ** bits < n) bits += 2;
     this.half = bits / 2;
     this.mask = (1 << this.half) - 1;
-    for (let i = 0; i < 4; i++) this.keys[i] = nextU32();
+    this.k0 = nextU32();
+    this.k1 = nextU32();
+    this.k2 = nextU32();
+    this.k3 = nextU32();
   }
 
   at(i: number): number {
@@ -575,13 +582,21 @@ export class Permutation {
   }
 
   private round(x: number): number {
+    const mask = this.mask;
     let l = x >>> this.half;
-    let r = x & this.mask;
-    for (let i = 0; i < 4; i++) {
-      const t = l ^ (mix32(r ^ this.keys[i]!) & this.mask);
-      l = r;
-      r = t;
-    }
+    let r = x & mask;
+    let t = l ^ (mix32(r ^ this.k0) & mask);
+    l = r;
+    r = t;
+    t = l ^ (mix32(r ^ this.k1) & mask);
+    l = r;
+    r = t;
+    t = l ^ (mix32(r ^ this.k2) & mask);
+    l = r;
+    r = t;
+    t = l ^ (mix32(r ^ this.k3) & mask);
+    l = r;
+    r = t;
     return (l << this.half) | r;
   }
 }
