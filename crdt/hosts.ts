@@ -134,19 +134,11 @@ export class HostTable {
   }
 
   /**
-   * A token that stays the same while the set of live, not draining hosts does (a cache key for
-   * who can be a candidate); undefined: no such promise (this table: callers recompute).
+   * The candidate list `build()` makes — the ids of the live, not draining hosts in the view
+   * named by `view` (a membership digest) — shared among callers with that view where the table
+   * can tell the list still holds; this table: built every time.
    */
-  structureToken(): string | undefined {
-    return undefined;
-  }
-
-  /**
-   * The candidate list `build()` makes, kept under `key` (which names everything it depends on:
-   * a structure token and the caller's view) where the table can share it; this table: built
-   * every time.
-   */
-  candidates(_key: string, build: () => readonly string[]): readonly string[] {
+  candidates(_view: string, build: () => readonly string[]): readonly string[] {
     return build();
   }
 

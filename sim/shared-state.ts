@@ -391,7 +391,7 @@ export class SharedState {
   }
 
   /**
-   * HostTable.structureToken, the same for every agent: unchanged while the set of hosts live and
+   * A token, the same for every agent, unchanged while the set of hosts live and
    * not draining stands still, and the same in every view. Undefined while the last such change
    * may still be on its way to someone (its visibility is settled maxDelay after it: delays are a
    * hash of the publish).
@@ -413,7 +413,7 @@ export class SharedState {
   /** The structure key structureToken last found settled for everyone. */
   private settledKey: string | undefined;
 
-  /** HostTable.candidates for every agent: lists by key, the last 16 kept. */
+  /** HostTable.candidates for every agent: lists by (structure token, view), the last 16 kept. */
   candidates(key: string, build: () => readonly string[]): readonly string[] {
     let ids = this.candidateLists.get(key);
     if (ids === undefined) {
@@ -607,12 +607,9 @@ class SharedHostTable extends HostTable {
     return this.get(id)?.version;
   }
 
-  override structureToken(): string | undefined {
-    return this.hub.structureToken(this.hub.now());
-  }
-
-  override candidates(key: string, build: () => readonly string[]): readonly string[] {
-    return this.hub.candidates(key, build);
+  override candidates(view: string, build: () => readonly string[]): readonly string[] {
+    const token = this.hub.structureToken(this.hub.now());
+    return token === undefined ? build() : this.hub.candidates(`${token}:${view}`, build);
   }
 
   override get size(): number {

@@ -1169,19 +1169,17 @@ export class Placement implements SubProtocol {
 
   /**
    * Ids of the live, not draining hosts (sorted): who can be a candidate. Kept by the host table
-   * (HostTable.candidates) under its structure token and this agent's membership digest — at
+   * (HostTable.candidates) for this agent's membership view while the table can tell it holds — at
    * thousands of hosts, rebuilding it for every round was a top cost of large simulations.
    */
   private candidateIds(live: () => HostRecord[]): readonly string[] {
-    const hosts = this.deps.sync.state.hosts;
-    const build = () =>
-      live()
-        .filter((r) => !r.draining)
-        .map((r) => r.id);
-    const token = hosts.structureToken();
     // Equal membership digests are equal views (MemberTable.digest): the same list for every
     // agent that holds this view — at rest, every agent of a large simulation.
-    return token === undefined ? build() : hosts.candidates(`${token}:${this.deps.membership.digest}`, build);
+    return this.deps.sync.state.hosts.candidates(String(this.deps.membership.digest), () =>
+      live()
+        .filter((r) => !r.draining)
+        .map((r) => r.id),
+    );
   }
 
   /**
