@@ -193,6 +193,8 @@ export const bench: Bench = {
     const v0 = c.loop.now;
     let submitted = 0;
     let removed = 0;
+    let lastWall = w;
+    let lastFired = e0;
     let stoppedEarly = false;
     const stepMs = 1000;
     while (c.loop.now - v0 < virtualS * 1000) {
@@ -222,6 +224,16 @@ export const bench: Bench = {
       }
       await c.run(stepMs);
       sample();
+      // Progress on stderr every 300 s virtual: is the rate steady over the run?
+      if ((c.loop.now - v0) % 300_000 < stepMs) {
+        const now = performance.now();
+        process.stderr.write(
+          `  workload ${((c.loop.now - v0) / 1000).toFixed(0)} s virtual: last 300 s took ` +
+            `${((now - lastWall) / 1000).toFixed(1)} s wall, ${c.loop.fired - lastFired} events, RSS ${rssMiB()} MiB\n`,
+        );
+        lastWall = now;
+        lastFired = c.loop.fired;
+      }
     }
     const workWallMs = performance.now() - w;
     if (session && values.profile) {

@@ -286,6 +286,7 @@ export class SimCluster {
         sync,
         referenceScan: this.opts.referenceScan,
         shared: this.shared?.placementLink(i),
+        directValues: this.opts.shareDecoded,
       },
       this.opts.placement,
     );

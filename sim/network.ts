@@ -121,6 +121,12 @@ export interface SimNetworkOptions {
    * The shared-state stand-in relies on it (sim/shared-state.ts). Default: drawn from the PRNG.
    */
   hashedTopics?: { salt: number };
+  /**
+   * Deep-freeze every value sent with sendValue/requestValue (and every answer), so that a sender
+   * or receiver that mutates a shared message throws (strict mode) instead of silently changing
+   * another agent's copy. For tests; costs a walk of each message. Default false.
+   */
+  freezeValues?: boolean;
 }
 
 export type TraceKind = 'send' | 'topic' | 'req' | 'res';
@@ -251,6 +257,8 @@ export class SimNetwork {
   private readonly publishUplinkCopies: number;
   /** See SimNetworkOptions.shareTopicBytes. */
   readonly shareTopicBytes: boolean;
+  /** SimNetworkOptions.freezeValues. */
+  readonly freezeValues: boolean;
   /** Nodes whose uplink is limited (0: uplink() needs no lookup). */
   private limitedUplinks = 0;
   private slab = new Uint8Array(SLAB_BYTES);
@@ -283,6 +291,7 @@ export class SimNetwork {
     this.defaultBandwidth = checkBandwidth(opts.bandwidth ?? {});
     this.publishUplinkCopies = opts.publishUplinkCopies ?? 6;
     this.shareTopicBytes = opts.shareTopicBytes ?? false;
+    this.freezeValues = opts.freezeValues ?? false;
     this.topicSalt = opts.hashedTopics === undefined ? undefined : opts.hashedTopics.salt >>> 0;
     if (!Number.isInteger(this.publishUplinkCopies) || this.publishUplinkCopies < 1)
       throw new RangeError(
@@ -948,6 +957,7 @@ export class SimTransport implements Transport {
   sendValue(to: PeerId, value: object, bytes: number, toHint = -1, fromHint = -1): void {
     if (this.state !== 'started' || to === this.id) return;
     const net = this.net;
+    if (net.freezeValues) deepFreeze(value);
     if (bytes > net.maxMessageBytes) {
       net.record('send', this.id, to, bytes, 'too-large');
       return;
@@ -1009,6 +1019,7 @@ export class SimTransport implements Transport {
    * counters and trace events as a `request` of those sizes.
    */
   requestValue(to: PeerId, value: object, bytes: number, timeoutMs: number): Promise<object> {
+    if (this.net.freezeValues) deepFreeze(value);
     return this.call(to, value, bytes, timeoutMs, true) as Promise<object>;
   }
 
@@ -1127,6 +1138,7 @@ export class SimTransport implements Transport {
         if (h.onRequestValue === undefined)
           throw new Error(`transport ${this.id} takes no value requests (no onRequestValue handler)`);
         result = h.onRequestValue(from, data as object);
+        if (this.net.freezeValues) deepFreeze(result);
       } else {
         result = h.onRequest(from, data as Uint8Array);
       }
@@ -1269,4 +1281,11 @@ function mix32(x: number): number {
 
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** Freeze `v` and everything reachable from it (SimNetworkOptions.freezeValues). */
+export function deepFreeze(v: unknown): void {
+  if (v === null || typeof v !== 'object') return;
+  Object.freeze(v);
+  for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
 }

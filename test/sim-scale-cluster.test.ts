@@ -17,6 +17,8 @@ async function run(seed: number, shareDecoded = true) {
     link: { baseMs: 1, jitterMs: 2, loss: 0.01 },
     network: {
       ...LARGE_SCALE.network,
+      // Membership and placement messages travel as values: any mutation of a shared one throws.
+      freezeValues: true,
       zoneLinks: { a: { b: { baseMs: 20, tail: { kind: 'pareto', scaleMs: 5, alpha: 1.5, maxMs: 400 } } } },
     },
     bandwidth: (i) => (i % 4 === 0 ? { upBytesPerSec: 2_000_000, downBytesPerSec: 4_000_000 } : undefined),

@@ -25,6 +25,7 @@ async function scenario(seed: number, size: number, shared: boolean, engine: boo
     link: { baseMs: 1, jitterMs: 3 },
     network: {
       routeById: true,
+      freezeValues: true,
       zoneLinks: {
         a: { b: { baseMs: 20, jitterMs: 5, tail: { kind: 'pareto', scaleMs: 5, alpha: 1.5, maxMs: 200 } } },
       },

@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { TransportError, TransportHandlers } from '../gossip/transport.ts';
+import { TAG_PLACE } from '../node/core/placement-wire.ts';
 import { Prng } from '../node/core/random.ts';
+import { frameJson, jsonFrameLength, ProtocolValue } from '../node/core/wire.ts';
 import { EventLoop } from '../sim/clock.ts';
+import { SimCluster } from '../sim/cluster.ts';
 import { SimNetwork, type SimTransport, type TraceEvent } from '../sim/network.ts';
 
 /**
@@ -97,5 +100,61 @@ describe('SimTransport values', () => {
     net.crash('b');
     expect(await code(a.requestValue('b', { n: 3 }, 40, 1000))).toBe('unreachable');
     await (b as SimTransport).stop();
+  });
+});
+
+describe('values beyond membership (ProtocolValue, freezeValues)', () => {
+  it('jsonFrameLength is the length of frameJson, multi-byte text included', () => {
+    for (const v of [
+      { t: 'bid', round: 'r1', items: [] },
+      { s: 'zoné 🚀 日本', n: [1.5, -2, null] },
+      'x',
+      [{}],
+    ]) {
+      expect(jsonFrameLength(v)).toBe(frameJson(4, v).length);
+    }
+  });
+
+  it('freezeValues: a sent value is frozen all the way down (a later mutation throws)', async () => {
+    const loop = new EventLoop();
+    const net = new SimNetwork(loop, new Prng('freeze'), { routeById: true, freezeValues: true });
+    const a = net.createSimTransport('a');
+    const b = net.createSimTransport('b');
+    const got: object[] = [];
+    const h: TransportHandlers = {
+      onMessage() {},
+      onTopic() {},
+      onRequest: () => new Uint8Array(),
+      onValue: (_f, v) => void got.push(v),
+    };
+    await a.start(h);
+    await b.start(h);
+    const msg = { t: 'award', items: [{ slots: [{ replica: 0 }] }] };
+    a.sendValue('b', new ProtocolValue(4, msg), 50);
+    await loop.runForAsync(20);
+    expect((got[0] as ProtocolValue).msg).toBe(msg);
+    expect(() => {
+      msg.items[0]!.slots[0]!.replica = 1;
+    }).toThrow(TypeError);
+  });
+
+  it('an agent routes a ProtocolValue by tag; an unknown tag is a rejected message, not a crash', async () => {
+    const c = new SimCluster({ seed: 4, size: 3, trace: true, shareDecoded: true });
+    await c.start();
+    await c.runUntil(() => c.membershipSettled(), 10_000);
+    const from = c.get(1);
+    const to = c.get(0);
+    (from.agent.deps.transport as SimTransport).sendValue(to.id, new ProtocolValue(0x7e, { t: 'x' }), 10);
+    // A placement release for a round nobody holds: handled by Placement.onValue, nothing changes.
+    (from.agent.deps.transport as SimTransport).sendValue(
+      to.id,
+      new ProtocolValue(TAG_PLACE, { t: 'release', round: 'none', deployIds: ['d'] }),
+      jsonFrameLength({ t: 'release', round: 'none', deployIds: ['d'] }),
+    );
+    await c.run(200);
+    expect(to.agent.counters.badMessages).toBe(1);
+    expect(c.trace!.some((l) => l.includes('rejected message') && l.includes('unknown value tag 126'))).toBe(
+      true,
+    );
   });
 });

@@ -19,6 +19,7 @@ import {
   encodeMembership,
   encodePushPull,
   membershipByteLength,
+  ProtocolValue,
   pushPullByteLength,
   TAG_APP,
   TAG_MEMBERSHIP,
@@ -84,6 +85,8 @@ export interface SubProtocol {
   onMessage?(from: string, data: Uint8Array): void;
   onTopic?(topic: string, from: string, data: Uint8Array): void;
   onRequest?(from: string, data: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** A message of this protocol sent as a value by the same code on another agent (ProtocolValue). */
+  onValue?(from: string, msg: object): void;
   start?(): void | Promise<void>;
   stop?(): void | Promise<void>;
   /** Persist durable state; called on the persist interval and at stop. */
@@ -207,14 +210,18 @@ export class Agent {
         }),
       onRequest: (from, data) => this.onRequest(from, data),
       onPeerDisconnected: (peer) => this.membership.hintDisconnected(peer),
-      // Only our own membership messages travel as values (directValues).
+      // Only our own messages travel as values (directValues): membership bare, others tagged.
       onRequestValue: (from, value) => {
         const reply = this.membership.handlePushPull(from, value as PushPull);
         return { value: reply, bytes: pushPullByteLength(reply) };
       },
       onValue: (from, value, fromHint) => {
         try {
-          membership.handleMessage(from, value as MembershipMessage, fromHint);
+          if (value instanceof ProtocolValue) {
+            const p = this.protocols.get(value.tag);
+            if (!p?.onValue) throw new WireError(from, '', `unknown value tag ${value.tag}`);
+            p.onValue(from, value.msg);
+          } else membership.handleMessage(from, value as MembershipMessage, fromHint);
         } catch (err) {
           this.noteBad(from, err);
         }

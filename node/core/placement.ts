@@ -45,7 +45,7 @@ import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } fr
 import { Prng, sample } from './random.ts';
 import { rolloutOf, templateHash, templateOf } from './rollout.ts';
 import type { StateChange, StateSync } from './state-sync.ts';
-import { WireError } from './wire.ts';
+import { jsonFrameLength, ProtocolValue, WireError } from './wire.ts';
 
 /**
  * Deterministic leaderless placement (docs/placement.md, "Bidding protocol").
@@ -137,6 +137,12 @@ export interface PlacementDeps {
    * wakes it for changes that concern them).
    */
   shared?: PlacementShared;
+  /**
+   * Simulator: send placement messages as values (ProtocolValue through Transport.sendValue,
+   * charged their encoded length) instead of JSON bytes, when the transport can. The receiver gets
+   * the sender's objects: neither side mutates a message. Same decisions, same trace (tested).
+   */
+  directValues?: boolean;
 }
 
 export interface PlacementShared {
@@ -722,16 +728,24 @@ export class Placement implements SubProtocol {
   }
 
   onMessage(from: string, data: Uint8Array): void {
-    const msg = decodePlacement(from, data);
+    this.handle(from, decodePlacement(from, data));
+  }
+
+  /** A message from the same code on another simulated agent, as a value (directValues). */
+  onValue(from: string, msg: object): void {
+    this.handle(from, msg as PlacementMessage);
+  }
+
+  private handle(from: string, msg: PlacementMessage): void {
     switch (msg.t) {
       case 'release':
         for (const d of msg.deployIds) this.reservations.delete(`${msg.round}/${d}`);
         return;
       case 'bid':
-        this.deps.transport.send(from, encodePlacement(this.answerBids(msg)));
+        this.send(from, this.answerBids(msg));
         return;
       case 'award':
-        this.deps.transport.send(from, encodePlacement(this.acceptAward(msg)));
+        this.send(from, this.acceptAward(msg));
         return;
       default:
         // A reply to one of our asks (the sender is the transport's authenticated peer id); a late
@@ -759,8 +773,16 @@ export class Placement implements SubProtocol {
         resolve(reply);
       };
       this.awaiting.set(key, settle);
-      this.deps.transport.send(host, encodePlacement(msg));
+      this.send(host, msg);
     });
+  }
+
+  /** One-way to `to`: JSON bytes, or (directValues, the simulator) the message itself, charged its length. */
+  private send(to: string, msg: PlacementMessage): void {
+    const t = this.deps.transport;
+    if (this.deps.directValues && t.sendValue)
+      t.sendValue(to, new ProtocolValue(TAG_PLACE, msg), jsonFrameLength(msg));
+    else t.send(to, encodePlacement(msg));
   }
 
   // ───────────────────────────── coordinator ─────────────────────────────
@@ -1496,7 +1518,7 @@ export class Placement implements SubProtocol {
       for (const h of set) {
         if (awards.get(h)?.some((a) => a.deployId === deployId)) continue;
         if (h === this.id) this.reservations.delete(`${round}/${deployId}`);
-        else this.deps.transport.send(h, encodePlacement({ t: 'release', round, deployIds: [deployId] }));
+        else this.send(h, { t: 'release', round, deployIds: [deployId] });
       }
     }
     const at = this.deps.clock.now();

@@ -50,6 +50,23 @@ export function frameJson(tag: number, value: unknown): Uint8Array {
   return frame(tag, enc.encode(JSON.stringify(value)));
 }
 
+/** The length of `frameJson(tag, value)`, without building it (values in the simulator: Transport.sendValue). */
+export function jsonFrameLength(value: unknown): number {
+  return 1 + utf8Length(JSON.stringify(value));
+}
+
+/**
+ * A sub-protocol's message passed as a value (simulator only, AgentConfig.directValues): the
+ * agent routes it by `tag` to that protocol's `onValue`, as it routes a frame by its first byte.
+ * Membership messages, the hottest, travel bare. Senders and receivers treat `msg` as immutable.
+ */
+export class ProtocolValue {
+  constructor(
+    readonly tag: number,
+    readonly msg: object,
+  ) {}
+}
+
 export function tagOf(peer: string, data: Uint8Array): number {
   if (data.length === 0) throw new WireError(peer, '', 'empty frame');
   return data[0]!;
