@@ -770,6 +770,7 @@ class SharedCoordinatorView implements CoordinatorView {
   remove(): void {}
   memberUp(): void {}
   memberDown(): void {}
+  readonly tracksMembers = false;
 }
 
 // ───────────────────────────── who may coordinate what ─────────────────────────────
@@ -875,11 +876,18 @@ export class SharedCoordination {
   attach(j: number, membership: Membership): void {
     this.memberships[j] = membership;
     const self = this.ids[j]!;
-    membership.onChange((m, prev) => {
-      if (this.paused || m.id === self || (m.status === 'alive') === (prev === 'alive')) return;
-      const k = this.indexOf(m.id);
-      if (k !== undefined) this.belief(j, k, m.status === 'alive');
-    });
+    membership.onChange(
+      (m, prev) => {
+        if (this.paused || m.id === self || (m.status === 'alive') === (prev === 'alive')) return;
+        const k = this.indexOf(m.id);
+        if (k !== undefined) this.belief(j, k, m.status === 'alive');
+      },
+      () => {
+        // Only a formed start learns members in bulk, and it pauses beliefs (recountBeliefs after).
+        if (!this.paused)
+          throw new Error(`shared state: agent ${self} learned members in bulk while beliefs are live`);
+      },
+    );
   }
 
   started(j: number): void {

@@ -113,6 +113,8 @@ export interface CoordinatorView {
   remove(deployId: string): void;
   memberUp(member: string): void;
   memberDown(member: string, alive: readonly string[]): void;
+  /** false: memberUp and memberDown do nothing (the view follows membership by itself). */
+  readonly tracksMembers?: boolean;
 }
 
 /**

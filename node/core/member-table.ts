@@ -282,7 +282,10 @@ export class MemberTable {
     const buf = new ArrayBuffer(cap * 16);
     const b = new Uint8Array(buf);
     b.set(this.b);
-    for (let n = this.cap; n < cap; n++) b[n * 16 + 13] = Q_NONE;
+    // New records: all zero but "not queued"; one record written, then doubled by copyWithin.
+    const from = this.cap * 16;
+    b[from + 13] = Q_NONE;
+    for (let len = 16; from + len < b.length; len *= 2) b.copyWithin(from + len, from, from + len);
     this.w = new Uint32Array(buf);
     this.i32 = new Int32Array(buf);
     this.b = b;

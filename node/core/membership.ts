@@ -136,6 +136,11 @@ export function supersedes(
 }
 
 export type MemberChange = (member: Member, previous: MemberStatus | undefined) => void;
+/**
+ * `count` members, each unknown before and alive now, were learned at once (a formed start:
+ * Membership.assumeFormed): one call instead of `count` calls of the MemberChange listener.
+ */
+export type MembersLearned = (count: number) => void;
 
 const NAMES: readonly (MemberStatus | undefined)[] = [undefined, 'alive', 'suspect', 'dead', 'left'];
 /** ST_* code of a status name (by its first letter: a, s, d, l). */
@@ -225,6 +230,10 @@ export class Membership {
   private joinBackoffMs = 0;
   private joinTimer: Timer | undefined;
   private listeners: MemberChange[] = [];
+  /** Each listener's handler of members learned at once (onChange's second argument). */
+  private learnedListeners: (MembersLearned | undefined)[] = [];
+  /** While assumeFormed learns: (member number, previous status code) pairs, announced after it. */
+  private quiet: number[] | undefined;
   /** Unknown senders we are already syncing with (so a burst of their messages triggers one push-pull). */
   private readonly syncingWith = new Set<string>();
   /** Counters for tests and benchmarks. */
@@ -256,8 +265,14 @@ export class Membership {
 
   // ───────────────────────────── public API ─────────────────────────────
 
-  onChange(fn: MemberChange): void {
+  /**
+   * Call `fn` on every change of a member's state. `learned`: called instead, once, when many
+   * members are learned at once, each previously unknown and now alive (a formed start); without
+   * it, `fn` is called for each of them.
+   */
+  onChange(fn: MemberChange, learned?: MembersLearned): void {
     this.listeners.push(fn);
+    this.learnedListeners.push(learned);
   }
 
   get id(): string {
@@ -437,25 +452,63 @@ export class Membership {
     this.joinTimer = undefined;
     const queuedSelf = this.tab.q(this.me) !== Q_NONE;
     this.formedAt = this.clock.now();
-    if (like !== undefined && this.canCopyFormed(like, members)) {
-      // The view `like` reached from the same members, copied in O(N) (every agent's formed view
-      // is the same); then what learning each member quietly does besides the table, in order.
-      this.tab.adoptFrom(like.tab);
-      this.aliveCache = undefined;
-      for (const u of members) {
-        const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
-        if (num === this.me) continue;
-        this.changes++;
-        this.net.learn(u.id, this.ids.addrs(this.tab.addrOf(num)));
-        this.counters.learnedQuietly++;
-        this.afterChange(num, undefined);
+    // Learned members are logged and announced once, after (announceLearned), not one by one:
+    // N agents learning N members each would be N² log lines and listener calls.
+    const learned: number[] = [];
+    this.quiet = learned;
+    try {
+      if (like !== undefined && this.canCopyFormed(like, members)) {
+        // The view `like` reached from the same members, copied in O(N) (every agent's formed view
+        // is the same); then what learning each member quietly does besides the table, in order.
+        this.tab.adoptFrom(like.tab);
+        this.aliveCache = undefined;
+        // (afterChange, for members this agent did not know: only suspicion timers and `quiet`.)
+        for (const u of members) {
+          const num = this.ids.numOf(u) ?? this.ids.intern(u.id);
+          if (num === this.me) continue;
+          this.net.learn(u.id, this.ids.addrs(this.tab.addrOf(num)));
+          if (this.tab.statusOf(num) === ST_SUSPECT) this.startSuspicion(num);
+          learned.push(num, ST_UNKNOWN);
+        }
+        this.changes += learned.length / 2;
+        this.counters.learnedQuietly += learned.length / 2;
+      } else {
+        this.applyUpdates(members, '', true);
       }
-    } else {
-      this.applyUpdates(members, '', true);
+    } finally {
+      this.quiet = undefined;
     }
     if (queuedSelf) {
       this.tab.setQ(this.me, Q_NONE);
       this.queued--;
+    }
+    this.announceLearned(learned);
+  }
+
+  /**
+   * One log line for the members assumeFormed learned, and the listeners told: at once (their
+   * `learned` handler) when every one was unknown and is alive, else one call per member.
+   */
+  private announceLearned(learned: readonly number[]): void {
+    if (learned.length === 0) return;
+    let fresh = 0;
+    for (let i = 0; i < learned.length; i += 2) {
+      if (learned[i + 1] === ST_UNKNOWN && this.tab.statusOf(learned[i]!) === ST_ALIVE) fresh++;
+    }
+    const count = learned.length / 2;
+    this.log.info({ members: count, alive: this.tab.counts[ST_ALIVE]! }, 'formed: members learned');
+    for (let l = 0; l < this.listeners.length; l++) {
+      const bulk = this.learnedListeners[l];
+      if (bulk !== undefined && fresh === count) {
+        bulk(count);
+        continue;
+      }
+      const fn = this.listeners[l]!;
+      for (let i = 0; i < learned.length; i += 2) {
+        const num = learned[i]!;
+        if (num === this.me) continue;
+        fn(this.member(num), NAMES[learned[i + 1]!]);
+      }
     }
   }
 
@@ -727,6 +780,10 @@ export class Membership {
         this.suspicionTimers.delete(num);
       }
       if (st === ST_SUSPECT && !timer) this.startSuspicion(num);
+    }
+    if (this.quiet !== undefined) {
+      this.quiet.push(num, prev === undefined ? ST_UNKNOWN : code(prev));
+      return;
     }
     if (prev !== NAMES[st]) {
       this.log.info(

@@ -284,17 +284,29 @@ export class Placement implements SubProtocol {
       if (this.indexChanges(c)) this.changed();
     };
     // Scans depend on members' status only (not on every gossiped refresh of a member).
-    this.deps.membership.onChange((m, prev) => {
-      if (m.status === prev) return;
-      if (m.id !== this.id && (m.status === 'alive') !== (prev === 'alive')) {
-        if (m.status === 'alive') this.coordinators?.memberUp(m.id);
-        else this.coordinators?.memberDown(m.id, this.deps.membership.aliveIds());
-      }
-      // A dead host's claims stop counting after the grace: look again then.
-      if (m.status === 'dead' && m.id !== this.id) this.wakeAt(m.changedAt + this.cfg.reassignGraceMs);
-      this.reconcileAll = true;
-      this.changed();
-    });
+    this.deps.membership.onChange(
+      (m, prev) => {
+        if (m.status === prev) return;
+        if (m.id !== this.id && (m.status === 'alive') !== (prev === 'alive')) {
+          if (m.status === 'alive') this.coordinators?.memberUp(m.id);
+          else this.coordinators?.memberDown(m.id, this.deps.membership.aliveIds());
+        }
+        // A dead host's claims stop counting after the grace: look again then.
+        if (m.status === 'dead' && m.id !== this.id) this.wakeAt(m.changedAt + this.cfg.reassignGraceMs);
+        this.reconcileAll = true;
+        this.changed();
+      },
+      // Many members learned alive at once (a formed start): memberUp is a no-op for members up
+      // already, so every alive member is told; the coordinator of a deploy is the same whatever
+      // order members come up in (highest weight, ties by id).
+      () => {
+        const coordinators = this.coordinators;
+        if (coordinators?.tracksMembers !== false)
+          this.deps.membership.forEachAlive((id) => coordinators?.memberUp(id));
+        this.reconcileAll = true;
+        this.changed();
+      },
+    );
     this.timer = this.deps.clock.setTimer(this.cfg.intervalMs, () => this.tick());
   }
 
