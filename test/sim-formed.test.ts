@@ -1,4 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { nullLogger } from '../node/core/io.ts';
+import { MemberIds } from '../node/core/member-table.ts';
+import { type MemberNet, Membership } from '../node/core/membership.ts';
+import { Prng } from '../node/core/random.ts';
+import { EventLoop, VirtualClock } from '../sim/clock.ts';
 import { SimCluster } from '../sim/cluster.ts';
 
 /**
@@ -106,5 +111,67 @@ describe('a formed cluster (SimClusterOptions.formed)', () => {
       return c.traceHash();
     };
     expect(await run()).toBe(await run());
+  });
+});
+
+describe('Membership.assumeFormed: learned members announced once', () => {
+  const loop = new EventLoop();
+  const ids = new MemberIds();
+  const learnedAddrs: string[] = [];
+  const net: MemberNet = {
+    send() {},
+    pushPull: () => Promise.reject(new Error('no push-pull in this test')),
+    dial: () => Promise.reject(new Error('no dial in this test')),
+    learn: (id) => void learnedAddrs.push(id),
+  };
+  const lines: string[] = [];
+  const log = { ...nullLogger, info: (_o: object, msg?: string) => void lines.push(msg ?? '') };
+  const make = (i: number) =>
+    new Membership(
+      { id: `m${i}`, addrs: () => [`sim://m${i}`], incarnation: 1 },
+      new VirtualClock(loop),
+      new Prng(`r${i}`),
+      net,
+      log,
+      {},
+      ids,
+    );
+
+  it('a listener with a `learned` handler is called once; one without, once per member; one log line', () => {
+    const ms = [0, 1, 2, 3].map(make);
+    for (const m of ms) m.start([]);
+    const states = ms.map((m) => m.selfState());
+    const perMember: string[] = [];
+    const bulk: number[] = [];
+    ms[1]!.onChange(
+      () => perMember.push('b'),
+      (n) => bulk.push(n),
+    );
+    ms[2]!.onChange((m, prev) => perMember.push(`c:${m.id}:${m.status}:${prev}`));
+    lines.length = 0;
+    learnedAddrs.length = 0;
+    ms[0]!.assumeFormed(states);
+    for (const m of ms.slice(1)) m.assumeFormed(states, ms[0]); // the copy path
+    expect(bulk).toEqual([3]);
+    expect(perMember).toEqual(['c:m0:alive:undefined', 'c:m1:alive:undefined', 'c:m3:alive:undefined']);
+    expect(lines).toEqual(Array(4).fill('formed: members learned'));
+    expect(learnedAddrs.length).toBe(4 * 3); // every agent's transport learned every other member
+    for (const m of ms) expect(m.version).toBeGreaterThanOrEqual(3);
+  });
+
+  it('members not all fresh and alive: per-member calls, bulk handler or not', () => {
+    const ms = [4, 5, 6].map(make);
+    for (const m of ms) m.start([]);
+    const states = ms.map((m) => m.selfState());
+    states[2] = { ...states[2]!, status: 'dead' }; // learned dead
+    const calls: string[] = [];
+    const bulk: number[] = [];
+    ms[0]!.onChange(
+      (m) => calls.push(`${m.id}:${m.status}`),
+      (n) => bulk.push(n),
+    );
+    ms[0]!.assumeFormed(states);
+    expect(bulk).toEqual([]);
+    expect(calls).toEqual(['m5:alive', 'm6:dead']);
   });
 });
