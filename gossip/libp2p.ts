@@ -242,9 +242,12 @@ export class Libp2pTransport implements Transport {
         dialTimeout,
         addressDialTimeout: Math.min(dialTimeout, 3_000),
       },
-      // A busy event loop (2 cores, dozens of agents) misses pings; killing the connection then
-      // only adds churn. Liveness is the membership protocol's job, not the connection monitor's.
-      connectionMonitor: { abortConnectionOnPingFailure: false },
+      // No connection monitor: it pings every connection every 10 s on a new stream (protocol
+      // negotiation, noise and pnet frames both ways) — with N agents, N−1 connections each, that
+      // is (N−1)/10 streams per second per idle agent — only to measure round trips nothing here
+      // reads, or to kill connections whose pings a busy event loop missed (churn). Liveness is
+      // the membership protocol's job. Peers' pings are still answered (the ping service).
+      connectionMonitor: { enabled: false },
       services: {
         identify: identify(),
         ping: ping(),
