@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--rate N] [--cpu-prof DIR] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--cpu-prof DIR] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -31,8 +31,8 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  *     `--wave-gap` virtual ms. Measured: replicas decided per wall second and per virtual second,
  *     submit→decided latency per replica in virtual ms (`Placement.onDecided`), the overcommit
  *     check after every 10 virtual ms and the exactly-once check at rest.
- * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine sim`, debug
- *     logs). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
+ * (b) procs — `--procs` (10) real agent processes on 127.0.0.1 (`--cpu 16 --memory 64GiB --engine sim`, logs at
+ *     `--proc-log-level`, info by default). `--proc-deploys` deploys of 1–3 replicas are POSTed to random agents with at most
  *     `--concurrency` requests in flight, back to back (closed loop), or `--rate` per second (open
  *     loop). t0 = just before the POST; decided = the pino `time` of the winning host's
  *     `placement: award accepted` line (same machine clock). Also reported: HTTP round trip, CPU
@@ -45,7 +45,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  */
 
 type Part = 'sim' | 'procs' | 'quality';
-type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves' | 'cpuProf'>;
+type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel'>;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
@@ -68,6 +68,13 @@ interface Options {
   qualityWaves: number[];
   /** (b): write a V8 CPU profile of every agent into this directory (`--cpu-prof`, clean exit). */
   cpuProf: string | undefined;
+  /** (b): the agents' log level (the bench reads their info lines; debug adds a line per message). */
+  procLogLevel: 'info' | 'debug';
+  /**
+   * (b): deploys placed and then deleted before the measured burst, so that the agents' code is
+   * compiled (V8 optimises what runs hot) as in an agent that has been up for a while; 0 = none.
+   */
+  warmup: number;
 }
 
 const USAGE =
@@ -91,6 +98,8 @@ function parseArgs(args: string[]): Options {
     qualityDeploys: 100,
     qualityWaves: [1, 4],
     cpuProf: undefined,
+    procLogLevel: 'info',
+    warmup: 2400,
   };
   const num: Record<string, NumericOption> = {
     '--seed': 'seed',
@@ -103,6 +112,7 @@ function parseArgs(args: string[]): Options {
     '--proc-replicas': 'procReplicas',
     '--concurrency': 'concurrency',
     '--rate': 'rate',
+    '--warmup': 'warmup',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
   };
@@ -121,6 +131,12 @@ function parseArgs(args: string[]): Options {
       o.cpuProf = v;
       continue;
     }
+    if (a === '--proc-log-level') {
+      if (v !== 'info' && v !== 'debug')
+        throw new Error(`--proc-log-level: expected info or debug, got ${v}`);
+      o.procLogLevel = v;
+      continue;
+    }
     if (a === '--quality-wave') {
       o.qualityWaves = v.split(',').map(Number);
       if (!o.qualityWaves.every((n) => Number.isSafeInteger(n) && n >= 1))
@@ -130,7 +146,10 @@ function parseArgs(args: string[]): Options {
     const key = num[a];
     if (!key) throw new Error(`unknown argument ${a} (${USAGE})`);
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < (key === 'seed' || key === 'procReplicas' || key === 'rate' ? 0 : 1))
+    if (
+      !Number.isSafeInteger(n) ||
+      n < (key === 'seed' || key === 'procReplicas' || key === 'rate' || key === 'warmup' ? 0 : 1)
+    )
       throw new Error(`${a}: expected a positive integer, got ${v}`);
     o[key] = n;
   }
@@ -338,7 +357,12 @@ async function simPart(o: Options) {
 
 // ───────────────────────────── (b) real agent processes ─────────────────────────────
 
-async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefined): Promise<number> {
+async function startProcs(
+  c: ClusterProcs,
+  n: number,
+  cpuProf: string | undefined,
+  logLevel: 'info' | 'debug',
+): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
   // The simulated engine: this part measures placement decisions, not process spawning.
@@ -346,7 +370,7 @@ async function startProcs(c: ClusterProcs, n: number, cpuProf: string | undefine
   const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [];
   const common = {
     clusterKey: key,
-    logLevel: 'debug' as const,
+    logLevel,
     readyTimeoutMs: 120_000,
     extraArgs: flags,
     nodeArgs,
@@ -417,16 +441,97 @@ interface DeployListRow {
   instances: { replica: number; host: string | null }[];
 }
 
+/**
+ * The warm-up: `--warmup` deploys of the measured kind (other ids), POSTed the same way, placed,
+ * then deleted, and the cluster left to settle. A freshly started agent runs its hot paths in
+ * V8's interpreter and spends much of a first burst compiling them (measured with `perf`: about
+ * a quarter of the agents' CPU in TurboFan during a cold 4 s burst); an agent that has been up
+ * for a while does not. Returns what the cold burst achieved (coarse: polled placement).
+ */
+async function warmUp(c: ClusterProcs, o: Options) {
+  const all = workload(o.seed + 7, o.warmup, 'pw', {
+    maxReplicas: 3,
+    strategies: STRATEGIES,
+    cpu: [50, 100, 250],
+    memMiB: [64, 128, 256],
+  });
+  const rnd = new SeededRandom(o.seed ^ 0x5a5a);
+  const each = async (list: DeploySpec[], f: (d: DeploySpec) => Promise<unknown>) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length) await f(list[next++]!).catch(() => undefined);
+    };
+    await Promise.all(Array.from({ length: Math.min(o.concurrency, list.length) }, worker));
+  };
+  const listed = async (ids: Set<string>) =>
+    (await c.http<DeployListRow[]>(0, 'GET', '/v1/deploys', undefined, 10_000)).filter((r) => ids.has(r.id));
+  const rounds: {
+    replicas: number;
+    msToAllPlaced: number;
+    allPlaced: boolean;
+    agentCpuMsPerDecision: number;
+  }[] = [];
+  // In chunks of what the cluster holds at once (300 deploys ≈ half its CPU), each deleted after.
+  for (let from = 0; from < all.length; from += 300) {
+    const chunk = all.slice(from, from + 300);
+    const ids = new Set(chunk.map((d) => d.id));
+    const replicas = sumOf(chunk);
+    const t0 = Date.now();
+    const cpu0 = agentCpuSeconds(c);
+    await each(chunk, (d) =>
+      c.http(rnd.int(o.procs), 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000),
+    );
+    const placed = await waitFor(
+      async () => {
+        const mine = await listed(ids);
+        return mine.length === chunk.length && mine.every((r) => r.placed === r.replicas) ? true : undefined;
+      },
+      60_000,
+      100,
+      'warm-up placed',
+    ).catch(() => false);
+    const ms = Date.now() - t0;
+    rounds.push({
+      replicas,
+      msToAllPlaced: ms,
+      allPlaced: placed === true,
+      agentCpuMsPerDecision: round1(((agentCpuSeconds(c) - cpu0) * 1000) / replicas),
+    });
+    await each(chunk, (d) => c.http(rnd.int(o.procs), 'DELETE', `/v1/deploys/${d.id}`, undefined, 10_000));
+    await waitFor(
+      async () => ((await listed(ids)).length === 0 ? true : undefined),
+      60_000,
+      250,
+      'warm-up deleted',
+    ).catch(() => undefined);
+  }
+  await sleep(3_000);
+  const first = rounds[0]!;
+  const cold = {
+    decisionsPerSec: round1((first.replicas * 1000) / first.msToAllPlaced),
+    agentCpuMsPerDecision: first.agentCpuMsPerDecision,
+  };
+  process.stdout.write(
+    `(b) warm-up: ${all.length} deploys in ${rounds.length} rounds, each placed then deleted; per round ` +
+      rounds
+        .map((r) => `${round1((r.replicas * 1000) / r.msToAllPlaced)}/s ${r.agentCpuMsPerDecision} ms`)
+        .join(', ') +
+      ' (decisions/s and agent CPU per decision, polled: coarse)\n',
+  );
+  return { deploys: all.length, rounds, cold };
+}
+
 async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) => void) {
   const c = new ClusterProcs({ prefix: 'shoal-bench-place-' });
   setCurrent(c);
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
-    const bootMs = await startProcs(c, o.procs, o.cpuProf);
+    const bootMs = await startProcs(c, o.procs, o.cpuProf, o.procLogLevel);
     process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
     // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
     // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.
     await sleep(5_000);
+    const warm = o.warmup > 0 ? await warmUp(c, o) : undefined;
     // The cluster's idle CPU rate (timers, heartbeats), to separate what the burst itself costs.
     const idleCpu0 = agentCpuSeconds(c);
     const idleT0 = Date.now();
@@ -554,6 +659,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     );
     return {
       agents: o.procs,
+      warmup: warm,
       bootMs,
       deploys: deploys.length,
       replicas: total,

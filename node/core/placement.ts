@@ -594,7 +594,7 @@ export class Placement implements SubProtocol {
       }
       out.items.push({ deployId: it.deployId, accepted, refused });
       if (committed.length > 0)
-        this.deps.log.debug(
+        this.deps.log.info(
           { round: msg.round, deploy: it.deployId, replicas: committed },
           'placement: award accepted',
         );
@@ -1567,10 +1567,7 @@ export class Placement implements SubProtocol {
         if (m.size > 0) this.acked.set(it.deployId, m);
         if (it.accepted.length > 0) {
           this.counters.decided += it.accepted.length;
-          this.deps.log.debug(
-            { round, deploy: it.deployId, replicas: it.accepted, at },
-            'placement: decided',
-          );
+          this.deps.log.info({ round, deploy: it.deployId, replicas: it.accepted, at }, 'placement: decided');
           this.onDecided?.(it.deployId, it.accepted, at);
         }
       }
