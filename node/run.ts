@@ -62,6 +62,13 @@ export interface RunningAgent {
   stop(opts?: { leave?: boolean }): Promise<void>;
 }
 
+/**
+ * The real agent paces its state publishes (StateSyncConfig.publishGapMs): under load, many
+ * intents and record versions share one publish (one frame per peer, one decode and merge on
+ * each) instead of one each; the first change after a quiet spell still goes at once.
+ */
+export const PUBLISH_GAP_MS = 50;
+
 /** Wire the sans-IO core to the real world (libp2p, wall clock, disk) and serve the API. */
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const dataDir = resolve(opts.dataDir);
@@ -94,6 +101,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const sync = new StateSync(
     { transport, clock, random, store, log: agentLog.child({ mod: 'state' }), membership: agent.membership },
     host,
+    { publishGapMs: PUBLISH_GAP_MS },
   );
   agent.use(sync);
   const placement = new Placement({
@@ -105,6 +113,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     sync,
   });
   agent.use(placement);
+  // An intent that waits for the publish window goes at once to the agent that places it.
+  sync.urgentPeer = (deployId) => placement.coordinatorOf(deployId);
   const engine = await chooseEngine(opts, identity.peerId, dataDir, agentLog.child({ mod: 'engine' }));
   placement.engineKind = engine.capabilities.kind;
   const health = new HealthMonitor({

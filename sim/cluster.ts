@@ -291,6 +291,8 @@ export class SimCluster {
       this.opts.placement,
     );
     agent.use(placement);
+    // As the real agent (node/run.ts): a paced intent goes at once to its coordinator.
+    sync.urgentPeer = (deployId) => placement.coordinatorOf(deployId);
     this.shared?.attach(i, agent.membership);
     let engine: SimEngine | undefined;
     let reconciler: Reconciler | undefined;

@@ -57,6 +57,8 @@ const scenarioArb = fc.record({
   size: fc.integer({ min: 3, max: 7 }),
   deploys: fc.array(deployArb, { minLength: 1, maxLength: 10 }),
   faults: fc.array(faultArb, { maxLength: 5 }),
+  /** State publishes paced as the real agent paces them (StateSyncConfig.publishGapMs), or not. */
+  publishGapMs: fc.constantFrom(0, 50),
 });
 
 type Scenario = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
@@ -64,7 +66,12 @@ type Scenario = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
 const GiB = 2 ** 30;
 
 async function runScenario(sc: Scenario): Promise<string[]> {
-  const c = new SimCluster({ seed: sc.seed, size: sc.size, link: { baseMs: 1, jitterMs: 4, loss: 0 } });
+  const c = new SimCluster({
+    seed: sc.seed,
+    size: sc.size,
+    link: { baseMs: 1, jitterMs: 4, loss: 0 },
+    sync: { publishGapMs: sc.publishGapMs },
+  });
   await c.start();
   await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000, 100);
   type Ev = { at: number; run: () => Promise<void> | void };

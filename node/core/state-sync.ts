@@ -84,6 +84,14 @@ export interface StateSyncConfig {
    * when that is smaller; false: always whole. Receivers take both either way.
    */
   patches: boolean;
+  /**
+   * Publish pacing: at most one state publish per this window. The first change after a quiet
+   * spell goes out at once; changes made while a publish is waiting go out together in the next
+   * one (each intent whole, this host's record as one patch since the version last published).
+   * An intent that waits is sent at once to its coordinator (`urgentPeer`), so placement does not
+   * wait for the window. 0: every change is published at once, alone (the simulator's default).
+   */
+  publishGapMs: number;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
@@ -92,6 +100,7 @@ export const defaultStateSyncConfig: StateSyncConfig = {
   groupCommitMs: 5,
   coalesceMs: 10,
   patches: true,
+  publishGapMs: 0,
 };
 
 export interface StateSyncDeps {
@@ -192,7 +201,23 @@ export class StateSync implements SubProtocol {
     patchGaps: 0,
     /** Async state writes that failed (retried: the next write is a full base). */
     persistFailures: 0,
+    /** Changes that waited for the publish window (publishGapMs) and went out with others. */
+    publishDeferred: 0,
+    /** Waiting intents sent at once to their coordinator. */
+    urgentSends: 0,
   };
+  /**
+   * The peer that must see a change of this intent without waiting for the publish window (its
+   * coordinator); set by the agent's wiring. Undefined, or this agent: nobody.
+   */
+  urgentPeer: ((deployId: string) => string | undefined) | undefined;
+  /** Publish pacing (publishGapMs): when the last publish left, what waits for the next one. */
+  private lastPublishAt = Number.NEGATIVE_INFINITY;
+  private outTimer: Timer | undefined;
+  private readonly outIntents = new Set<string>();
+  private outSelf: 'no' | 'patch' | 'whole' = 'no';
+  /** The last version of this host's record that was published (base of the next patch). */
+  private publishedSelf: HostRecord | undefined;
   /** When this agent last asked each host for its full record (after a patch it could not use). */
   private readonly wanted = new Map<string, number>();
   /**
@@ -234,6 +259,12 @@ export class StateSync implements SubProtocol {
 
   /** Stop timers; resolves once the state writes in flight have landed (the agent then persists the rest). */
   stop(): Promise<void> {
+    // What waits for the publish window goes out now (anti-entropy would bring it later anyway).
+    if (this.outTimer) {
+      this.outTimer.cancel();
+      this.outTimer = undefined;
+      this.flushOut();
+    }
     this.running = false;
     this.timer?.cancel();
     this.selfTimer?.cancel();
@@ -299,7 +330,10 @@ export class StateSync implements SubProtocol {
   private gossipIntent(w: IntentWire | undefined): boolean {
     if (!w) return false;
     this.dirtyIntents.add(w.id);
-    this.publish({ hosts: [], intents: [w] });
+    if (this.paced()) {
+      this.outIntents.add(w.id);
+      if (this.schedulePublish()) this.sendUrgent(w.id);
+    } else this.publish({ hosts: [], intents: [w] });
     this.onChange?.({ hosts: [], intents: [w.id] });
     return true;
   }
@@ -347,10 +381,79 @@ export class StateSync implements SubProtocol {
     this.dirtyHosts.add(this.id);
     if (this.ownVersion > this.versionBound) this.persistSelf();
     // Only what changed since the previous version, when that is much smaller (crdt/patch.ts).
-    const patch = prev === undefined || whole || !this.cfg.patches ? undefined : diffHostRecord(prev, rec);
-    if (patch) this.counters.patchesPublished++;
-    this.publish(patch ? { hosts: [], intents: [], patches: [patch] } : { hosts: [rec], intents: [] });
+    if (this.paced()) {
+      if (whole) this.outSelf = 'whole';
+      else if (this.outSelf === 'no') this.outSelf = 'patch';
+      this.schedulePublish();
+    } else {
+      const patch = prev === undefined || whole || !this.cfg.patches ? undefined : diffHostRecord(prev, rec);
+      if (patch) this.counters.patchesPublished++;
+      this.publish(patch ? { hosts: [], intents: [], patches: [patch] } : { hosts: [rec], intents: [] });
+    }
     this.onChange?.({ hosts: [this.id], intents: [] });
+  }
+
+  // ───────────────────────────── publish pacing ─────────────────────────────
+
+  private paced(): boolean {
+    return this.cfg.publishGapMs > 0 && !this.deps.shared;
+  }
+
+  /** Publish what waits now if the window allows, else once it does. True when it has to wait. */
+  private schedulePublish(): boolean {
+    if (this.outTimer) {
+      this.counters.publishDeferred++;
+      return true;
+    }
+    const wait = this.lastPublishAt + this.cfg.publishGapMs - this.deps.clock.now();
+    if (wait <= 0) {
+      this.flushOut();
+      return false;
+    }
+    this.counters.publishDeferred++;
+    this.outTimer = this.deps.clock.setTimer(wait, () => {
+      this.outTimer = undefined;
+      if (this.running) this.flushOut();
+    });
+    return true;
+  }
+
+  /** One publish of every waiting intent (whole) and of this host's record since the last one published. */
+  private flushOut(): void {
+    this.lastPublishAt = this.deps.clock.now();
+    const intents: IntentWire[] = [];
+    for (const id of this.outIntents) {
+      const w = this.state.intents.wire(id);
+      if (w) intents.push(w);
+    }
+    this.outIntents.clear();
+    const hosts: HostRecord[] = [];
+    const patches: HostPatch[] = [];
+    const rec = this.outSelf === 'no' ? undefined : this.self();
+    if (rec) {
+      const base = this.publishedSelf;
+      const patch =
+        base === undefined || this.outSelf === 'whole' || !this.cfg.patches
+          ? undefined
+          : diffHostRecord(base, rec);
+      if (patch) {
+        this.counters.patchesPublished++;
+        patches.push(patch);
+      } else hosts.push(rec);
+      this.publishedSelf = rec;
+    }
+    this.outSelf = 'no';
+    this.publish(patches.length ? { hosts, intents, patches } : { hosts, intents });
+  }
+
+  /** The coordinator of a waiting intent gets it now, whole, in a message of its own. */
+  private sendUrgent(deployId: string): void {
+    const to = this.urgentPeer?.(deployId);
+    if (to === undefined || to === this.id) return;
+    const w = this.state.intents.wire(deployId);
+    if (!w) return;
+    this.counters.urgentSends++;
+    this.deps.transport.send(to, this.encode({ t: 'delta', hosts: [], intents: [w] }));
   }
 
   /** Broadcast a delta on the state topic (shared state: the local write published it already). */
