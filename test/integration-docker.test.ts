@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeployView } from '../node/deploys-api.ts';
 import { ClusterProcs, waitFor } from './cluster-procs.ts';
@@ -69,6 +71,17 @@ describe('agents on the real Docker engine', { timeout: 120_000 }, () => {
       .map((l) => l.split(' ')[0])
       .sort();
     expect(before.length).toBeGreaterThan(0);
+    // The seed has no --join: after a restart it rejoins from the members it remembered. Those are
+    // written with the agent's periodic persist (every second), so a kill right after the cluster
+    // formed could leave the seed remembering nobody: wait until its file names the other agent.
+    const other = c.get(1 - idx).id;
+    await waitFor(() => {
+      try {
+        return readFileSync(join(c.get(idx).dataDir, 'state', 'members.json'), 'latin1').includes(other);
+      } catch {
+        return false;
+      }
+    }, 10_000);
     await c.kill(idx, 'SIGKILL');
     await c.restart(idx);
     await waitFor(
