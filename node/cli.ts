@@ -117,6 +117,14 @@ program
     new Option('--metrics-auth', 'require the API token on GET /metrics too').env(env('METRICS_AUTH')),
   )
   .addOption(
+    new Option(
+      '--publish-gap-ms <ms>',
+      'pace state publishes: at most one per this window, changes meanwhile go together (0: each at once)',
+    )
+      .env(env('PUBLISH_GAP_MS'))
+      .default('0'),
+  )
+  .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['trace', 'debug', 'info', 'warn', 'error'])
       .env(env('LOG_LEVEL'))
@@ -133,6 +141,11 @@ program
     });
     const { parseHostPort } = await import('./api.ts');
     parseHostPort(opts.api, '--api');
+    const gap = Number(opts.publishGapMs);
+    if (!/^\d+$/.test(String(opts.publishGapMs)) || gap > 10_000)
+      throw new Error(
+        `--publish-gap-ms: expected whole milliseconds from 0 to 10000, got ${JSON.stringify(opts.publishGapMs)}`,
+      );
     if (opts.tokenFile !== undefined) {
       const { readTokenFile } = await import('./auth.ts');
       readTokenFile(opts.tokenFile, '--token-file');

@@ -231,6 +231,14 @@ describe('shoal CLI', () => {
     expect(existsSync(dataDir)).toBe(false);
   });
 
+  it('agent --publish-gap-ms with a bad value fails fast naming the flag', async () => {
+    const r = await shoal(['agent', '--publish-gap-ms', '-5', '--data-dir', join(dir, 'agent-data3')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^shoal: --publish-gap-ms: expected whole milliseconds from 0 to 10000, got "-5"/,
+    );
+  });
+
   it('agent --api with a bad address fails fast naming --api', async () => {
     const r = await shoal(['agent', '--api', 'nowhere', '--data-dir', join(dir, 'agent-data2')]);
     expect(r.code).toBe(1);

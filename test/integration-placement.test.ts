@@ -15,7 +15,8 @@ describe('placement across 3 agent processes', { timeout: 120_000 }, () => {
     const seed = await c.spawn({ extraArgs: ['--cpu', '4', '--memory', '8GiB'], labels: ['zone=a'] });
     await c.spawnMany(2, (i) => ({
       join: [seed.addrs[0]!],
-      extraArgs: ['--cpu', '4', '--memory', '8GiB'],
+      // One agent paces its state publishes (--publish-gap-ms): placement works the same.
+      extraArgs: ['--cpu', '4', '--memory', '8GiB', ...(i === 0 ? ['--publish-gap-ms', '50'] : [])],
       labels: [`zone=z${i}`],
     }));
     // Every agent (whichever becomes a deploy's coordinator) must know all three hosts.
