@@ -87,6 +87,8 @@ interface Entry {
   regs: Map<string, Register>;
   deleted: Stamp | null;
   hash?: Buffer;
+  /** tag32 of `hash` (the anti-entropy digest's per-entry tag), memoised with it. */
+  tag?: number;
   view?: DeployIntent | null;
 }
 
@@ -95,6 +97,8 @@ export class IntentTable {
   /** Ids changed since the last hash(), with their hash at that time (null = absent then). */
   private readonly dirty = new Map<string, Buffer | null>();
   private readonly acc = new XorSet();
+  /** The ids sorted, kept until an entry is added or dropped (digests sort them once a second). */
+  private sorted: string[] | undefined;
   readonly clock: Hlc;
 
   constructor(readonly actor: string) {
@@ -207,6 +211,7 @@ export class IntentTable {
       for (const [k, r] of wins) e.regs.set(k, r);
     } else {
       this.entries.set(w.id, { id: w.id, regs: wins, deleted: del });
+      this.sorted = undefined;
     }
     return true;
   }
@@ -237,7 +242,7 @@ export class IntentTable {
   /** Complete, live intents sorted by id. */
   all(): DeployIntent[] {
     const out: DeployIntent[] = [];
-    for (const id of this.ids()) {
+    for (const id of this.sortedIds()) {
       const v = this.get(id);
       if (v) out.push(v);
     }
@@ -249,7 +254,12 @@ export class IntentTable {
   }
 
   ids(): string[] {
-    return [...this.entries.keys()].sort();
+    return [...this.sortedIds()];
+  }
+
+  private sortedIds(): readonly string[] {
+    this.sorted ??= [...this.entries.keys()].sort();
+    return this.sorted;
   }
 
   /** Full state of one entry (registers sorted by key). */
@@ -259,22 +269,22 @@ export class IntentTable {
   }
 
   allWire(): IntentWire[] {
-    return this.ids().map((id) => toWire(this.entries.get(id)!));
+    return this.sortedIds().map((id) => toWire(this.entries.get(id)!));
   }
 
   // --- anti-entropy ---------------------------------------------------------------------------
 
   digest(): IntentDigestEntry[] {
-    return this.ids().map((id) => ({ id, tag: tag32(this.entryHash(this.entries.get(id)!)) }));
+    return this.sortedIds().map((id) => ({ id, tag: this.entryTag(this.entries.get(id)!) }));
   }
 
   /** Full entries the digest's owner lacks or holds with different content. */
   newerThan(digest: readonly IntentDigestEntry[]): IntentWire[] {
     const theirs = new Map(digest.map((d) => [d.id, d.tag]));
     const out: IntentWire[] = [];
-    for (const id of this.ids()) {
+    for (const id of this.sortedIds()) {
       const e = this.entries.get(id)!;
-      if (theirs.get(id) !== tag32(this.entryHash(e))) out.push(toWire(e));
+      if (theirs.get(id) !== this.entryTag(e)) out.push(toWire(e));
     }
     return out;
   }
@@ -284,7 +294,7 @@ export class IntentTable {
     const out: string[] = [];
     for (const d of digest) {
       const e = this.entries.get(d.id);
-      if (!e || tag32(this.entryHash(e)) !== d.tag) out.push(d.id);
+      if (!e || this.entryTag(e) !== d.tag) out.push(d.id);
     }
     return out.sort();
   }
@@ -310,6 +320,7 @@ export class IntentTable {
         this.touch(id, e);
         if (e.regs.size === 0) {
           this.entries.delete(id);
+          this.sorted = undefined;
           n++;
           continue;
         }
@@ -332,11 +343,17 @@ export class IntentTable {
     return e.hash;
   }
 
+  private entryTag(e: Entry): number {
+    e.tag ??= tag32(this.entryHash(e));
+    return e.tag;
+  }
+
   /** Call BEFORE changing `e` (undefined = creating `id`): record its old hash, drop caches. */
   private touch(id: string, e: Entry | undefined): void {
     if (!this.dirty.has(id)) this.dirty.set(id, e ? this.entryHash(e) : null);
     if (e) {
       e.hash = undefined;
+      e.tag = undefined;
       e.view = undefined;
     }
   }

@@ -72,6 +72,13 @@ export interface RunningAgent {
  */
 export const PUBLISH_GAP_MS = 0;
 
+/**
+ * Other hosts' records reach the disk at most every 10 s (StateSyncConfig.hostPersistIntervalMs):
+ * they are a cache of what peers hold, and logging each new version every second made the state
+ * log outgrow its base every few seconds under load, each time rewriting the whole state.
+ */
+export const HOST_PERSIST_INTERVAL_MS = 10_000;
+
 /** Wire the sans-IO core to the real world (libp2p, wall clock, disk) and serve the API. */
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const dataDir = resolve(opts.dataDir);
@@ -104,7 +111,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const sync = new StateSync(
     { transport, clock, random, store, log: agentLog.child({ mod: 'state' }), membership: agent.membership },
     host,
-    { publishGapMs: opts.publishGapMs === undefined ? PUBLISH_GAP_MS : Number(opts.publishGapMs) },
+    {
+      publishGapMs: opts.publishGapMs === undefined ? PUBLISH_GAP_MS : Number(opts.publishGapMs),
+      hostPersistIntervalMs: HOST_PERSIST_INTERVAL_MS,
+    },
   );
   agent.use(sync);
   const placement = new Placement({

@@ -247,3 +247,40 @@ describe('state persistence: base snapshot + log of changes', () => {
     for (const id of ['one', 'two', 'three']) expect(back.sync.state.intents.get(id)).toBeDefined();
   });
 });
+
+describe('hostPersistIntervalMs: other hosts’ records are a cache, logged at most once per interval', () => {
+  it('a remote record change is not logged by the next persists, but within the interval', async () => {
+    const c = new SimCluster({ seed: 33, size: 3, sync: { hostPersistIntervalMs: 10_000 } });
+    await c.start();
+    expect(await c.runUntil(() => c.converged() && c.membershipSettled(), 10_000)).toBeGreaterThanOrEqual(0);
+    await c.run(12_000); // past the first interval: the first base and host log are behind us
+    const a = c.get(1);
+    const remote = c.get(0);
+    const logged: { at: number; text: string }[] = [];
+    const write = a.store.write.bind(a.store);
+    a.store.write = (key, v) => {
+      if (key.startsWith(STORE_LOG_PREFIX))
+        logged.push({ at: c.loop.now, text: new TextDecoder().decode(v) });
+      write(key, v);
+    };
+    const t0 = c.loop.now;
+    remote.sync.setHost({
+      ...remote.sync.hostFacts(),
+      labels: { ...remote.sync.hostFacts().labels, zone: 'moved' },
+    });
+    const version = remote.sync.self()!.version;
+    expect(
+      await c.runUntil(() => a.sync.state.hosts.live(remote.id)?.version === version, 2_000),
+    ).toBeGreaterThanOrEqual(0);
+    // Intents are still logged at every persist: one changed now must be on disk within ~1 s.
+    a.sync.putIntent('kept', intent());
+    await c.run(3_000);
+    expect(logged.some((l) => l.text.includes('"kept"'))).toBe(true);
+    expect(logged.some((l) => l.text.includes('moved'))).toBe(false);
+    await c.run(10_000);
+    const hostLog = logged.find((l) => l.text.includes('moved'));
+    expect(hostLog).toBeDefined();
+    expect(hostLog!.at - t0).toBeLessThanOrEqual(11_000);
+    await c.stop();
+  });
+});

@@ -92,6 +92,12 @@ export interface StateSyncConfig {
    * wait for the window. 0: every change is published at once, alone (the simulator's default).
    */
   publishGapMs: number;
+  /**
+   * Other hosts' records are a cache (every peer holds them; anti-entropy refills them after a
+   * restart): the periodic `persist()` logs them at most once per this interval, and at stop.
+   * Intents and this host's version bound are persisted as before. 0: at every persist.
+   */
+  hostPersistIntervalMs: number;
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
@@ -101,6 +107,7 @@ export const defaultStateSyncConfig: StateSyncConfig = {
   coalesceMs: 10,
   patches: true,
   publishGapMs: 0,
+  hostPersistIntervalMs: 0,
 };
 
 export interface StateSyncDeps {
@@ -213,6 +220,8 @@ export class StateSync implements SubProtocol {
   urgentPeer: ((deployId: string) => string | undefined) | undefined;
   /** Publish pacing (publishGapMs): when the last publish left, what waits for the next one. */
   private lastPublishAt = Number.NEGATIVE_INFINITY;
+  /** When persist() last logged the host records (hostPersistIntervalMs). */
+  private hostsPersistedAt = Number.NEGATIVE_INFINITY;
   private outTimer: Timer | undefined;
   private readonly outIntents = new Set<string>();
   private outSelf: 'no' | 'patch' | 'whole' = 'no';
@@ -804,7 +813,11 @@ export class StateSync implements SubProtocol {
   /** Write everything changed since the last write (the agent calls this every second and at stop). */
   persist(): void {
     if (this.ownVersion > this.versionBound) this.persistSelf();
-    if (!this.deps.shared) this.persistChanges(true);
+    if (this.deps.shared) return;
+    const now = this.deps.clock.now();
+    const withHosts = !this.running || now - this.hostsPersistedAt >= this.cfg.hostPersistIntervalMs;
+    if (withHosts) this.hostsPersistedAt = now;
+    this.persistChanges(withHosts);
   }
 
   /** Resolves once the state writes started so far have landed (or failed). */
