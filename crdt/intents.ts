@@ -257,7 +257,8 @@ export class IntentTable {
     return [...this.sortedIds()];
   }
 
-  private sortedIds(): readonly string[] {
+  /** The ids sorted (cached; `ids()` returns a copy). A subclass that overrides `ids()` overrides this too. */
+  protected sortedIds(): readonly string[] {
     this.sorted ??= [...this.entries.keys()].sort();
     return this.sorted;
   }

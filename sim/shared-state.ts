@@ -702,6 +702,10 @@ class SharedIntentTable extends IntentTable {
     return this.hub.sortedIntentIds().filter((id) => this.table(id) !== undefined);
   }
 
+  protected override sortedIds(): readonly string[] {
+    return this.ids();
+  }
+
   override get size(): number {
     return this.ids().length;
   }
