@@ -441,6 +441,14 @@ interface DeployListRow {
   instances: { replica: number; host: string | null }[];
 }
 
+/** (b)'s deploys, measured and warm-up alike: 1–3 replicas of small shapes. */
+const PROC_SHAPES = {
+  maxReplicas: 3,
+  strategies: STRATEGIES,
+  cpu: [50, 100, 250],
+  memMiB: [64, 128, 256],
+};
+
 /**
  * The warm-up: `--warmup` deploys of the measured kind (other ids), POSTed the same way, placed,
  * then deleted, and the cluster left to settle. A freshly started agent runs its hot paths in
@@ -449,12 +457,7 @@ interface DeployListRow {
  * for a while does not. Returns what the cold burst achieved (coarse: polled placement).
  */
 async function warmUp(c: ClusterProcs, o: Options) {
-  const all = workload(o.seed + 7, o.warmup, 'pw', {
-    maxReplicas: 3,
-    strategies: STRATEGIES,
-    cpu: [50, 100, 250],
-    memMiB: [64, 128, 256],
-  });
+  const all = workload(o.seed + 7, o.warmup, 'pw', PROC_SHAPES);
   const rnd = new SeededRandom(o.seed ^ 0x5a5a);
   const each = async (list: DeploySpec[], f: (d: DeploySpec) => Promise<unknown>) => {
     let next = 0;
@@ -539,12 +542,9 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     const idleCores = (agentCpuSeconds(c) - idleCpu0) / ((Date.now() - idleT0) / 1000);
     // Small shapes: 300 deploys × 2 replicas × ~130 milli ≈ half of 10 × 16 cores, so capacity is
     // never what limits placement.
-    const deploys = workload(o.seed + 1, o.procDeploys, 'pb', {
-      maxReplicas: 3,
-      strategies: STRATEGIES,
-      cpu: [50, 100, 250],
-      memMiB: [64, 128, 256],
-    }).map((d) => (o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d));
+    const deploys = workload(o.seed + 1, o.procDeploys, 'pb', PROC_SHAPES).map((d) =>
+      o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d,
+    );
     const total = sumOf(deploys);
     const rnd = new SeededRandom(o.seed ^ 0xa5a5);
     const targets = deploys.map(() => rnd.int(o.procs));

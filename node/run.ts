@@ -50,7 +50,12 @@ export interface AgentOptions {
   /** Require the token on GET /metrics too. */
   metricsAuth?: boolean;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
-  /** StateSyncConfig.publishGapMs (ms, as given on the command line); default 0. */
+  /**
+   * StateSyncConfig.publishGapMs (ms, as given on the command line; `--publish-gap-ms`, 0 = off).
+   * Off by default: on 10 agents on loopback it halved publishes and cut frames per decision by a
+   * fifth but measured no gain in throughput or CPU and a slightly higher p99 (docs/state.md,
+   * "Publish pacing"): a knob for large clusters, where a publish costs n − 1 frames.
+   */
   publishGapMs?: string | number;
 }
 
@@ -63,14 +68,6 @@ export interface RunningAgent {
   token: string;
   stop(opts?: { leave?: boolean }): Promise<void>;
 }
-
-/**
- * State publish pacing (StateSyncConfig.publishGapMs, `--publish-gap-ms`): off by default. On 10
- * agents on loopback it halved publishes and cut frames per decision by a fifth, but measured no
- * gain in throughput or CPU and a slightly higher p99 (docs/state.md, "Publish pacing"): a
- * knob for large clusters, where a publish costs n − 1 frames, not a default.
- */
-export const PUBLISH_GAP_MS = 0;
 
 /**
  * Other hosts' records reach the disk at most every 10 s (StateSyncConfig.hostPersistIntervalMs):
@@ -112,7 +109,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     { transport, clock, random, store, log: agentLog.child({ mod: 'state' }), membership: agent.membership },
     host,
     {
-      publishGapMs: opts.publishGapMs === undefined ? PUBLISH_GAP_MS : Number(opts.publishGapMs),
+      ...(opts.publishGapMs !== undefined && { publishGapMs: Number(opts.publishGapMs) }),
       hostPersistIntervalMs: HOST_PERSIST_INTERVAL_MS,
     },
   );
