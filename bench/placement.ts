@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--rate N] [--cpu-prof DIR] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--cpu-prof DIR] [--proc-node-args "FLAGS"] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -45,7 +45,10 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  */
 
 type Part = 'sim' | 'procs' | 'quality';
-type NumericOption = Exclude<keyof Options, 'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel'>;
+type NumericOption = Exclude<
+  keyof Options,
+  'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs'
+>;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
@@ -68,6 +71,8 @@ interface Options {
   qualityWaves: number[];
   /** (b): write a V8 CPU profile of every agent into this directory (`--cpu-prof`, clean exit). */
   cpuProf: string | undefined;
+  /** (b): extra Node flags for every agent process (`--proc-node-args "--perf-basic-prof"`, space-separated). */
+  procNodeArgs: string[];
   /** (b): the agents' log level (the bench reads their info lines; debug adds a line per message). */
   procLogLevel: 'info' | 'debug';
   /**
@@ -99,6 +104,7 @@ function parseArgs(args: string[]): Options {
     qualityWaves: [1, 4],
     cpuProf: undefined,
     procLogLevel: 'info',
+    procNodeArgs: [],
     warmup: 2400,
   };
   const num: Record<string, NumericOption> = {
@@ -129,6 +135,10 @@ function parseArgs(args: string[]): Options {
     }
     if (a === '--cpu-prof') {
       o.cpuProf = v;
+      continue;
+    }
+    if (a === '--proc-node-args') {
+      o.procNodeArgs = v.split(' ').filter((x) => x.length > 0);
       continue;
     }
     if (a === '--proc-log-level') {
@@ -362,12 +372,13 @@ async function startProcs(
   n: number,
   cpuProf: string | undefined,
   logLevel: 'info' | 'debug',
+  procNodeArgs: readonly string[] = [],
 ): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
   // The simulated engine: this part measures placement decisions, not process spawning.
   const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim'];
-  const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [];
+  const nodeArgs = [...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : []), ...procNodeArgs];
   const common = {
     clusterKey: key,
     logLevel,
@@ -529,7 +540,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   setCurrent(c);
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
-    const bootMs = await startProcs(c, o.procs, o.cpuProf, o.procLogLevel);
+    const bootMs = await startProcs(c, o.procs, o.cpuProf, o.procLogLevel, o.procNodeArgs);
     process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
     // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
     // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.

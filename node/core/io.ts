@@ -34,6 +34,13 @@ export interface Random {
  * the value is kept aside, never silently dropped. Disk errors (ENOSPC, EIO) throw StoreError.
  * Keys satisfy isStoreKey (letters, digits, `._-`, not starting with a dot); any other key throws
  * StoreError. `keys()` returns keys sorted.
+ *
+ * A key holds either a value or an append-only **log** (a sequence of records: `append`,
+ * `readLog`), e.g. the changes of the cluster state since its last snapshot — a record costs one
+ * positional write and one data sync of an open file, not a new file. `keys()` lists both kinds,
+ * `remove` removes both. `write`/`writeAsync` of a log key replaces the log by the value (an
+ * atomic write like any other); `read` of a log key and `append`/`readLog` of a value key throw
+ * StoreError (nothing is moved aside: the data is fine, the caller asked for the wrong kind).
  */
 export interface Store {
   read(key: string): Uint8Array | undefined;
@@ -49,6 +56,46 @@ export interface Store {
   writeAsync?(key: string, data: Uint8Array): Promise<void>;
   /** Optional: `remove` without blocking the caller on the disk; same ordering as `writeAsync`. */
   removeAsync?(key: string): Promise<void>;
+  /**
+   * Append one record (any bytes, empty included) to the log `key`, creating the log on the first
+   * append; durable when it returns. Throws StoreError naming the key and the errno (ENOSPC,
+   * EIO); a failed append leaves the records before it readable (a partial write is cut back),
+   * and its own record may or may not be read back later. Throws StoreError if the key holds a
+   * value (or a value write of it is still in flight).
+   */
+  append(key: string, record: Uint8Array): void;
+  /**
+   * Optional: `append` without blocking the caller on the disk: the record is written at once
+   * (page cache) and the data sync runs on a worker thread; resolves once the record is durable,
+   * rejects with StoreError. Appends to one key (sync or not) land in the log in call order.
+   * Concurrent appends share data syncs (one running, at most one queued). After a failed sync
+   * every append waiting for a sync of that key rejects. Stores without it: use `append`.
+   */
+  appendAsync?(key: string, record: Uint8Array): Promise<void>;
+  /**
+   * The log `key`: undefined if there is none, otherwise every complete, checksum-valid record in
+   * append order (copies). A torn or corrupt record (a crash mid-append, a flipped bit) ends the
+   * list: that record and everything after it are dropped — `dropped` says what and where (e.g.
+   * "torn record at byte 1234: 20 bytes of a 96-byte record"), the dropped bytes are kept aside
+   * (`keptAt`, never deleted) and cut off the log, so the next append follows the last good
+   * record. Throws StoreError on a disk error, if the key holds a value, or for a log format
+   * version this build does not read (left in place).
+   */
+  readLog(key: string): StoreLog | undefined;
+}
+
+/** What `Store.readLog` returns. */
+export interface StoreLog {
+  records: Uint8Array[];
+  /** Set when a torn or corrupt tail was dropped: what, where, and where it was kept. */
+  dropped?: string;
+  /** Where the dropped bytes were kept (nothing is deleted). */
+  keptAt?: string;
+  /**
+   * The dropped tail was an incomplete last record — what a crash in the middle of an append
+   * leaves (that record was never acknowledged as durable) — rather than corrupt bytes.
+   */
+  torn?: boolean;
 }
 
 export class StoreError extends Error {

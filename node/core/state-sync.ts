@@ -42,10 +42,15 @@ import { frame, TAG_STATE, WireError } from './wire.ts';
  */
 
 export const STATE_TOPIC = 'shoal/state/1';
-/** The base snapshot; changes since it are in `state.log.<seq>` keys (docs/state.md, "Persistence"). */
+/** The base snapshot; changes since it are in the log `STORE_LOG_KEY` (docs/state.md, "Persistence"). */
 export const STORE_STATE_KEY = 'state.snapshot';
-export const STORE_LOG_PREFIX = 'state.log.';
+/** The append-only log of changes since the base (Store.append): records `[u32 BE seq][delta message]`. */
+export const STORE_LOG_KEY = 'state.log';
+/** Older builds wrote one file per change, `state.log.<seq>`: still replayed, then replaced by a base. */
+export const LEGACY_LOG_PREFIX = 'state.log.';
 const STORE_SELF_KEY = 'self.json';
+/** Bytes a log record costs besides its payload (DiskStore: u32 length + u32 checksum). */
+const LOG_RECORD_OVERHEAD = 8;
 /**
  * self.json holds an upper bound of the versions this host has used, not the last one: a new bound
  * (version + VERSION_BLOCK) is written only when a version passes the stored one, so a burst of
@@ -53,11 +58,9 @@ const STORE_SELF_KEY = 'self.json';
  * ever published.
  */
 const VERSION_BLOCK = 1024;
-/** A base snapshot with a sequence number: [BASE_MAGIC][u32 BE seq of the last log it covers][snapshot]. */
+/** A base snapshot with a sequence number: [BASE_MAGIC][u32 BE seq of the last record it covers][snapshot]. */
 const BASE_MAGIC = 0x00;
-/** Compact (write a new base, drop the log) when the log holds more than this many files… */
-const MAX_LOG_FILES = 256;
-/** …or more bytes than max(this, the last base's size). */
+/** Compact (write a new base, remove the log) when the log holds more bytes than max(this, the last base's size). */
 const MIN_LOG_BYTES = 256 * 1024;
 /** Second byte of a state request that is a hash probe (a crdt-codec JSON message never starts with 0x00). */
 const HASH_PROBE = 0x00;
@@ -182,14 +185,18 @@ export class StateSync implements SubProtocol {
   private readonly dirtyIntents = new Set<string>();
   /** Versions up to this are covered by self.json. */
   private versionBound = 0;
-  /** The store's log: sequence number of the last file, files and bytes since the base. */
+  /** The store's log: sequence number of the last record, bytes since the base. */
   private logSeq = 0;
-  private logFiles: number[] = [];
   private logBytes = 0;
   private baseBytes = 0;
+  /** Log files of older builds (`state.log.<seq>`) replayed at load: removed once a base covers them. */
+  private legacyLogKeys: string[] = [];
   /** Write a full base next time (no base yet, or a write failed: what is on disk is unknown). */
   private needBase = true;
-  /** A base write failed after everything was marked clean: write one even if nothing is dirty. */
+  /**
+   * Write a base even if nothing is dirty: a base write failed after everything was marked clean,
+   * or files of an older build are to be replaced.
+   */
   private baseLost = false;
   /** The chain of async state writes (see persistChanges). */
   private writing: Promise<void> = Promise.resolve();
@@ -711,23 +718,27 @@ export class StateSync implements SubProtocol {
       this.state = new ClusterState(this.id);
     }
     // Replay the log written since the base. Merging is idempotent and order-free (CRDT), so a
-    // file the base already covers would do no harm; it is skipped and removed anyway.
+    // record the base already covers (a crash between writing a base and removing the log) would
+    // do no harm; it is skipped anyway.
     let replayed = 0;
-    for (const { key, seq } of this.logKeys()) {
+    let logUnreadable = false;
+    const replay = (bytes: Uint8Array, where: string): void => {
+      const msg = decodeMessage(bytes, `${where} in the data dir`, SNAPSHOT_LIMITS);
+      if (msg.t !== 'delta') throw new StateMessageError(where, 't', 'expected a delta');
+      this.state.apply(msg, where);
+      replayed++;
+    };
+    // Older builds: one file per change. Replayed, then covered by the next base and removed.
+    for (const { key, seq } of this.legacyLogs()) {
       this.logSeq = Math.max(this.logSeq, seq);
       if (seq <= baseSeq) {
         this.removeQuietly(key);
         continue;
       }
+      this.legacyLogKeys.push(key);
       try {
         const bytes = store.read(key);
-        if (!bytes) continue;
-        const msg = decodeMessage(bytes, `${key} in the data dir`, SNAPSHOT_LIMITS);
-        if (msg.t !== 'delta') throw new StateMessageError(key, 't', 'expected a delta');
-        this.state.apply(msg, key);
-        this.logFiles.push(seq);
-        this.logBytes += bytes.length;
-        replayed++;
+        if (bytes) replay(bytes, key);
       } catch (err) {
         log.error(
           { key, err: (err as Error).message },
@@ -735,23 +746,65 @@ export class StateSync implements SubProtocol {
         );
       }
     }
+    let records: Uint8Array[] = [];
+    try {
+      const stored = store.readLog(STORE_LOG_KEY);
+      if (stored) {
+        records = stored.records;
+        if (stored.dropped !== undefined) {
+          const fields = { key: STORE_LOG_KEY, dropped: stored.dropped, kept: records.length };
+          const text =
+            `the end of the stored state log "${STORE_LOG_KEY}" is unreadable and was dropped ` +
+            `(${stored.dropped}); the ${records.length} record(s) before it are restored; ` +
+            'peers re-sync what it held';
+          // A torn last record is what a crash mid-append leaves (never acknowledged): a warning.
+          if (stored.torn) log.warn(fields, text);
+          else log.error(fields, text);
+        }
+      }
+    } catch (err) {
+      logUnreadable = true;
+      log.error(
+        { key: STORE_LOG_KEY, err: (err as Error).message },
+        `the stored state log "${STORE_LOG_KEY}" is unreadable; skipping it (peers re-sync what it held)`,
+      );
+    }
+    for (const rec of records) {
+      this.logBytes += LOG_RECORD_OVERHEAD + rec.length;
+      const seq = rec.length >= 4 ? new DataView(rec.buffer, rec.byteOffset, rec.byteLength).getUint32(0) : 0;
+      this.logSeq = Math.max(this.logSeq, seq);
+      if (seq !== 0 && seq <= baseSeq) continue;
+      const where = `${STORE_LOG_KEY} record ${seq}`;
+      try {
+        if (rec.length < 4) throw new Error(`record of ${rec.length} bytes has no sequence number`);
+        replay(rec.subarray(4), where);
+      } catch (err) {
+        log.error(
+          { key: STORE_LOG_KEY, seq, err: (err as Error).message },
+          'a stored state change is unreadable; skipping it (peers re-sync what it held)',
+        );
+      }
+    }
     this.logSeq = Math.max(this.logSeq, baseSeq);
     if (this.state.hosts.size > 0 || this.state.intents.size > 0) {
       log.info(
-        { hosts: this.state.hosts.size, logFiles: replayed, hash: this.state.hash() },
+        { hosts: this.state.hosts.size, logRecords: replayed, hash: this.state.hash() },
         'state restored from disk',
       );
-      // Restored: a base exists; new changes go to the log.
-      this.needBase = this.baseBytes === 0;
+      // Restored: a base exists; new changes go to the log — unless files of an older build (or
+      // a log that could not be read) are to be replaced by a base first.
+      this.needBase = this.baseBytes === 0 || this.legacyLogKeys.length > 0 || logUnreadable;
     }
+    // Files of an older build: replaced by a base at the next persist, even if nothing changes.
+    if (this.legacyLogKeys.length > 0) this.baseLost = true;
   }
 
-  /** Log keys in the store, by sequence number. */
-  private logKeys(): { key: string; seq: number }[] {
+  /** Log files of older builds in the store (`state.log.<seq>`), by sequence number. */
+  private legacyLogs(): { key: string; seq: number }[] {
     const out: { key: string; seq: number }[] = [];
     for (const key of this.deps.store.keys()) {
-      if (!key.startsWith(STORE_LOG_PREFIX)) continue;
-      const seq = Number(key.slice(STORE_LOG_PREFIX.length));
+      if (!key.startsWith(LEGACY_LOG_PREFIX)) continue;
+      const seq = Number(key.slice(LEGACY_LOG_PREFIX.length));
       if (Number.isSafeInteger(seq) && seq > 0) out.push({ key, seq });
     }
     return out.sort((a, b) => a.seq - b.seq);
@@ -761,7 +814,7 @@ export class StateSync implements SubProtocol {
     try {
       this.deps.store.remove(key);
     } catch (err) {
-      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log file');
+      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log');
     }
   }
 
@@ -826,24 +879,24 @@ export class StateSync implements SubProtocol {
   }
 
   /**
-   * Incremental persistence: the entries changed since the last write go to a new log file
-   * (`state.log.<seq>`, O(change)); when the log outgrows the base, one full base snapshot
-   * replaces both (O(state), amortised). `withHosts` false writes intents only (group commit).
+   * Incremental persistence: the entries changed since the last write are appended to the log
+   * (`state.log`, one record `[u32 BE seq][delta]`, O(change)); when the log outgrows the base,
+   * one full base snapshot replaces both (O(state), amortised) and the log is removed.
+   * `withHosts` false writes intents only (group commit).
    *
-   * With a store that has `writeAsync` (the real disk), files are written off the event loop, one
-   * after another (`writing`): a log file lands only after the files before it, so what is on disk
-   * after a crash is always a prefix. The bookkeeping is done at once; a failed write re-marks its
-   * entries dirty and makes the next write a full base. Returns the pending write, if any.
+   * With a store that has `appendAsync`/`writeAsync` (the real disk), writes go off the event
+   * loop, one after another (`writing`): a record lands only after the writes before it, so what
+   * is on disk after a crash is always a prefix. The bookkeeping is done at once; a failed write
+   * re-marks its entries dirty and makes the next write a full base. Returns the pending write.
    */
   private persistChanges(withHosts: boolean): Promise<void> | undefined {
     const hostIds = withHosts ? [...this.dirtyHosts] : [];
     const intentIds = [...this.dirtyIntents];
     if (hostIds.length === 0 && intentIds.length === 0 && !this.baseLost) return undefined;
     const { store } = this.deps;
-    const writeAsync = this.running ? store.writeAsync?.bind(store) : undefined;
-    const logFull =
-      this.logFiles.length >= MAX_LOG_FILES || this.logBytes > Math.max(MIN_LOG_BYTES, this.baseBytes);
-    if (this.needBase || logFull) {
+    // Off the event loop if the store can; then every state write goes through the chain (order).
+    const chained = this.running && (store.writeAsync !== undefined || store.appendAsync !== undefined);
+    if (this.needBase || this.logBytes > Math.max(MIN_LOG_BYTES, this.baseBytes)) {
       // The whole state, hosts included: everything dirty is covered.
       const seq = this.logSeq;
       const snap = this.state.encodeSnapshot();
@@ -851,8 +904,9 @@ export class StateSync implements SubProtocol {
       bytes[0] = BASE_MAGIC;
       new DataView(bytes.buffer).setUint32(1, seq);
       bytes.set(snap, 5);
-      const covered = this.logFiles;
-      if (writeAsync === undefined) {
+      // Covered once the base lands: the log (records up to seq) and files of older builds.
+      const covered = [STORE_LOG_KEY, ...this.legacyLogKeys];
+      if (!chained) {
         try {
           store.write(STORE_STATE_KEY, bytes);
         } catch (err) {
@@ -865,17 +919,18 @@ export class StateSync implements SubProtocol {
       this.baseBytes = bytes.length;
       this.dirtyHosts.clear();
       this.dirtyIntents.clear();
-      this.logFiles = [];
       this.logBytes = 0;
-      if (writeAsync === undefined) {
-        for (const s of covered) this.removeQuietly(`${STORE_LOG_PREFIX}${s}`);
+      this.legacyLogKeys = [];
+      if (!chained) {
+        for (const key of covered) this.removeQuietly(key);
         return undefined;
       }
       return this.enqueueWrite(
         async () => {
-          await writeAsync(STORE_STATE_KEY, bytes);
-          // Covered log files: harmless if left behind (skipped and removed on load).
-          await Promise.all(covered.map((s) => this.removeQuietlyAsync(`${STORE_LOG_PREFIX}${s}`)));
+          if (store.writeAsync) await store.writeAsync(STORE_STATE_KEY, bytes);
+          else store.write(STORE_STATE_KEY, bytes);
+          // Harmless if left behind (a crash right here): records up to seq are skipped on load.
+          for (const key of covered) await this.removeQuietlyAsync(key);
         },
         () => {
           // Everything was marked clean: write a whole base again next time.
@@ -895,25 +950,30 @@ export class StateSync implements SubProtocol {
       if (w) intents.push(w);
     }
     const seq = this.logSeq + 1;
-    const key = `${STORE_LOG_PREFIX}${seq}`;
-    const bytes = encodeMessage({ t: 'delta', hosts, intents });
-    if (writeAsync === undefined) {
+    const delta = encodeMessage({ t: 'delta', hosts, intents });
+    const record = new Uint8Array(4 + delta.length);
+    new DataView(record.buffer).setUint32(0, seq);
+    record.set(delta, 4);
+    if (!chained) {
       try {
-        store.write(key, bytes);
+        store.append(STORE_LOG_KEY, record);
       } catch (err) {
-        // Unknown what reached the disk: the next write is a full base.
+        // The log holds the records before this one (a failed append is cut back), but to be
+        // safe the next write is a full base.
         this.needBase = true;
         throw err;
       }
     }
     this.logSeq = seq;
-    this.logFiles.push(seq);
-    this.logBytes += bytes.length;
+    this.logBytes += LOG_RECORD_OVERHEAD + record.length;
     for (const id of hostIds) this.dirtyHosts.delete(id);
     for (const id of intentIds) this.dirtyIntents.delete(id);
-    if (writeAsync === undefined) return undefined;
+    if (!chained) return undefined;
     return this.enqueueWrite(
-      () => writeAsync(key, bytes),
+      async () => {
+        if (store.appendAsync) await store.appendAsync(STORE_LOG_KEY, record);
+        else store.append(STORE_LOG_KEY, record);
+      },
       () => {
         // Unknown what reached the disk: the next write is a full base; its entries are dirty again.
         this.needBase = true;
@@ -940,7 +1000,7 @@ export class StateSync implements SubProtocol {
       if (store.removeAsync) await store.removeAsync(key);
       else store.remove(key);
     } catch (err) {
-      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log file');
+      this.deps.log.warn({ key, err: String(err) }, 'could not remove an old state log');
     }
   }
 

@@ -5,12 +5,17 @@ import { type Store, StoreError } from '../../node/core/io.ts';
 export interface StoreBackend {
   open(): Store;
   cleanup?(): void;
+  /** Make every later write and append of the stores it opened fail with ENOSPC (or stop). */
+  setFull(full: boolean): void;
 }
 
 /**
  * The Store contract (node/core/io.ts): read/write/remove/keys, overwrite, binary safety, empty
  * and large values, copies in and out, data surviving a reopen (a restart), and invalid keys
- * (paths, hidden names, empty) rejected with StoreError.
+ * (paths, hidden names, empty) rejected with StoreError. Logs: records round-trip in order (empty
+ * and binary ones too) and survive a reopen; a log is a key (listed, removed, replaced by a write);
+ * the wrong kind of access (read of a log, append to or readLog of a value) throws StoreError; a
+ * failed append leaves the records before it.
  */
 export function storeConformance(name: string, makeBackend: () => StoreBackend): void {
   describe(`Store conformance: ${name}`, () => {
@@ -151,6 +156,146 @@ export function storeConformance(name: string, makeBackend: () => StoreBackend):
         expect((e as Error).message).toContain('../x');
       }
       expect(s.keys()).toEqual([]);
+      for (const k of bad) {
+        expect(() => s.append(k, new Uint8Array([1])), JSON.stringify(k)).toThrow(StoreError);
+        expect(() => s.readLog(k), JSON.stringify(k)).toThrow(StoreError);
+      }
+      expect(s.keys()).toEqual([]);
+    });
+
+    describe('logs (append, readLog)', () => {
+      /** Records of every shape: empty, one byte, every byte value, a log-header-like prefix, larger. */
+      const sample = (n: number): Uint8Array[] =>
+        Array.from({ length: n }, (_, i) => {
+          if (i % 7 === 0) return new Uint8Array(0);
+          if (i % 7 === 1) return new Uint8Array([i & 0xff]);
+          if (i % 7 === 2) return Uint8Array.from({ length: 256 }, (_, j) => j);
+          if (i % 7 === 3) return new Uint8Array([0x53, 0x48, 0x4c, 0x47, 1, 0, 0, 0, 0, 0, 0, 0]);
+          return Uint8Array.from({ length: 10 + ((i * 37) % 3000) }, (_, j) => (i * 31 + j) & 0xff);
+        });
+
+      it('reads undefined for a missing log', () => {
+        const s = open();
+        expect(s.readLog('missing')).toBeUndefined();
+      });
+
+      it('round-trips many records in order (empty and binary ones too)', () => {
+        const s = open();
+        const recs = sample(200);
+        for (const r of recs) s.append('state.log', r);
+        const log = s.readLog('state.log')!;
+        expect(log.dropped).toBeUndefined();
+        expect(log.records).toHaveLength(recs.length);
+        for (let i = 0; i < recs.length; i++) expect(log.records[i], `record ${i}`).toEqual(recs[i]);
+        // Appends after a read follow the records read.
+        s.append('state.log', new Uint8Array([42]));
+        expect(s.readLog('state.log')!.records.at(-1)).toEqual(new Uint8Array([42]));
+        expect(s.readLog('state.log')!.records).toHaveLength(recs.length + 1);
+      });
+
+      it('copies in and out', () => {
+        const s = open();
+        const r = new Uint8Array([1, 2, 3]);
+        s.append('l', r);
+        r[0] = 99;
+        s.append('l', new Uint8Array([0, 7, 8, 9]).subarray(1));
+        const out = s.readLog('l')!.records;
+        expect(out).toEqual([new Uint8Array([1, 2, 3]), new Uint8Array([7, 8, 9])]);
+        out[0]![0] = 99;
+        expect(s.readLog('l')!.records[0]).toEqual(new Uint8Array([1, 2, 3]));
+      });
+
+      it('survives a reopen (restart), and appends after it follow the old records', () => {
+        const b = makeBackend();
+        backend = b;
+        const s1 = b.open();
+        const recs = sample(30);
+        for (const r of recs) s1.append('log', r);
+        const s2 = b.open();
+        expect(s2.readLog('log')!.records).toEqual(recs);
+        s2.append('log', new Uint8Array([1, 2]));
+        const s3 = b.open();
+        expect(s3.readLog('log')!.records).toEqual([...recs, new Uint8Array([1, 2])]);
+      });
+
+      it('a log is a key: listed, removed (then a new one starts empty), values and logs side by side', () => {
+        const s = open();
+        s.write('value', new Uint8Array([1]));
+        s.append('log', new Uint8Array([2]));
+        s.append('log', new Uint8Array([3]));
+        expect([...s.keys()].sort()).toEqual(['log', 'value']);
+        s.remove('log');
+        s.remove('log');
+        expect(s.readLog('log')).toBeUndefined();
+        expect(s.keys()).toEqual(['value']);
+        s.append('log', new Uint8Array([4]));
+        expect(s.readLog('log')!.records).toEqual([new Uint8Array([4])]);
+        expect(s.read('value')).toEqual(new Uint8Array([1]));
+      });
+
+      it('the wrong kind of access throws StoreError and moves nothing; write replaces a log', () => {
+        const s = open();
+        s.append('log', new Uint8Array([1]));
+        s.write('value', new Uint8Array([2]));
+        let err: unknown;
+        try {
+          s.read('log');
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(StoreError);
+        expect((err as StoreError).name).toBe('StoreError'); // not StoreCorruptError: nothing is wrong with it
+        expect((err as Error).message).toMatch(/"log".*log/);
+        expect(() => s.append('value', new Uint8Array([3]))).toThrow(StoreError);
+        expect(() => s.readLog('value')).toThrow(StoreError);
+        // Nothing was moved or changed.
+        expect(s.readLog('log')!.records).toEqual([new Uint8Array([1])]);
+        expect(s.read('value')).toEqual(new Uint8Array([2]));
+        // A write over a log replaces it by the value; a remove then frees the key for a log again.
+        s.write('log', new Uint8Array([9]));
+        expect(s.read('log')).toEqual(new Uint8Array([9]));
+        expect(() => s.readLog('log')).toThrow(StoreError);
+        s.remove('log');
+        s.append('log', new Uint8Array([5]));
+        expect(s.readLog('log')!.records).toEqual([new Uint8Array([5])]);
+        expect([...s.keys()].sort()).toEqual(['log', 'value']);
+      });
+
+      it('a failed append (disk full) throws StoreError naming the key; the records before it stay', () => {
+        const b = makeBackend();
+        backend = b;
+        const s = b.open();
+        s.append('log', new Uint8Array([1]));
+        s.append('log', new Uint8Array([2, 2]));
+        b.setFull(true);
+        let err: unknown;
+        try {
+          s.append('log', new Uint8Array(5000).fill(3));
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(StoreError);
+        expect((err as StoreError).key).toBe('log');
+        expect((err as Error).message).toMatch(/"log".*ENOSPC/);
+        b.setFull(false);
+        expect(s.readLog('log')).toEqual({ records: [new Uint8Array([1]), new Uint8Array([2, 2])] });
+        // The log goes on after the failure, in this store and after a reopen.
+        s.append('log', new Uint8Array([4]));
+        const want = [new Uint8Array([1]), new Uint8Array([2, 2]), new Uint8Array([4])];
+        expect(s.readLog('log')).toEqual({ records: want });
+        expect(b.open().readLog('log')).toEqual({ records: want });
+      });
+
+      it('a failed first append (disk full) creates nothing', () => {
+        const b = makeBackend();
+        backend = b;
+        const s = b.open();
+        b.setFull(true);
+        expect(() => s.append('log', new Uint8Array([1]))).toThrow(StoreError);
+        b.setFull(false);
+        expect(s.readLog('log')).toBeUndefined();
+        expect(s.keys()).toEqual([]);
+      });
     });
   });
 }
