@@ -1,5 +1,6 @@
 /** Deterministic hashing helpers: canonical JSON, SHA-256 and an order-independent set hash. */
 import { createHash } from 'node:crypto';
+import { fnv1a32 } from '../allocator/units.ts';
 
 /** JSON with object keys sorted (undefined-valued keys dropped, like JSON.stringify). */
 export function canonicalJson(value: unknown): string {
@@ -54,4 +55,26 @@ export class XorSet {
 /** First 32 bits of a hash, as a digest tag. */
 export function tag32(h: Buffer): number {
   return h.readUInt32BE(0);
+}
+
+/**
+ * Buckets of the anti-entropy digest, per table: an entry belongs to bucket `bucketOf(id)`, and a
+ * bucket's tag is the XOR of its entries' 32-bit tags. Two agents compare bucket tags first and
+ * exchange digest entries only for the buckets that differ (docs/state.md, "Anti-entropy").
+ */
+export const DIGEST_BUCKETS = 128;
+
+/** The digest bucket of an entry id (FNV-1a, stable across builds and platforms). */
+export function bucketOf(id: string): number {
+  return fnv1a32(id) & (DIGEST_BUCKETS - 1);
+}
+
+/** Per-bucket XOR of entry tags: adding or removing an entry is O(1), independent of order. */
+export class BucketTags {
+  readonly tags = new Uint32Array(DIGEST_BUCKETS);
+
+  toggle(id: string, tag: number): void {
+    const b = bucketOf(id);
+    this.tags[b] = (this.tags[b]! ^ tag) >>> 0;
+  }
 }

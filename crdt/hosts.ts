@@ -12,7 +12,7 @@
  * agents sharing decoded records in the simulator hash each record once.
  */
 import type { HostDigestEntry } from './codec.ts';
-import { sha256, tag32, XorSet } from './hash.ts';
+import { BucketTags, bucketOf, sha256, tag32, XorSet } from './hash.ts';
 import type { HostEntry, HostRecord, HostTombstone, Resources } from './types.ts';
 
 export type MergeResult = 'newer' | 'stale' | 'equal';
@@ -103,6 +103,7 @@ export class HostTable {
   /** Ids changed since the last hash(), with the entry they had then (already hashed). */
   private readonly dirty = new Map<string, HostEntry | null>();
   private readonly acc = new XorSet();
+  private readonly buckets = new BucketTags();
   private liveCount = 0;
   /**
    * Entries sorted by id, kept across calls of all(): a replaced entry is swapped in place
@@ -192,16 +193,28 @@ export class HostTable {
     return n;
   }
 
-  /** Compact summary for anti-entropy: (id, version, tag) sorted by id. */
-  digest(): HostDigestEntry[] {
-    return this.all().map((e) => ({ id: e.id, version: e.version, tag: tag32(hostEntryHash(e)) }));
+  /**
+   * Compact summary for anti-entropy: (id, version, tag) sorted by id — of every entry, or of the
+   * entries in `buckets` only (digest buckets, see `bucketTags`).
+   */
+  digest(buckets?: ReadonlySet<number>): HostDigestEntry[] {
+    const out: HostDigestEntry[] = [];
+    for (const e of this.all()) {
+      if (buckets !== undefined && !buckets.has(bucketOf(e.id))) continue;
+      out.push({ id: e.id, version: e.version, tag: tag32(hostEntryHash(e)) });
+    }
+    return out;
   }
 
-  /** Entries the digest's owner lacks, has at a lower version, or has with different content. */
-  newerThan(digest: readonly HostDigestEntry[]): HostEntry[] {
+  /**
+   * Entries the digest's owner lacks, has at a lower version, or has with different content —
+   * among the entries in `buckets` when the digest covers only those.
+   */
+  newerThan(digest: readonly HostDigestEntry[], buckets?: ReadonlySet<number>): HostEntry[] {
     const theirs = new Map(digest.map((d) => [d.id, d]));
     const out: HostEntry[] = [];
     for (const e of this.all()) {
+      if (buckets !== undefined && !buckets.has(bucketOf(e.id))) continue;
       const d = theirs.get(e.id);
       if (!d || d.version < e.version || (d.version === e.version && d.tag !== tag32(hostEntryHash(e))))
         out.push(e);
@@ -220,15 +233,34 @@ export class HostTable {
     return out.sort();
   }
 
+  /** Per digest bucket, the XOR of its entries' tags (the digest's `tag`); a view, do not keep. */
+  bucketTags(): Uint32Array {
+    this.settle();
+    return this.buckets.tags;
+  }
+
   /** Hex SHA-256 over all entries, independent of merge order (XOR of per-entry hashes). */
   hash(): string {
+    this.settle();
+    return sha256(`hosts\0${this.entries.size}\0${this.acc.hex()}`).toString('hex');
+  }
+
+  /** Fold the entries changed since the last call into the hash and the bucket tags. */
+  private settle(): void {
     for (const [id, old] of this.dirty) {
-      if (old) this.acc.toggle(hostEntryHash(old));
+      if (old) {
+        const h = hostEntryHash(old);
+        this.acc.toggle(h);
+        this.buckets.toggle(id, tag32(h));
+      }
       const e = this.entries.get(id);
-      if (e) this.acc.toggle(hostEntryHash(e));
+      if (e) {
+        const h = hostEntryHash(e);
+        this.acc.toggle(h);
+        this.buckets.toggle(id, tag32(h));
+      }
     }
     this.dirty.clear();
-    return sha256(`hosts\0${this.entries.size}\0${this.acc.hex()}`).toString('hex');
   }
 
   private replace(id: string, cur: HostEntry | undefined, next: HostEntry | undefined): void {

@@ -19,7 +19,7 @@
 
 import type { IntentDigestEntry } from './codec.ts';
 import { StateMessageError, validateId, validateIntentFieldValue } from './codec.ts';
-import { canonicalJson, sha256, tag32, XorSet } from './hash.ts';
+import { BucketTags, bucketOf, canonicalJson, sha256, tag32, XorSet } from './hash.ts';
 import type {
   DeployIntent,
   IntentFields,
@@ -97,6 +97,7 @@ export class IntentTable {
   /** Ids changed since the last hash(), with their hash at that time (null = absent then). */
   private readonly dirty = new Map<string, Buffer | null>();
   private readonly acc = new XorSet();
+  private readonly buckets = new BucketTags();
   /** The ids sorted, kept until an entry is added or dropped (digests sort them once a second). */
   private sorted: string[] | undefined;
   readonly clock: Hlc;
@@ -275,15 +276,25 @@ export class IntentTable {
 
   // --- anti-entropy ---------------------------------------------------------------------------
 
-  digest(): IntentDigestEntry[] {
-    return this.sortedIds().map((id) => ({ id, tag: this.entryTag(this.entries.get(id)!) }));
+  /** (id, tag) sorted by id — of every entry, or of the entries in digest `buckets` only. */
+  digest(buckets?: ReadonlySet<number>): IntentDigestEntry[] {
+    const out: IntentDigestEntry[] = [];
+    for (const id of this.sortedIds()) {
+      if (buckets !== undefined && !buckets.has(bucketOf(id))) continue;
+      out.push({ id, tag: this.entryTag(this.entries.get(id)!) });
+    }
+    return out;
   }
 
-  /** Full entries the digest's owner lacks or holds with different content. */
-  newerThan(digest: readonly IntentDigestEntry[]): IntentWire[] {
+  /**
+   * Full entries the digest's owner lacks or holds with different content — among the entries in
+   * `buckets` when the digest covers only those.
+   */
+  newerThan(digest: readonly IntentDigestEntry[], buckets?: ReadonlySet<number>): IntentWire[] {
     const theirs = new Map(digest.map((d) => [d.id, d.tag]));
     const out: IntentWire[] = [];
     for (const id of this.sortedIds()) {
+      if (buckets !== undefined && !buckets.has(bucketOf(id))) continue;
       const e = this.entries.get(id)!;
       if (theirs.get(id) !== this.entryTag(e)) out.push(toWire(e));
     }
@@ -301,13 +312,30 @@ export class IntentTable {
   }
 
   hash(): string {
+    this.settle();
+    return sha256(`intents\0${this.entries.size}\0${this.acc.hex()}`).toString('hex');
+  }
+
+  /** Per digest bucket, the XOR of its entries' tags (the digest's `tag`); a view, do not keep. */
+  bucketTags(): Uint32Array {
+    this.settle();
+    return this.buckets.tags;
+  }
+
+  /** Fold the entries changed since the last call into the hash and the bucket tags. */
+  private settle(): void {
     for (const [id, old] of this.dirty) {
-      if (old) this.acc.toggle(old);
+      if (old) {
+        this.acc.toggle(old);
+        this.buckets.toggle(id, tag32(old));
+      }
       const e = this.entries.get(id);
-      if (e) this.acc.toggle(this.entryHash(e));
+      if (e) {
+        this.acc.toggle(this.entryHash(e));
+        this.buckets.toggle(id, this.entryTag(e));
+      }
     }
     this.dirty.clear();
-    return sha256(`intents\0${this.entries.size}\0${this.acc.hex()}`).toString('hex');
   }
 
   /**

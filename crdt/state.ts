@@ -18,7 +18,7 @@ import {
   type StateMessage,
   StateMessageError,
 } from './codec.ts';
-import { sha256Hex } from './hash.ts';
+import { DIGEST_BUCKETS, sha256Hex } from './hash.ts';
 import { HostTable } from './hosts.ts';
 import { IntentTable } from './intents.ts';
 import type { HostEntry, IntentWire } from './types.ts';
@@ -32,6 +32,12 @@ export interface StateDigest {
   hash: string;
   hosts: HostDigestEntry[];
   intents: IntentDigestEntry[];
+  /**
+   * The digest covers only these buckets (ascending; host buckets `0 … DIGEST_BUCKETS−1`, intent
+   * buckets `DIGEST_BUCKETS …`): its receiver reconciles the entries in them and nothing else.
+   * Absent: every entry.
+   */
+  buckets?: number[];
 }
 
 export interface Want {
@@ -94,16 +100,48 @@ export class ClusterState {
     return out;
   }
 
-  digest(): StateDigest {
-    return { hash: this.hash(), hosts: this.hosts.digest(), intents: this.intents.digest() };
+  /** The anti-entropy digest: every entry, or only those in `buckets` (see `StateDigest.buckets`). */
+  digest(buckets?: readonly number[]): StateDigest {
+    if (buckets === undefined)
+      return { hash: this.hash(), hosts: this.hosts.digest(), intents: this.intents.digest() };
+    const { hosts, intents } = splitBuckets(buckets);
+    return {
+      hash: this.hash(),
+      hosts: this.hosts.digest(hosts),
+      intents: this.intents.digest(intents),
+      buckets: [...buckets],
+    };
   }
 
-  /** On a peer's digest: what to push to it and what to ask it for. */
+  /**
+   * Tags of the digest buckets, hosts then intents (`2 × DIGEST_BUCKETS` values): two states
+   * hold the same entries in a bucket iff its tags are equal (but for 32-bit collisions). A copy.
+   */
+  bucketTags(): Uint32Array {
+    const out = new Uint32Array(2 * DIGEST_BUCKETS);
+    out.set(this.hosts.bucketTags(), 0);
+    out.set(this.intents.bucketTags(), DIGEST_BUCKETS);
+    return out;
+  }
+
+  /** The buckets whose tags differ from `remote`'s (`bucketTags()` of the peer), ascending. */
+  differingBuckets(remote: Uint32Array): number[] {
+    const mine = this.bucketTags();
+    const out: number[] = [];
+    for (let i = 0; i < mine.length; i++) if (mine[i] !== remote[i]) out.push(i);
+    return out;
+  }
+
+  /** On a peer's digest: what to push to it and what to ask it for (within its buckets, if any). */
   reconcile(remote: StateDigest): { send: StateDelta; want: Want } {
     if (remote.hash === this.hash())
       return { send: { hosts: [], intents: [] }, want: { hosts: [], intents: [] } };
+    const only = remote.buckets === undefined ? undefined : splitBuckets(remote.buckets);
     return {
-      send: { hosts: this.hosts.newerThan(remote.hosts), intents: this.intents.newerThan(remote.intents) },
+      send: {
+        hosts: this.hosts.newerThan(remote.hosts, only?.hosts),
+        intents: this.intents.newerThan(remote.intents, only?.intents),
+      },
       want: {
         hosts: this.hosts.missingFrom(remote.hosts),
         intents: this.intents.missingFrom(remote.intents),
@@ -172,6 +210,17 @@ export class ClusterState {
     s.apply(msg, source);
     return s;
   }
+}
+
+/** State-wide bucket numbers → the host table's and the intent table's own bucket numbers. */
+function splitBuckets(buckets: readonly number[]): { hosts: Set<number>; intents: Set<number> } {
+  const hosts = new Set<number>();
+  const intents = new Set<number>();
+  for (const b of buckets) {
+    if (b < DIGEST_BUCKETS) hosts.add(b);
+    else intents.add(b - DIGEST_BUCKETS);
+  }
+  return { hosts, intents };
 }
 
 export function encodeDelta(d: StateDelta): Uint8Array {

@@ -28,6 +28,7 @@ export interface MetricsSnapshot {
     published: number;
     exchanges: number;
     exchangesEqual: number;
+    bucketsDiffering: number;
     exchangeFailures: number;
     applied: number;
     rejected: number;
@@ -188,6 +189,11 @@ export function createAgentMetrics(
     'shoal_state_exchanges_equal_total',
     'Anti-entropy exchanges that found equal state hashes (nothing to repair).',
     (s) => s.sync.exchangesEqual,
+  );
+  counter(
+    'shoal_state_digest_buckets_differing_total',
+    'Digest buckets found different by anti-entropy exchanges (each exchange digests only those).',
+    (s) => s.sync.bucketsDiffering,
   );
   counter(
     'shoal_state_exchange_failures_total',

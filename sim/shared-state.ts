@@ -649,6 +649,10 @@ class SharedHostTable extends HostTable {
       .sort();
   }
 
+  override bucketTags(): never {
+    throw new Error('shared state: anti-entropy is not modelled');
+  }
+
   override hash(): string {
     const acc = new XorSet();
     const all = this.all();
@@ -716,6 +720,10 @@ class SharedIntentTable extends IntentTable {
 
   override allWire(): IntentWire[] {
     return this.ids().map((id) => this.wire(id)!);
+  }
+
+  override bucketTags(): never {
+    throw new Error('shared state: anti-entropy is not modelled');
   }
 
   override hash(): string {

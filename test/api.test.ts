@@ -83,7 +83,15 @@ class FakeBackend implements ApiBackend {
       uptimeSeconds: 42.5,
       members: { alive: 1, suspect: 1, dead: 0, left: 0 },
       hosts: { known: 2, live: 1 },
-      sync: { published: 5, exchanges: 7, exchangesEqual: 4, exchangeFailures: 1, applied: 9, rejected: 2 },
+      sync: {
+        published: 5,
+        exchanges: 7,
+        exchangesEqual: 4,
+        bucketsDiffering: 3,
+        exchangeFailures: 1,
+        applied: 9,
+        rejected: 2,
+      },
       agent: { badMessages: 6, persistErrors: 0 },
       capacity: {
         cpuMilli: this.host.cpuMilli,
@@ -246,6 +254,7 @@ describe('HTTP API (fake backend)', () => {
     expect(s.get('shoal_state_published_total')).toBe(5);
     expect(s.get('shoal_state_exchanges_total')).toBe(7);
     expect(s.get('shoal_state_exchanges_equal_total')).toBe(4);
+    expect(s.get('shoal_state_digest_buckets_differing_total')).toBe(3);
     expect(s.get('shoal_state_exchange_failures_total')).toBe(1);
     expect(s.get('shoal_state_applied_total')).toBe(9);
     expect(s.get('shoal_state_rejected_total')).toBe(2);

@@ -67,6 +67,7 @@ describe('codec round trip', () => {
     const msgs: StateMessage[] = [
       { t: 'delta', ...s.snapshot() },
       { t: 'digest', ...s.digest() },
+      { t: 'digest', ...s.digest([3, 130, 255]) },
       { t: 'want', hosts: ['h1'], intents: ['d1'] },
     ];
     for (const m of msgs) expect(decodeMessage(encodeMessage(m), 'p')).toEqual(m);
@@ -77,6 +78,22 @@ describe('codec round trip', () => {
 });
 
 describe('codec rejects malformed input with a field path and the sender', () => {
+  it('digest buckets: ascending, unique, in range, and only on a digest', () => {
+    const digest = (buckets: unknown) =>
+      enc.encode(
+        JSON.stringify({ v: 1, t: 'digest', hash: 'a'.repeat(64), hosts: [], intents: [], buckets }),
+      );
+    expect(decodeMessage(digest([0, 5, 255]), 'p')).toMatchObject({ buckets: [0, 5, 255] });
+    expect(errorOf(() => decodeMessage(digest([5, 5]), 'p')).path).toBe('buckets[1]');
+    expect(errorOf(() => decodeMessage(digest([7, 2]), 'p')).path).toBe('buckets[1]');
+    expect(errorOf(() => decodeMessage(digest([256]), 'p')).path).toBe('buckets[0]');
+    expect(errorOf(() => decodeMessage(digest([-1]), 'p')).path).toBe('buckets[0]');
+    expect(errorOf(() => decodeMessage(digest([1.5]), 'p')).path).toBe('buckets[0]');
+    expect(errorOf(() => decodeMessage(digest('all'), 'p')).path).toBe('buckets');
+    const delta = enc.encode(JSON.stringify({ v: 1, t: 'delta', hosts: [], intents: [], buckets: [1] }));
+    expect(errorOf(() => decodeMessage(delta, 'p')).path).toBe('buckets');
+  });
+
   it('names the offending field', () => {
     expect(
       pathAfter((m) => {

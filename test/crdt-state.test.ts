@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage, type StateMessage } from '../crdt/codec.ts';
 import { makeHostRecord, makeWorkload } from '../crdt/fixtures.ts';
+import { bucketOf } from '../crdt/hash.ts';
 import { ClusterState, encodeDelta, type StateDelta } from '../crdt/state.ts';
 
 /** Send `msg` from→to over bytes; process replies recursively (ping-pong until quiet). */
@@ -24,7 +25,7 @@ describe('ClusterState convergence', () => {
       dup: fc.boolean(),
     });
     fc.assert(
-      fc.property(fc.array(opArb, { maxLength: 40 }), (ops) => {
+      fc.property(fc.array(opArb, { maxLength: 40 }), fc.boolean(), (ops, bucketed) => {
         const reps = Array.from({ length: N }, (_, i) => new ClusterState(`agent-${i}`));
         const versions = new Array(N).fill(0);
         const pending: { to: number; delta: StateDelta }[] = [];
@@ -66,17 +67,27 @@ describe('ClusterState convergence', () => {
             if (op.dup) reps[m.to]!.handle(msg, 'x');
           }
         });
-        // pending messages are lost. Anti-entropy: a ring of digest exchanges, twice around.
+        // pending messages are lost. Anti-entropy: a ring of digest exchanges, twice around —
+        // whole digests, or (as agents do) digests of the buckets whose tags differ.
         for (let round = 0; round < 2; round++) {
           for (let i = 0; i < N; i++) {
             const a = reps[i]!;
             const b = reps[(i + 1) % N]!;
-            deliver({ t: 'digest', ...a.digest() }, a, b);
+            if (!bucketed) deliver({ t: 'digest', ...a.digest() }, a, b);
+            else {
+              const differ = a.differingBuckets(b.bucketTags());
+              if (differ.length > 0) deliver({ t: 'digest', ...a.digest(differ) }, a, b);
+            }
           }
         }
         const h = reps[0]!.hash();
         for (const s of reps) expect(s.hash()).toBe(h);
+        for (const s of reps) expect(s.bucketTags()).toEqual(reps[0]!.bucketTags());
         expect(reps[1]!.snapshot()).toEqual(reps[0]!.snapshot());
+        // Bucket tags are kept incrementally: a state rebuilt from the snapshot has the same.
+        expect(ClusterState.decodeSnapshot(reps[2]!.encodeSnapshot(), 'r').bucketTags()).toEqual(
+          reps[2]!.bucketTags(),
+        );
       }),
       { numRuns: 150 },
     );
@@ -92,6 +103,40 @@ describe('ClusterState convergence', () => {
     expect(msgs).toBe(4); // digest, delta, want, delta
     expect(a.hash()).toBe(b.hash());
     expect(b.handle({ t: 'digest', ...a.digest() }, 'a')).toEqual([]);
+  });
+
+  it('digest buckets: only the buckets that differ are digested, and that is enough', () => {
+    const a = new ClusterState('a');
+    const spec = { resources: { cpu: { milli: 100 } }, image: 'busybox' };
+    for (let i = 0; i < 20; i++) a.hosts.merge(makeHostRecord(`host-${i}`, 3));
+    for (let i = 0; i < 2_000; i++)
+      a.intents.put(`deploy-${i}`, { name: `d${i}`, spec, replicas: 1, strategy: 'spread' }, i);
+    const b = ClusterState.decodeSnapshot(a.encodeSnapshot(), 'b');
+    expect(b.bucketTags()).toEqual(a.bucketTags());
+    expect(a.differingBuckets(b.bucketTags())).toEqual([]);
+    // In flight: two intents and a host record on a, one intent on b.
+    a.intents.update('deploy-7', { replicas: 3 }, 5_000);
+    a.intents.put('deploy-new', { name: 'n', spec, replicas: 2, strategy: 'spread' }, 5_001);
+    a.hosts.merge(makeHostRecord('host-4', 4));
+    b.intents.remove('deploy-1234', 5_002);
+    const differ = a.differingBuckets(b.bucketTags());
+    expect(differ.length).toBeGreaterThanOrEqual(1);
+    expect(differ.length).toBeLessThanOrEqual(4);
+    expect(differ.some((x) => x < 128)).toBe(true); // the host bucket
+    const partial = encodeMessage({ t: 'digest', ...a.digest(differ) });
+    const whole = encodeMessage({ t: 'digest', ...a.digest() });
+    expect(partial.length * 20).toBeLessThan(whole.length);
+    // The receiver reconciles within those buckets only: it pushes what differs there (its
+    // version of deploy-7 too: an intent merge keeps the newer registers) and nothing else.
+    const replies = b.handle(decodeMessage(partial, 'a'), 'a');
+    const pushed = replies.find((r) => r.t === 'delta');
+    const ids = pushed?.t === 'delta' ? pushed.intents.map((w) => w.id) : [];
+    expect(ids).toContain('deploy-1234');
+    expect(ids.length).toBeLessThanOrEqual(3);
+    for (const id of ids) expect(differ).toContain(128 + bucketOf(id));
+    deliver({ t: 'digest', ...a.digest(differ) }, a, b);
+    expect(a.hash()).toBe(b.hash());
+    expect(a.bucketTags()).toEqual(b.bucketTags());
   });
 
   it('summary and snapshot', () => {

@@ -6,6 +6,7 @@ import {
   type StateMessage,
   StateMessageError,
 } from '../../crdt/codec.ts';
+import { DIGEST_BUCKETS } from '../../crdt/hash.ts';
 import { nextVersion } from '../../crdt/hosts.ts';
 import { applyHostPatch, diffHostRecord } from '../../crdt/patch.ts';
 import { ClusterState, type StateDelta } from '../../crdt/state.ts';
@@ -206,6 +207,8 @@ export class StateSync implements SubProtocol {
     published: 0,
     exchanges: 0,
     exchangesEqual: 0,
+    /** Digest buckets found different by exchanges (each exchange digests only those). */
+    bucketsDiffering: 0,
     exchangeFailures: 0,
     applied: 0,
     rejected: 0,
@@ -512,9 +515,19 @@ export class StateSync implements SubProtocol {
 
   onRequest(from: string, data: Uint8Array): Uint8Array {
     // Hash probe: [TAG_STATE, 0x00, hash…] → [TAG_STATE] when equal, [TAG_STATE, 0x01] when not.
+    // When they differ, the answer carries this agent's digest-bucket tags (u32 BE, hosts then
+    // intents), so the caller sends a digest of the differing buckets only; callers of older builds
+    // read any answer longer than [TAG_STATE] as "differs".
     if (data[1] === HASH_PROBE) {
       const theirs = new TextDecoder().decode(data.subarray(2));
-      return Uint8Array.of(TAG_STATE, ...(theirs === this.state.hash() ? [] : [HASH_DIFFERS]));
+      if (theirs === this.state.hash()) return Uint8Array.of(TAG_STATE);
+      const tags = this.state.bucketTags();
+      const out = new Uint8Array(2 + 4 * tags.length);
+      out[0] = TAG_STATE;
+      out[1] = HASH_DIFFERS;
+      const view = new DataView(out.buffer);
+      for (let i = 0; i < tags.length; i++) view.setUint32(2 + 4 * i, tags[i]!);
+      return out;
     }
     const msg = this.decode(from, data);
     if (msg.t !== 'digest') throw new WireError(from, 't', `expected a digest request, got ${msg.t}`);
@@ -652,9 +665,21 @@ export class StateSync implements SubProtocol {
         this.counters.exchangesEqual++;
         return true;
       }
+      // The peer's bucket tags (a peer of an older build sends none): digest only the buckets
+      // that differ — O(what differs) instead of O(state) while changes are in flight.
+      let buckets: number[] | undefined;
+      if (probe.length === 2 + 8 * DIGEST_BUCKETS && probe[1] === HASH_DIFFERS) {
+        const view = new DataView(probe.buffer, probe.byteOffset, probe.byteLength);
+        const theirs = new Uint32Array(2 * DIGEST_BUCKETS);
+        for (let i = 0; i < theirs.length; i++) theirs[i] = view.getUint32(2 + 4 * i);
+        buckets = this.state.differingBuckets(theirs);
+        // Equal buckets with different hashes (a 32-bit collision): the whole digest.
+        if (buckets.length === 0) buckets = undefined;
+        else this.counters.bucketsDiffering += buckets.length;
+      }
       const res = await this.deps.transport.request(
         peer,
-        this.encode({ t: 'digest', ...this.state.digest() }),
+        this.encode({ t: 'digest', ...this.state.digest(buckets) }),
         this.cfg.requestTimeoutMs,
       );
       if (!this.running) return false;
