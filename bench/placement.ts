@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--rate N] [--cpu-prof DIR] [--proc-node-args "FLAGS"] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--sweep 50,100,150] [--cpu-prof DIR] [--proc-node-args "FLAGS"] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -47,7 +47,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 type Part = 'sim' | 'procs' | 'quality';
 type NumericOption = Exclude<
   keyof Options,
-  'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs'
+  'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs' | 'sweep'
 >;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
@@ -71,6 +71,12 @@ interface Options {
   qualityWaves: number[];
   /** (b): write a V8 CPU profile of every agent into this directory (`--cpu-prof`, clean exit). */
   cpuProf: string | undefined;
+  /**
+   * (b): after the measured burst, one burst of `procDeploys` deploys per listed rate (deploys/s,
+   * open loop, the previous burst deleted first) on the same warm cluster: the latency at each
+   * offered load, and the highest decisions/s whose p99 met 100 ms. Empty: none.
+   */
+  sweep: number[];
   /** (b): extra Node flags for every agent process (`--proc-node-args "--perf-basic-prof"`, space-separated). */
   procNodeArgs: string[];
   /** (b): the agents' log level (the bench reads their info lines; debug adds a line per message). */
@@ -105,6 +111,7 @@ function parseArgs(args: string[]): Options {
     cpuProf: undefined,
     procLogLevel: 'info',
     procNodeArgs: [],
+    sweep: [],
     warmup: 2400,
   };
   const num: Record<string, NumericOption> = {
@@ -135,6 +142,12 @@ function parseArgs(args: string[]): Options {
     }
     if (a === '--cpu-prof') {
       o.cpuProf = v;
+      continue;
+    }
+    if (a === '--sweep') {
+      o.sweep = v.split(',').map(Number);
+      if (!o.sweep.every((n) => Number.isSafeInteger(n) && n >= 1))
+        throw new Error(`--sweep: expected deploys per second as positive integers, got ${v}`);
       continue;
     }
     if (a === '--proc-node-args') {
@@ -535,6 +548,93 @@ async function warmUp(c: ClusterProcs, o: Options) {
   return { deploys: all.length, rounds, cold };
 }
 
+/** One open-loop burst per `--sweep` rate on the warm cluster (each after deleting the last). */
+async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec[]) {
+  const rows: {
+    deploysPerSec: number;
+    decisionsPerSec: number;
+    latencyMs: ReturnType<typeof summarize>;
+    agentCpuMsPerDecision: number;
+    decided: number;
+    replicas: number;
+  }[] = [];
+  const rnd = new SeededRandom(o.seed ^ 0x0f0f);
+  let previous: readonly DeploySpec[] = first;
+  for (const [n, rate] of o.sweep.entries()) {
+    // The previous burst leaves: each burst starts from the same (empty) cluster.
+    for (const d of previous)
+      await c
+        .http(rnd.int(o.procs), 'DELETE', `/v1/deploys/${d.id}`, undefined, 10_000)
+        .catch(() => undefined);
+    const gone = new Set(previous.map((d) => d.id));
+    await waitFor(
+      async () =>
+        (await c.http<DeployListRow[]>(0, 'GET', '/v1/deploys', undefined, 10_000)).some((r) =>
+          gone.has(r.id),
+        )
+          ? undefined
+          : true,
+      60_000,
+      250,
+      'sweep: previous burst deleted',
+    ).catch(() => undefined);
+    await sleep(2_000);
+    const deploys = workload(o.seed + 100 + n, o.procDeploys, `ps${n}`, PROC_SHAPES).map((d) =>
+      o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d,
+    );
+    const total = sumOf(deploys);
+    const sentAt = new Map<string, number>();
+    const cpu0 = agentCpuSeconds(c);
+    const start = Date.now();
+    const inFlight = new Set<Promise<unknown>>();
+    for (const [k, d] of deploys.entries()) {
+      const due = start + (k * 1000) / rate;
+      if (due > Date.now()) await sleep(due - Date.now());
+      while (inFlight.size >= Math.max(o.concurrency, 256)) await Promise.race(inFlight);
+      sentAt.set(d.id, Date.now());
+      const p: Promise<unknown> = c
+        .http(rnd.int(o.procs), 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000)
+        .catch(() => undefined)
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    }
+    await Promise.all(inFlight);
+    const decisions = new Decisions();
+    const seen = new Set<LogLine>();
+    const collect = () => {
+      for (const p of c.procs)
+        for (const l of allLines(p)) {
+          if (l.msg !== 'placement: award accepted' || seen.has(l)) continue;
+          seen.add(l);
+          if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
+            decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
+        }
+      return decisions.size >= total;
+    };
+    await waitFor(collect, 60_000, 100, `sweep: ${total} replicas decided`).catch(() => undefined);
+    const windowMs = Math.max(1, decisions.lastAt() - start);
+    const cpu = agentCpuSeconds(c) - cpu0;
+    const row = {
+      deploysPerSec: rate,
+      decisionsPerSec: round1((decisions.size / windowMs) * 1000),
+      latencyMs: summarize(decisions.latencies(sentAt)),
+      agentCpuMsPerDecision: round1((cpu * 1000) / Math.max(1, decisions.size)),
+      decided: decisions.size,
+      replicas: total,
+    };
+    rows.push(row);
+    process.stdout.write(
+      `(b) sweep ${rate} deploys/s: ${row.decided}/${total} replicas, ${row.decisionsPerSec} decisions/s; ` +
+        `latency p50 ${row.latencyMs.p50} ms, p99 ${row.latencyMs.p99} ms; ${row.agentCpuMsPerDecision} agent CPU ms per decision\n`,
+    );
+    previous = deploys;
+  }
+  const ok = rows.filter((r) => r.decided === r.replicas && r.latencyMs.p99 <= 100);
+  const best = ok.length > 0 ? Math.max(...ok.map((r) => r.decisionsPerSec)) : 0;
+  process.stdout.write(`(b) sweep: highest decisions/s with p99 ≤ 100 ms: ${best || 'none'}\n`);
+  return { rows, bestDecisionsPerSecAtP99Target: best };
+}
+
 async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) => void) {
   const c = new ClusterProcs({ prefix: 'shoal-bench-place-' });
   setCurrent(c);
@@ -668,9 +768,11 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       (n, p) => n + allLines(p).filter((l) => l.msg === 'reconcile: started').length,
       0,
     );
+    const sweep = o.sweep.length > 0 ? await rateSweep(c, o, deploys) : undefined;
     return {
       agents: o.procs,
       warmup: warm,
+      ...(sweep ? { sweep } : {}),
       bootMs,
       deploys: deploys.length,
       replicas: total,
