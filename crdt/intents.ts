@@ -368,7 +368,7 @@ export class IntentTable {
   }
 
   private entryHash(e: Entry): Buffer {
-    if (!e.hash) e.hash = sha256('intent\0' + canonicalJson(toWire(e)));
+    if (!e.hash) e.hash = sha256('intent\0' + canonicalEntryOf(e));
     return e.hash;
   }
 
@@ -386,6 +386,25 @@ export class IntentTable {
       e.view = undefined;
     }
   }
+}
+
+/**
+ * `canonicalJson(toWire(e))`, built from the registers' kept canonical values instead of
+ * serialising every value again (the entry hash of every changed intent, on every agent).
+ * Byte for byte the same string — agents of older builds hash it that way (test/crdt-intents).
+ */
+export function canonicalEntryOf(e: {
+  id: string;
+  regs: ReadonlyMap<string, { stamp: Stamp; value: Json | undefined; canon: string }>;
+  deleted: Stamp | null;
+}): string {
+  const keys = [...e.regs.keys()].sort();
+  let fields = '';
+  for (const k of keys) {
+    const r = e.regs.get(k)!;
+    fields += `${fields ? ',' : ''}[${JSON.stringify(k)},${JSON.stringify(r.stamp)}${r.value === undefined ? '' : `,${r.canon}`}]`;
+  }
+  return `{"deleted":${JSON.stringify(e.deleted)},"fields":[${fields}],"id":${JSON.stringify(e.id)}}`;
 }
 
 function toWire(e: Entry): IntentWire {

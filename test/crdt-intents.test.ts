@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StateMessageError } from '../crdt/codec.ts';
-import { IntentTable } from '../crdt/intents.ts';
+import { canonicalJson } from '../crdt/hash.ts';
+import { canonicalEntryOf, IntentTable } from '../crdt/intents.ts';
 import type { IntentFields, IntentWire, Json } from '../crdt/types.ts';
 
 const base: IntentFields = {
@@ -272,5 +273,36 @@ describe('IntentTable semantics', () => {
     );
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(a.hash()).toBe(h);
+  });
+});
+
+describe('intent entry hash', () => {
+  it('the canonical string built from the registers equals canonicalJson of the wire form, byte for byte', () => {
+    const valueArb: fc.Arbitrary<Json> = fc.jsonValue({ maxDepth: 3 }) as fc.Arbitrary<Json>;
+    const stampArb = fc.tuple(fc.nat(2 ** 40), fc.nat(1000), fc.string({ minLength: 1, maxLength: 6 }));
+    const wireArb = fc.record({
+      id: fc.string({ minLength: 1, maxLength: 8 }),
+      fields: fc.uniqueArray(
+        fc.tuple(fc.string({ maxLength: 10 }), stampArb, fc.option(valueArb, { nil: undefined })),
+        { selector: (f) => f[0], maxLength: 6 },
+      ),
+      deleted: fc.option(stampArb, { nil: null }),
+    });
+    fc.assert(
+      fc.property(wireArb, (w) => {
+        const fields = [...w.fields]
+          .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+          .map((f) => (f[2] === undefined ? [f[0], f[1]] : [f[0], f[1], f[2]]));
+        const wire = { id: w.id, fields, deleted: w.deleted };
+        const regs = new Map(
+          w.fields.map((f) => [
+            f[0],
+            { stamp: f[1], value: f[2], canon: f[2] === undefined ? '' : canonicalJson(f[2]) },
+          ]),
+        );
+        expect(canonicalEntryOf({ id: w.id, regs, deleted: w.deleted })).toBe(canonicalJson(wire));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
