@@ -3,7 +3,6 @@ import '../gossip/polyfill.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
 import { DockerEngine } from '../engines/docker.ts';
 import type { Engine } from '../engines/engine.ts';
 import { ProcessEngine } from '../engines/process.ts';
@@ -266,32 +265,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   };
 }
 
-/**
- * V8 settings of the agent process. TurboFan's inlining budget (bytecode inlined into one
- * optimised function, default 920): with it, agents under placement load still spent ≈ 10% of
- * their CPU in TurboFan after thousands of deploys — single compiles of 100–200 ms, on V8's
- * background threads that share the agent's cores. At 300, 10 agents used ≈ 11% less CPU per
- * decision (median of four alternated pairs, docs/placement.md, "Session 8"). A flag given on
- * Node's own command line wins.
- */
-export const AGENT_V8_FLAGS: readonly string[] = ['--max-inlined-bytecode-size-cumulative=300'];
-
-/** Apply AGENT_V8_FLAGS, except those the process was started with explicitly. Before any hot code runs. */
-export function applyAgentV8Flags(execArgv: readonly string[] = process.execArgv): string[] {
-  const applied: string[] = [];
-  for (const flag of AGENT_V8_FLAGS) {
-    const name = flag.split('=')[0]!;
-    const alt = `--${name.slice(2).replaceAll('-', '_')}`;
-    if (execArgv.some((a) => a.startsWith(name) || a.startsWith(alt))) continue;
-    setFlagsFromString(flag);
-    applied.push(flag);
-  }
-  return applied;
-}
-
 /** `shoal agent`: run until SIGINT/SIGTERM, then leave the cluster gracefully. */
 export async function runAgent(opts: AgentOptions): Promise<void> {
-  applyAgentV8Flags();
   const running = await startAgent(opts);
   let signals = 0;
   const onSignal = (sig: string) => {
