@@ -90,8 +90,7 @@ interface LogFile {
   /** Bytes of header and complete records: the next record is written here. */
   size: number;
   /** Data syncs of appendAsync: one running, at most one more queued (they coalesce). */
-  syncRunning?: Promise<void>;
-  syncQueued?: Promise<void>;
+  readonly sync: SharedSync;
   /** A data sync failed: what was written since the last good sync is in doubt. */
   failed?: unknown;
   /** Removed, replaced or failed: no more appends through it; closed once no sync uses the fd. */
@@ -127,8 +126,7 @@ export class DiskStore implements Store {
   private readonly landed = new Map<string, number>();
   private opSeq = 0;
   /** Directory fsyncs of writeAsync: one running, at most one more queued (they coalesce). */
-  private dirSyncRunning: Promise<void> | undefined;
-  private dirSyncQueued: Promise<void> | undefined;
+  private readonly dirSync = new SharedSync();
   /** Logs appended to by this process, by key. */
   private readonly logs = new Map<string, LogFile>();
   /** Per key: the sequence number of the latest writeAsync still in flight. */
@@ -150,6 +148,16 @@ export class DiskStore implements Store {
     }
   }
 
+  /** The bytes of `key`'s file; undefined if there is none. Errors name the operation, key and errno. */
+  private readFile(key: string, path: string, op: 'read' | 'readLog'): Uint8Array | undefined {
+    try {
+      return this.fs.readFileSync(path);
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT') return undefined;
+      throw new StoreError(key, `store ${op} "${key}" failed (${path}): ${errnoText(e)}`, e);
+    }
+  }
+
   /** Path of the file holding `key`. */
   pathOf(key: string): string {
     assertStoreKey(key);
@@ -158,13 +166,8 @@ export class DiskStore implements Store {
 
   read(key: string): Uint8Array | undefined {
     const path = this.pathOf(key);
-    let buf: Uint8Array;
-    try {
-      buf = this.fs.readFileSync(path);
-    } catch (e) {
-      if (errnoOf(e) === 'ENOENT') return undefined;
-      throw new StoreError(key, `store read "${key}" failed (${path}): ${errnoText(e)}`, e);
-    }
+    const buf = this.readFile(key, path, 'read');
+    if (buf === undefined) return undefined;
     const problem = check(buf);
     // A plain Uint8Array copy (not a Buffer view): callers get exactly the contract's type.
     if (problem === undefined) return new Uint8Array(buf.subarray(HEADER));
@@ -314,7 +317,6 @@ export class DiskStore implements Store {
 
   /** fsync the directory off-thread; a request made while one runs shares the next one. */
   private syncDirAsync(key: string): Promise<void> {
-    if (this.dirSyncQueued) return this.dirSyncQueued;
     const run = (): Promise<void> => {
       let fd: number | undefined;
       try {
@@ -335,26 +337,7 @@ export class DiskStore implements Store {
           e,
         );
     };
-    const start = (): Promise<void> => {
-      const p = run()
-        .catch(tolerate)
-        .finally(() => {
-          if (this.dirSyncRunning === p) this.dirSyncRunning = undefined;
-        });
-      this.dirSyncRunning = p;
-      return p;
-    };
-    if (this.dirSyncRunning === undefined) return start();
-    // One is running (it may have started before our rename): queue the next, shared by all
-    // callers until it starts.
-    const queued: Promise<void> = this.dirSyncRunning
-      .catch(() => {})
-      .then(() => {
-        this.dirSyncQueued = undefined;
-        return start();
-      });
-    this.dirSyncQueued = queued;
-    return queued;
+    return this.dirSync.request(() => run().catch(tolerate));
   }
 
   remove(key: string): void {
@@ -410,13 +393,8 @@ export class DiskStore implements Store {
 
   readLog(key: string): StoreLog | undefined {
     const path = this.pathOf(key);
-    let buf: Uint8Array;
-    try {
-      buf = this.fs.readFileSync(path);
-    } catch (e) {
-      if (errnoOf(e) === 'ENOENT') return undefined;
-      throw new StoreError(key, `store readLog "${key}" failed (${path}): ${errnoText(e)}`, e);
-    }
+    const buf = this.readFile(key, path, 'readLog');
+    if (buf === undefined) return undefined;
     const walk = walkLog(buf);
     if (walk.wrongKind !== undefined)
       throw new StoreError(key, `store readLog "${key}" failed (${path}): ${walk.wrongKind}`);
@@ -470,7 +448,7 @@ export class DiskStore implements Store {
         } catch (e) {
           throw new StoreError(key, `store append "${key}" failed (${path}): ${errnoText(e)}`, e);
         }
-        const log: LogFile = { fd, size: walk.good, retired: false };
+        const log: LogFile = { fd, size: walk.good, retired: false, sync: new SharedSync() };
         this.logs.set(key, log);
         return log;
       }
@@ -503,7 +481,7 @@ export class DiskStore implements Store {
       this.fs.closeSync(fd);
       throw e;
     }
-    const log: LogFile = { fd, size: LOG_HEADER, retired: false };
+    const log: LogFile = { fd, size: LOG_HEADER, retired: false, sync: new SharedSync() };
     this.logs.set(key, log);
     return log;
   }
@@ -543,38 +521,21 @@ export class DiskStore implements Store {
 
   /** fdatasync the log off-thread; a request made while one runs shares the next one. */
   private syncLogAsync(key: string, path: string, log: LogFile): Promise<void> {
-    if (log.syncQueued) return log.syncQueued;
     const failure = (e: unknown): StoreError =>
       new StoreError(key, `store append "${key}" failed (${path}): ${errnoText(e)}`, e);
-    const start = (): Promise<void> => {
-      const p: Promise<void> = (
-        log.failed !== undefined ? Promise.reject(log.failed) : this.fs.fdatasyncAsync(log.fd)
-      )
-        .catch((e: unknown) => {
-          // What was written since the last good sync is in doubt: the waiters of this sync and
-          // of the one queued behind it fail; the next append checks the file again.
-          log.failed ??= e;
-          this.retireLog(key, log);
-          throw failure(e);
-        })
-        .finally(() => {
-          if (log.syncRunning === p) log.syncRunning = undefined;
-          this.closeIfIdle(log);
-        });
-      log.syncRunning = p;
-      return p;
-    };
-    if (log.syncRunning === undefined) return start();
-    // One is running (it may have started before our write): queue the next, shared by all
-    // appends made until it starts.
-    const queued: Promise<void> = log.syncRunning
-      .catch(() => {})
-      .then(() => {
-        log.syncQueued = undefined;
-        return start();
-      });
-    log.syncQueued = queued;
-    return queued;
+    return log.sync.request(
+      () =>
+        (log.failed !== undefined ? Promise.reject(log.failed) : this.fs.fdatasyncAsync(log.fd)).catch(
+          (e: unknown) => {
+            // What was written since the last good sync is in doubt: the waiters of this sync and
+            // of the one queued behind it fail; the next append checks the file again.
+            log.failed ??= e;
+            this.retireLog(key, log);
+            throw failure(e);
+          },
+        ),
+      () => this.closeIfIdle(log),
+    );
   }
 
   /** Stop appending through the open log of `key` (removed, replaced or failed). */
@@ -588,7 +549,7 @@ export class DiskStore implements Store {
 
   /** Close a retired log's fd once no data sync uses it. */
   private closeIfIdle(log: LogFile): void {
-    if (!log.retired || log.syncRunning !== undefined || log.syncQueued !== undefined || log.fd < 0) return;
+    if (!log.retired || !log.sync.idle || log.fd < 0) return;
     const fd = log.fd;
     log.fd = -1;
     try {
@@ -744,6 +705,42 @@ interface LogWalk {
   badFile?: string;
   /** A value file, or a format this build does not read: the caller asked for the wrong thing. */
   wrongKind?: string;
+}
+
+/**
+ * A sync job run at most once at a time: a request made while one runs shares the next run (at
+ * most one queued) — it must start after the caller's write, and every caller arriving meanwhile
+ * is covered by that same run. `settled` runs after each run, once it no longer counts as running.
+ */
+class SharedSync {
+  #running: Promise<void> | undefined;
+  #queued: Promise<void> | undefined;
+
+  get idle(): boolean {
+    return this.#running === undefined && this.#queued === undefined;
+  }
+
+  request(job: () => Promise<void>, settled?: () => void): Promise<void> {
+    if (this.#queued) return this.#queued;
+    const start = (): Promise<void> => {
+      const p: Promise<void> = job().finally(() => {
+        if (this.#running === p) this.#running = undefined;
+        settled?.();
+      });
+      this.#running = p;
+      return p;
+    };
+    if (this.#running === undefined) return start();
+    // One is running (it may have started before the caller's write): queue the next.
+    const queued: Promise<void> = this.#running
+      .catch(() => {})
+      .then(() => {
+        this.#queued = undefined;
+        return start();
+      });
+    this.#queued = queued;
+    return queued;
+  }
 }
 
 function walkLog(buf: Uint8Array): LogWalk {
