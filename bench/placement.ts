@@ -21,7 +21,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 /**
  * `npm run bench -- placement [--only sim,procs,quality] [--seed 1] [--deploys N] [--agents N]
  *   [--wave N] [--wave-gap MS] [--procs N] [--proc-deploys N] [--proc-replicas N] [--concurrency N]
- *   [--rate N] [--sweep 50,100,150] [--cpu-prof DIR] [--proc-node-args "FLAGS"] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
+ *   [--rate N] [--repeat N] [--sweep 50,100,150] [--cpu-prof DIR] [--proc-node-args "FLAGS"] [--proc-log-level info|debug] [--warmup N] [--quality-agents N] [--quality-deploys N] [--quality-wave 1,4]`
  *
  * Three parts, each optional (docs/placement.md, "Placement benchmark"):
  *
@@ -77,6 +77,12 @@ interface Options {
    * offered load, and the highest decisions/s whose p99 met 100 ms. Empty: none.
    */
   sweep: number[];
+  /**
+   * (b): the closed-loop burst this many times in all (each after deleting the previous one's
+   * deploys), reported one by one and as medians — one 1.5 s burst is at the mercy of a shared
+   * machine's noise (±15% run to run).
+   */
+  repeat: number;
   /** (b): extra Node flags for every agent process (`--proc-node-args "--perf-basic-prof"`, space-separated). */
   procNodeArgs: string[];
   /** (b): the agents' log level (the bench reads their info lines; debug adds a line per message). */
@@ -112,6 +118,7 @@ function parseArgs(args: string[]): Options {
     procLogLevel: 'info',
     procNodeArgs: [],
     sweep: [],
+    repeat: 1,
     warmup: 2400,
   };
   const num: Record<string, NumericOption> = {
@@ -126,6 +133,7 @@ function parseArgs(args: string[]): Options {
     '--concurrency': 'concurrency',
     '--rate': 'rate',
     '--warmup': 'warmup',
+    '--repeat': 'repeat',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
   };
@@ -548,19 +556,32 @@ async function warmUp(c: ClusterProcs, o: Options) {
   return { deploys: all.length, rounds, cold };
 }
 
-/** One open-loop burst per `--sweep` rate on the warm cluster (each after deleting the last). */
-async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec[]) {
-  const rows: {
-    deploysPerSec: number;
-    decisionsPerSec: number;
-    latencyMs: ReturnType<typeof summarize>;
-    agentCpuMsPerDecision: number;
-    decided: number;
-    replicas: number;
-  }[] = [];
-  const rnd = new SeededRandom(o.seed ^ 0x0f0f);
+interface BurstRow {
+  /** Offered deploys per second (open loop); 0 = closed loop with `--concurrency` in flight. */
+  deploysPerSec: number;
+  decisionsPerSec: number;
+  latencyMs: ReturnType<typeof summarize>;
+  agentCpuMsPerDecision: number;
+  decided: number;
+  replicas: number;
+}
+
+/**
+ * More bursts on the warm cluster, each after deleting the previous one's deploys: one per
+ * `rates` entry — deploys per second (open loop), or 0 for a closed loop with `--concurrency`
+ * POSTs in flight.
+ */
+async function moreBursts(
+  c: ClusterProcs,
+  o: Options,
+  first: readonly DeploySpec[],
+  rates: readonly number[],
+  label: string,
+): Promise<{ rows: BurstRow[]; last: readonly DeploySpec[] }> {
+  const rows: BurstRow[] = [];
+  const rnd = new SeededRandom(o.seed ^ 0x0f0f ^ label.length);
   let previous: readonly DeploySpec[] = first;
-  for (const [n, rate] of o.sweep.entries()) {
+  for (const [n, rate] of rates.entries()) {
     // The previous burst leaves: each burst starts from the same (empty) cluster.
     for (const d of previous)
       await c
@@ -576,29 +597,39 @@ async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec
           : true,
       60_000,
       250,
-      'sweep: previous burst deleted',
+      `${label}: previous burst deleted`,
     ).catch(() => undefined);
     await sleep(2_000);
-    const deploys = workload(o.seed + 100 + n, o.procDeploys, `ps${n}`, PROC_SHAPES).map((d) =>
+    const deploys = workload(o.seed + 100 + n, o.procDeploys, `p${label[0]}${n}`, PROC_SHAPES).map((d) =>
       o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d,
     );
     const total = sumOf(deploys);
     const sentAt = new Map<string, number>();
     const cpu0 = agentCpuSeconds(c);
     const start = Date.now();
-    const inFlight = new Set<Promise<unknown>>();
-    for (const [k, d] of deploys.entries()) {
-      const due = start + (k * 1000) / rate;
-      if (due > Date.now()) await sleep(due - Date.now());
-      while (inFlight.size >= Math.max(o.concurrency, 256)) await Promise.race(inFlight);
+    const post = (d: DeploySpec): Promise<unknown> => {
       sentAt.set(d.id, Date.now());
-      const p: Promise<unknown> = c
+      return c
         .http(rnd.int(o.procs), 'POST', '/v1/deploys', { id: d.id, ...intentOf(d, true) }, 10_000)
-        .catch(() => undefined)
-        .finally(() => inFlight.delete(p));
-      inFlight.add(p);
+        .catch(() => undefined);
+    };
+    if (rate > 0) {
+      const inFlight = new Set<Promise<unknown>>();
+      for (const [k, d] of deploys.entries()) {
+        const due = start + (k * 1000) / rate;
+        if (due > Date.now()) await sleep(due - Date.now());
+        while (inFlight.size >= Math.max(o.concurrency, 256)) await Promise.race(inFlight);
+        const p: Promise<unknown> = post(d).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await Promise.all(inFlight);
+    } else {
+      let next = 0;
+      const worker = async () => {
+        while (next < deploys.length) await post(deploys[next++]!);
+      };
+      await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
     }
-    await Promise.all(inFlight);
     const decisions = new Decisions();
     const seen = new Set<LogLine>();
     const collect = () => {
@@ -611,10 +642,10 @@ async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec
         }
       return decisions.size >= total;
     };
-    await waitFor(collect, 60_000, 100, `sweep: ${total} replicas decided`).catch(() => undefined);
+    await waitFor(collect, 60_000, 100, `${label}: ${total} replicas decided`).catch(() => undefined);
     const windowMs = Math.max(1, decisions.lastAt() - start);
     const cpu = agentCpuSeconds(c) - cpu0;
-    const row = {
+    const row: BurstRow = {
       deploysPerSec: rate,
       decisionsPerSec: round1((decisions.size / windowMs) * 1000),
       latencyMs: summarize(decisions.latencies(sentAt)),
@@ -624,15 +655,28 @@ async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec
     };
     rows.push(row);
     process.stdout.write(
-      `(b) sweep ${rate} deploys/s: ${row.decided}/${total} replicas, ${row.decisionsPerSec} decisions/s; ` +
+      `(b) ${label} ${rate > 0 ? `${rate} deploys/s` : `closed loop, ${o.concurrency} in flight`}: ` +
+        `${row.decided}/${total} replicas, ${row.decisionsPerSec} decisions/s; ` +
         `latency p50 ${row.latencyMs.p50} ms, p99 ${row.latencyMs.p99} ms; ${row.agentCpuMsPerDecision} agent CPU ms per decision\n`,
     );
     previous = deploys;
   }
+  return { rows, last: previous };
+}
+
+/** One open-loop burst per `--sweep` rate: the latency at each offered load. */
+async function rateSweep(c: ClusterProcs, o: Options, first: readonly DeploySpec[]) {
+  const { rows } = await moreBursts(c, o, first, o.sweep, 'sweep');
   const ok = rows.filter((r) => r.decided === r.replicas && r.latencyMs.p99 <= 100);
   const best = ok.length > 0 ? Math.max(...ok.map((r) => r.decisionsPerSec)) : 0;
   process.stdout.write(`(b) sweep: highest decisions/s with p99 ≤ 100 ms: ${best || 'none'}\n`);
   return { rows, bestDecisionsPerSecAtP99Target: best };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : round1((s[m - 1]! + s[m]!) / 2);
 }
 
 async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) => void) {
@@ -768,10 +812,44 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
       (n, p) => n + allLines(p).filter((l) => l.msg === 'reconcile: started').length,
       0,
     );
-    const sweep = o.sweep.length > 0 ? await rateSweep(c, o, deploys) : undefined;
+    // More closed-loop bursts (`--repeat`), then the open-loop sweep, on the same warm cluster.
+    const more =
+      o.repeat > 1
+        ? await moreBursts(c, o, deploys, new Array<number>(o.repeat - 1).fill(0), 'repeat')
+        : { rows: [], last: deploys };
+    let repeat:
+      | { medians: { decisionsPerSec: number; p99Ms: number; agentCpuMsPerDecision: number } }
+      | undefined;
+    if (more.rows.length > 0) {
+      const all = [
+        {
+          decisionsPerSec: round1((decisions.size / windowMs) * 1000),
+          p99: summarize(decisions.latencies(sentAt)).p99,
+          cpu: round1((agentCpu * 1000) / Math.max(1, decisions.size)),
+        },
+        ...more.rows.map((r) => ({
+          decisionsPerSec: r.decisionsPerSec,
+          p99: r.latencyMs.p99,
+          cpu: r.agentCpuMsPerDecision,
+        })),
+      ];
+      repeat = {
+        medians: {
+          decisionsPerSec: median(all.map((r) => r.decisionsPerSec)),
+          p99Ms: median(all.map((r) => r.p99)),
+          agentCpuMsPerDecision: median(all.map((r) => r.cpu)),
+        },
+      };
+      process.stdout.write(
+        `(b) repeat: medians of ${all.length} closed-loop bursts: ${repeat.medians.decisionsPerSec} decisions/s, ` +
+          `p99 ${repeat.medians.p99Ms} ms, ${repeat.medians.agentCpuMsPerDecision} agent CPU ms per decision\n`,
+      );
+    }
+    const sweep = o.sweep.length > 0 ? await rateSweep(c, o, more.last) : undefined;
     return {
       agents: o.procs,
       warmup: warm,
+      ...(repeat ? { repeat: { ...repeat, bursts: more.rows } } : {}),
       ...(sweep ? { sweep } : {}),
       bootMs,
       deploys: deploys.length,
