@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { STORE_KEYS } from '../node/core/agent.ts';
 import { SimCluster } from '../sim/cluster.ts';
 
 describe('agent core on the simulated network', () => {
@@ -30,6 +31,38 @@ describe('agent core on the simulated network', () => {
     expect(c.get(0).agent.membership.get(victim.id)!.incarnation).toBeGreaterThan(incBefore);
     expect(await c.runUntil(() => c.converged(), 10_000)).toBeGreaterThanOrEqual(0);
     await c.stop();
+  });
+
+  it('a seed that learns its first peers writes them at once: killed right after, it restarts knowing them', async () => {
+    for (const seed of [3, 4, 5]) {
+      const c = new SimCluster({ seed, size: 3 });
+      await c.start();
+      const first = c.get(0);
+      const members = () => {
+        const raw = first.store.read(STORE_KEYS.members);
+        return raw ? (JSON.parse(new TextDecoder().decode(raw)) as { id: string }[]).map((m) => m.id) : [];
+      };
+      // The moment the seed has learned another member…
+      const t = await c.runUntil(
+        () => first.agent.membership.list().some((m) => m.id !== first.id && m.status === 'alive'),
+        10_000,
+        1,
+      );
+      expect(t).toBeGreaterThanOrEqual(0);
+      const learned = first.agent.membership
+        .list()
+        .filter((m) => m.id !== first.id && m.status === 'alive')
+        .map((m) => m.id);
+      // …it is on disk within 50 ms (was: at the next 1 s persist tick).
+      await c.run(60);
+      for (const id of learned) expect(members()).toContain(id);
+      // Killed now, it comes back knowing them as join candidates, and rejoins.
+      c.crash(0);
+      const back = await c.restart(0);
+      for (const id of learned) expect(back.agent.membership.get(id)).toBeDefined();
+      expect(await c.runUntil(() => c.membershipSettled(), 10_000)).toBeGreaterThanOrEqual(0);
+      await c.stop();
+    }
   });
 
   it('a graceful leave is seen as left, not dead', async () => {

@@ -75,6 +75,10 @@ export interface NodeView {
 
 /** Keys in the agent's Store. */
 export const STORE_KEYS = { agent: 'agent.json', members: 'members.json' } as const;
+/** Below this many stored join candidates, a newly learned member is written promptly… */
+const FEW_CANDIDATES = 3;
+/** …within this many ms (changes meanwhile go together), not at the next persist tick. */
+const EARLY_MEMBERS_MS = 50;
 
 /**
  * A sub-protocol the agent routes messages to (state sync, bidding, …). Each owns a tag and
@@ -99,6 +103,10 @@ export class Agent {
   private persistTimer: Timer | undefined;
   /** Membership.version last persisted (-1: never). */
   private membersWritten = -1;
+  /** Join candidates in the members.json last written (or loaded). */
+  private candidatesWritten = 0;
+  /** A prompt write of members.json, pending (see start). */
+  private earlyMembers: Timer | undefined;
   /** What this agent last wrote per store key (JSON text). */
   private readonly written = new Map<string, string>();
   private started = false;
@@ -155,7 +163,24 @@ export class Agent {
     this.membership.refreshSelf();
     this.saveIncarnation();
     for (const p of this.protocols.values()) await p.start?.();
-    this.membership.start(this.cfg.seeds, this.loadMembers());
+    const remembered = this.loadMembers();
+    this.candidatesWritten = remembered.length;
+    // While the stored join candidates are few (a seed started without --join remembers nobody),
+    // a newly learned member is written within EARLY_MEMBERS_MS, not at the next persist tick: an
+    // agent killed in between would restart remembering nobody and, on a new port, never rejoin.
+    // A formed start (learned in bulk) and status flaps write nothing early.
+    this.membership.onChange(
+      (m, previous) => {
+        if (previous !== undefined || m.status !== 'alive' || m.id === this.id) return;
+        if (this.stopped || this.candidatesWritten >= FEW_CANDIDATES || this.earlyMembers) return;
+        this.earlyMembers = this.deps.clock.setTimer(EARLY_MEMBERS_MS, () => {
+          this.earlyMembers = undefined;
+          if (!this.stopped) this.persistMembers();
+        });
+      },
+      () => {},
+    );
+    this.membership.start(this.cfg.seeds, remembered);
     this.schedulePersist();
     log.info(
       {
@@ -178,6 +203,7 @@ export class Agent {
     }
     this.membership.stop();
     this.persistTimer?.cancel();
+    this.earlyMembers?.cancel();
     for (const p of this.protocols.values()) await p.stop?.();
     this.persistNow();
     await this.deps.transport.stop();
@@ -315,14 +341,7 @@ export class Agent {
 
   /** Write what changed. A failing disk is logged and retried next time — never fatal, nothing dropped. */
   persistNow(): void {
-    const version = this.membership.version;
-    if (version !== this.membersWritten) {
-      // members.json: a bounded set of join candidates (Membership.joinCandidates), not all N.
-      const ok =
-        this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }) &&
-        this.writeJson(STORE_KEYS.members, this.membership.joinCandidates());
-      if (ok) this.membersWritten = version;
-    }
+    this.persistMembers();
     for (const p of this.protocols.values()) {
       try {
         p.persist?.();
@@ -330,6 +349,21 @@ export class Agent {
         this.counters.persistErrors++;
         this.deps.log.error({ err: String(err) }, 'persist failed; will retry');
       }
+    }
+  }
+
+  /** agent.json and members.json, if membership changed since they were written. */
+  private persistMembers(): void {
+    const version = this.membership.version;
+    if (version === this.membersWritten) return;
+    // members.json: a bounded set of join candidates (Membership.joinCandidates), not all N.
+    const candidates = this.membership.joinCandidates();
+    const ok =
+      this.writeJson(STORE_KEYS.agent, { incarnation: this.membership.incarnation }) &&
+      this.writeJson(STORE_KEYS.members, candidates);
+    if (ok) {
+      this.membersWritten = version;
+      this.candidatesWritten = candidates.length;
     }
   }
 
