@@ -112,8 +112,19 @@ export class HostTable {
    */
   private sorted: HostEntry[] | undefined;
 
+  /**
+   * Tombstones older than this (`updatedAt`, ms) were collected (gc): one that old, for a host this
+   * table no longer holds, is not taken back from a peer that has not collected it yet.
+   */
+  horizon = Number.NEGATIVE_INFINITY;
+
   /** Merge one entry (validated by the codec, or built locally). */
   merge(e: HostEntry): MergeResult {
+    if (e.deleted && e.updatedAt < this.horizon && !this.entries.has(e.id)) return 'stale';
+    return this.mergeEntry(e);
+  }
+
+  private mergeEntry(e: HostEntry): MergeResult {
     const cur = this.entries.get(e.id);
     if (cur) {
       const c = compareHostEntries(e, cur);
@@ -173,7 +184,7 @@ export class HostTable {
    */
   tombstone(id: string, now: number): HostTombstone {
     const t: HostTombstone = { id, version: (this.versionOf(id) ?? 0) + 1, deleted: true, updatedAt: now };
-    this.merge(t);
+    this.mergeEntry(t); // a local write: the horizon (for peers' old tombstones) does not apply
     return t;
   }
 
@@ -183,6 +194,7 @@ export class HostTable {
    * longer must rejoin with empty state (else it can resurrect the host record it still holds).
    */
   gc(before: number): number {
+    this.horizon = Math.max(this.horizon, before);
     let n = 0;
     for (const [id, e] of this.entries) {
       if (e.deleted && e.updatedAt < before) {

@@ -180,11 +180,24 @@ export class IntentTable {
 
   // --- merge ----------------------------------------------------------------------------------
 
+  /**
+   * Deletes stamped before this (wall ms) were collected (gc): a tombstone that old, for an id
+   * this table no longer holds, is not taken back from a peer that has not collected it yet.
+   */
+  horizon = Number.NEGATIVE_INFINITY;
+
   /** Join a (validated) full entry or delta. Returns true if local state changed. */
   merge(w: IntentWire): boolean {
     if (w.deleted) this.clock.observe(w.deleted);
     for (const r of w.fields) this.clock.observe(r[1]);
     const e = this.entries.get(w.id);
+    if (
+      !e &&
+      w.deleted &&
+      w.deleted[0] < this.horizon &&
+      w.fields.every((r) => compareStamps(r[1], w.deleted!) <= 0)
+    )
+      return false;
     const del =
       w.deleted && (!e?.deleted || compareStamps(w.deleted, e.deleted) > 0)
         ? w.deleted
@@ -343,6 +356,7 @@ export class IntentTable {
    * rule as hosts: longer than any partition/offline time tolerated.
    */
   gc(before: number): number {
+    this.horizon = Math.max(this.horizon, before);
     let n = 0;
     for (const [id, e] of this.entries) {
       if (e.deleted && e.deleted[0] < before) {

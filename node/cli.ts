@@ -10,6 +10,7 @@ import {
   formatPs,
   formatTable,
   parseCount,
+  parseDuration,
   parseEnvPairs,
   parseSeconds,
   parseSince,
@@ -125,6 +126,14 @@ program
       .default('0'),
   )
   .addOption(
+    new Option(
+      '--tombstone-ttl <duration>',
+      'forget deleted deploys and removed hosts this long after the delete (0s: never); longer than any downtime an agent may come back from',
+    )
+      .env(env('TOMBSTONE_TTL'))
+      .default('7d'),
+  )
+  .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['trace', 'debug', 'info', 'warn', 'error'])
       .env(env('LOG_LEVEL'))
@@ -145,6 +154,11 @@ program
     if (!/^\d+$/.test(String(opts.publishGapMs)) || gap > 10_000)
       throw new Error(
         `--publish-gap-ms: expected whole milliseconds from 0 to 10000, got ${JSON.stringify(opts.publishGapMs)}`,
+      );
+    const ttl = parseDuration(String(opts.tombstoneTtl), '--tombstone-ttl');
+    if (ttl !== 0 && ttl < 3_600_000)
+      throw new Error(
+        `--tombstone-ttl: expected 0s (never) or at least 1h (longer than any downtime an agent may come back from), got ${JSON.stringify(opts.tombstoneTtl)}`,
       );
     if (opts.tokenFile !== undefined) {
       const { readTokenFile } = await import('./auth.ts');

@@ -29,6 +29,7 @@ export interface MetricsSnapshot {
     exchanges: number;
     exchangesEqual: number;
     bucketsDiffering: number;
+    tombstonesCollected: number;
     exchangeFailures: number;
     applied: number;
     rejected: number;
@@ -194,6 +195,11 @@ export function createAgentMetrics(
     'shoal_state_digest_buckets_differing_total',
     'Digest buckets found different by anti-entropy exchanges (each exchange digests only those).',
     (s) => s.sync.bucketsDiffering,
+  );
+  counter(
+    'shoal_state_tombstones_collected_total',
+    'Tombstones (deleted deploys, removed hosts) forgotten after the tombstone TTL.',
+    (s) => s.sync.tombstonesCollected,
   );
   counter(
     'shoal_state_exchange_failures_total',

@@ -14,6 +14,7 @@ import { loadSwarmKey } from '../gossip/swarm-key.ts';
 import { describeDrainRoutes, describeWorkloadRoutes, startApi } from './api.ts';
 import { loadOrCreateToken } from './auth.ts';
 import { agentBackend } from './backend.ts';
+import { parseDuration } from './cli-format.ts';
 import { Agent } from './core/agent.ts';
 import { HealthMonitor } from './core/health.ts';
 import type { Logger } from './core/io.ts';
@@ -57,6 +58,8 @@ export interface AgentOptions {
    * "Publish pacing"): a knob for large clusters, where a publish costs n − 1 frames.
    */
   publishGapMs?: string | number;
+  /** StateSyncConfig.tombstoneTtlMs as given on the command line (`--tombstone-ttl`, a duration; 0s = never). */
+  tombstoneTtl?: string;
 }
 
 export interface RunningAgent {
@@ -110,6 +113,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     host,
     {
       ...(opts.publishGapMs !== undefined && { publishGapMs: Number(opts.publishGapMs) }),
+      ...(opts.tombstoneTtl !== undefined && {
+        tombstoneTtlMs: parseDuration(opts.tombstoneTtl, '--tombstone-ttl'),
+      }),
       hostPersistIntervalMs: HOST_PERSIST_INTERVAL_MS,
     },
   );

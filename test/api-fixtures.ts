@@ -33,6 +33,7 @@ export function tinyBackend(): ApiBackend {
         exchanges: 0,
         exchangesEqual: 0,
         bucketsDiffering: 0,
+        tombstonesCollected: 0,
         exchangeFailures: 0,
         applied: 0,
         rejected: 0,

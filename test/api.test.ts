@@ -88,6 +88,7 @@ class FakeBackend implements ApiBackend {
         exchanges: 7,
         exchangesEqual: 4,
         bucketsDiffering: 3,
+        tombstonesCollected: 6,
         exchangeFailures: 1,
         applied: 9,
         rejected: 2,
@@ -255,6 +256,7 @@ describe('HTTP API (fake backend)', () => {
     expect(s.get('shoal_state_exchanges_total')).toBe(7);
     expect(s.get('shoal_state_exchanges_equal_total')).toBe(4);
     expect(s.get('shoal_state_digest_buckets_differing_total')).toBe(3);
+    expect(s.get('shoal_state_tombstones_collected_total')).toBe(6);
     expect(s.get('shoal_state_exchange_failures_total')).toBe(1);
     expect(s.get('shoal_state_applied_total')).toBe(9);
     expect(s.get('shoal_state_rejected_total')).toBe(2);

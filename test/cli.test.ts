@@ -239,6 +239,18 @@ describe('shoal CLI', () => {
     );
   });
 
+  it('agent --tombstone-ttl with a bad or too short value fails fast naming the flag', async () => {
+    const bad = await shoal(['agent', '--tombstone-ttl', 'soon', '--data-dir', join(dir, 'agent-data4')]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(
+      /^shoal: --tombstone-ttl: expected a duration like 30s, 5m, 1h30m or 2d, got "soon"/,
+    );
+    const short = await shoal(['agent', '--tombstone-ttl', '10m', '--data-dir', join(dir, 'agent-data4')]);
+    expect(short.code).toBe(1);
+    expect(short.stderr).toMatch(/^shoal: --tombstone-ttl: expected 0s \(never\) or at least 1h/);
+    expect(existsSync(join(dir, 'agent-data4'))).toBe(false);
+  });
+
   it('agent --api with a bad address fails fast naming --api', async () => {
     const r = await shoal(['agent', '--api', 'nowhere', '--data-dir', join(dir, 'agent-data2')]);
     expect(r.code).toBe(1);

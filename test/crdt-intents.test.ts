@@ -306,3 +306,30 @@ describe('intent entry hash', () => {
     );
   });
 });
+
+describe('collected tombstones are not taken back', () => {
+  it('after gc, a peer’s old tombstone for the id is refused; a newer write and a delete of a live entry are not', () => {
+    const a = new IntentTable('a');
+    const b = new IntentTable('b');
+    const f = { name: 'x', spec: {}, replicas: 1, strategy: 'spread' };
+    b.merge(a.put('d', f, 1_000)!);
+    const tomb = a.remove('d', 2_000);
+    b.merge(tomb);
+    expect(a.gc(10_000)).toBe(1);
+    expect(a.ids()).toEqual([]);
+    expect(a.merge(tomb)).toBe(false); // b has not collected it yet: not taken back
+    expect(b.wire('d')).toBeDefined();
+    expect(a.merge(b.wire('d')!)).toBe(false);
+    expect(a.ids()).toEqual([]);
+    // A new deploy under that id (writes after the delete) is taken.
+    const again = b.put('d', f, 20_000);
+    expect(a.merge(again!)).toBe(true);
+    expect(a.get('d')?.replicas).toBe(1);
+    // A delete of an entry still held applies, however old its stamp.
+    const c = new IntentTable('c');
+    c.merge(b.put('e', f, 1_500)!);
+    c.gc(10_000);
+    expect(c.merge(b.remove('e', 1_600))).toBe(true);
+    expect(c.isDeleted('e')).toBe(true);
+  });
+});

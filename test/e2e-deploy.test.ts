@@ -125,10 +125,13 @@ describe('deploy workflow end to end (3 agents, real dockerd, the shoal CLI)', {
     // Only agent 0 may take the deploy publishing a port (see composePorts).
     const seed = await c.spawn({ extraArgs: [...args, '--label', 'e2e-port=yes'] });
     for (let i = 0; i < 2; i++) await c.spawn({ extraArgs: args, join: [seed.addrs[0]!] });
+    // Every agent (whichever coordinates a deploy) sees all 3 alive *with their records*: a
+    // coordinator that lacks a host's capacity cannot spread onto it (seen once under load: 3
+    // replicas of a spread deploy on 2 hosts).
     await waitFor(
       async () =>
         (await Promise.all([0, 1, 2].map((i) => c.nodes(i)))).every(
-          (v) => v.filter((n) => n.status === 'alive').length === 3,
+          (v) => v.filter((n) => n.status === 'alive' && n.capacity).length === 3,
         ),
       60_000,
       200,

@@ -102,6 +102,23 @@ export interface StateSyncConfig {
    * Intents and this host's version bound are persisted as before. 0: at every persist.
    */
   hostPersistIntervalMs: number;
+  /**
+   * Deleted deploys and removed hosts (tombstones) are forgotten this long after the delete
+   * (ClusterState.gc, every `gcIntervalMs`). It must exceed any partition or downtime after which
+   * an agent may come back with its old state: such an agent could hold, as live, entries the
+   * others deleted and forgot. So an agent whose stored state was last kept up longer ago than
+   * this refuses to start (StaleStateError) instead of bringing them back. 0: never collect.
+   */
+  tombstoneTtlMs: number;
+  gcIntervalMs: number;
+}
+
+/** Why an agent will not start from its stored cluster state (see StateSyncConfig.tombstoneTtlMs). */
+export class StaleStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StaleStateError';
+  }
 }
 
 export const defaultStateSyncConfig: StateSyncConfig = {
@@ -112,6 +129,8 @@ export const defaultStateSyncConfig: StateSyncConfig = {
   patches: true,
   publishGapMs: 0,
   hostPersistIntervalMs: 0,
+  tombstoneTtlMs: 7 * 24 * 3_600_000,
+  gcIntervalMs: 60_000,
 };
 
 export interface StateSyncDeps {
@@ -186,6 +205,9 @@ export class StateSync implements SubProtocol {
   private readonly dirtyIntents = new Set<string>();
   /** Versions up to this are covered by self.json. */
   private versionBound = 0;
+  /** When self.json last recorded that this agent was up (its `aliveAt`). */
+  private aliveWrittenAt = Number.NEGATIVE_INFINITY;
+  private gcTimer: Timer | undefined;
   /** The store's log: sequence number of the last record, bytes since the base. */
   private logSeq = 0;
   private logBytes = 0;
@@ -209,6 +231,8 @@ export class StateSync implements SubProtocol {
     exchangesEqual: 0,
     /** Digest buckets found different by exchanges (each exchange digests only those). */
     bucketsDiffering: 0,
+    /** Tombstones (deleted deploys, removed hosts) forgotten after the TTL. */
+    tombstonesCollected: 0,
     exchangeFailures: 0,
     applied: 0,
     rejected: 0,
@@ -274,6 +298,33 @@ export class StateSync implements SubProtocol {
     this.writeSelf();
     const first = this.deps.random.int(this.cfg.antiEntropyIntervalMs) + 1;
     if (!shared) this.timer = this.deps.clock.setTimer(first, () => this.antiEntropyLoop());
+    if (!shared && this.cfg.tombstoneTtlMs > 0) this.gcLoop();
+  }
+
+  /** Forget tombstones older than the TTL, every gcIntervalMs. */
+  private gcLoop(): void {
+    this.gcTimer = this.deps.clock.setTimer(this.cfg.gcIntervalMs, () => {
+      if (!this.running) return;
+      this.collectTombstones();
+      this.gcLoop();
+    });
+  }
+
+  /** Forget tombstones older than the TTL now; returns how many. */
+  collectTombstones(): number {
+    const before = this.deps.clock.now() - this.cfg.tombstoneTtlMs;
+    const r = this.state.gc(before);
+    const n = r.hosts + r.intents;
+    if (n === 0) return 0;
+    this.counters.tombstonesCollected += n;
+    this.deps.log.info({ hosts: r.hosts, intents: r.intents, olderThan: before }, 'tombstones collected');
+    // The stored base still holds them: rewrite it once a sizeable part of the state went.
+    const left = this.state.hosts.size + this.state.intents.size;
+    if (n >= Math.max(64, left / 20)) {
+      this.needBase = true;
+      this.baseLost = true;
+    }
+    return n;
   }
 
   /** Stop timers; resolves once the state writes in flight have landed (the agent then persists the rest). */
@@ -286,6 +337,7 @@ export class StateSync implements SubProtocol {
     }
     this.running = false;
     this.timer?.cancel();
+    this.gcTimer?.cancel();
     this.selfTimer?.cancel();
     this.selfTimer = undefined;
     return this.writing;
@@ -703,10 +755,16 @@ export class StateSync implements SubProtocol {
 
   private load(): void {
     const { store, log } = this.deps;
+    let aliveAt: number | undefined;
     try {
       const selfRaw = store.read(STORE_SELF_KEY);
       if (selfRaw) {
-        const v = (JSON.parse(new TextDecoder().decode(selfRaw)) as { version?: unknown }).version;
+        const parsed = JSON.parse(new TextDecoder().decode(selfRaw)) as {
+          version?: unknown;
+          aliveAt?: unknown;
+        };
+        const v = parsed.version;
+        if (typeof parsed.aliveAt === 'number' && Number.isFinite(parsed.aliveAt)) aliveAt = parsed.aliveAt;
         if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
           // A bound of every version used before (or, from older builds, the last one used).
           this.ownVersion = v;
@@ -811,6 +869,20 @@ export class StateSync implements SubProtocol {
       }
     }
     this.logSeq = Math.max(this.logSeq, baseSeq);
+    const now = this.deps.clock.now();
+    const ttl = this.cfg.tombstoneTtlMs;
+    if (ttl > 0 && aliveAt !== undefined && now - aliveAt > ttl && this.state.intents.size > 0) {
+      // Peers forget deletes after the TTL: entries this state holds as live may have been
+      // deleted and forgotten meanwhile, and would come back. Nothing is discarded silently.
+      const days = (x: number) => `${Math.round((x / 86_400_000) * 10) / 10} d`;
+      throw new StaleStateError(
+        `the stored cluster state was last kept up ${days(now - aliveAt)} ago, longer than the ` +
+          `tombstone TTL (${days(ttl)}): peers may have forgotten deploys deleted since, which this ` +
+          'state still holds and would bring back. To re-sync from peers, remove state.snapshot and ' +
+          "state.log from the data dir's state/ directory; if the whole cluster was down that long, " +
+          'start with a larger --tombstone-ttl to keep this state',
+      );
+    }
     if (this.state.hosts.size > 0 || this.state.intents.size > 0) {
       log.info(
         { hosts: this.state.hosts.size, logRecords: replayed, hash: this.state.hash() },
@@ -844,16 +916,29 @@ export class StateSync implements SubProtocol {
   }
 
   private persistSelf(): void {
-    const bound = this.ownVersion + VERSION_BLOCK;
+    const bound = Math.max(this.versionBound, this.ownVersion + VERSION_BLOCK);
+    const now = this.deps.clock.now();
     try {
-      this.deps.store.write(STORE_SELF_KEY, new TextEncoder().encode(JSON.stringify({ version: bound })));
+      // aliveAt: when this agent last kept its state up (see StateSyncConfig.tombstoneTtlMs).
+      this.deps.store.write(
+        STORE_SELF_KEY,
+        new TextEncoder().encode(JSON.stringify({ version: bound, aliveAt: now })),
+      );
       this.versionBound = bound;
+      this.aliveWrittenAt = now;
     } catch (err) {
       this.deps.log.error(
         { key: STORE_SELF_KEY, err: String(err) },
         'could not persist own version; will retry',
       );
     }
+  }
+
+  /** self.json's `aliveAt` is due again: at most hourly, and 4 times within the tombstone TTL. */
+  private aliveDue(): boolean {
+    const ttl = this.cfg.tombstoneTtlMs;
+    if (ttl <= 0 || !this.running) return false;
+    return this.deps.clock.now() - this.aliveWrittenAt >= Math.min(3_600_000, ttl / 4);
   }
 
   /**
@@ -890,7 +975,7 @@ export class StateSync implements SubProtocol {
 
   /** Write everything changed since the last write (the agent calls this every second and at stop). */
   persist(): void {
-    if (this.ownVersion > this.versionBound) this.persistSelf();
+    if (this.ownVersion > this.versionBound || this.aliveDue()) this.persistSelf();
     if (this.deps.shared) return;
     const now = this.deps.clock.now();
     const withHosts = !this.running || now - this.hostsPersistedAt >= this.cfg.hostPersistIntervalMs;
