@@ -1,13 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { encodeMessage } from '../crdt/codec.ts';
 import { SimCluster } from '../sim/cluster.ts';
+import { intent as simIntent } from './sim-intent.ts';
 
-const intent = (replicas = 1) => ({
-  name: 'ae',
-  replicas,
-  strategy: 'spread' as const,
-  spec: { resources: { cpu: { milli: 100 }, memoryBytes: 64 * 2 ** 20 } },
-});
+const intent = (replicas = 1) => simIntent(replicas, 100, 'spread');
 
 /** Anti-entropy between agents (docs/state.md, "Anti-entropy"): digests of the differing buckets. */
 describe('anti-entropy with digest buckets (simulated network)', () => {

@@ -1,13 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { StaleStateError } from '../node/core/state-sync.ts';
 import { SimCluster } from '../sim/cluster.ts';
+import { intent as simIntent } from './sim-intent.ts';
 
-const intent = (replicas = 1) => ({
-  name: 't',
-  replicas,
-  strategy: 'spread' as const,
-  spec: { resources: { cpu: { milli: 100 }, memoryBytes: 64 * 2 ** 20 } },
-});
+const intent = (replicas = 1) => simIntent(replicas, 100, 'spread');
 
 /** Tombstone collection (docs/state.md, "Tombstones"). */
 describe('tombstones: collected after the TTL; a stale agent does not bring them back', () => {
