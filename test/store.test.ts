@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { StoreCorruptError, StoreError } from '../node/core/io.ts';
 import { DiskStore, type StoreFs } from '../node/io/disk-store.ts';
 import { MemoryStore } from '../sim/store.ts';
-import { storeConformance } from './conformance/store.ts';
+import { storeConformance, thrown } from './conformance/store.ts';
 
 storeConformance('MemoryStore', () => {
   const store = new MemoryStore();
@@ -66,12 +66,7 @@ describe('DiskStore integrity', () => {
     const path = join(dir, 'state');
     const full = readFileSync(path);
     writeFileSync(path, full.subarray(0, 60));
-    let err: unknown;
-    try {
-      s.read('state');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.read('state'));
     expect(err).toBeInstanceOf(StoreCorruptError);
     const ce = err as StoreCorruptError;
     expect(ce.key).toBe('state');
@@ -118,12 +113,7 @@ describe('DiskStore integrity', () => {
     const bytes = readFileSync(join(dir, 'future'));
     bytes[4] = 9;
     writeFileSync(join(dir, 'future'), bytes);
-    let err: unknown;
-    try {
-      s.read('future');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.read('future'));
     expect(err).toBeInstanceOf(StoreError);
     expect(err).not.toBeInstanceOf(StoreCorruptError);
     expect(String(err)).toMatch(/unsupported format version 9/);
@@ -146,12 +136,7 @@ describe('DiskStore integrity', () => {
     const s = new DiskStore(dir, { fs });
     s.write('k', new Uint8Array([1, 2, 3]));
     failAfter = written + 20; // header (16) + 4 bytes of the new body, then EIO
-    let err: unknown;
-    try {
-      s.write('k', new Uint8Array(1000).fill(9));
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.write('k', new Uint8Array(1000).fill(9)));
     expect(err).toBeInstanceOf(StoreError);
     expect((err as StoreError).key).toBe('k');
     expect(String((err as Error).message)).toMatch(/"k".*EIO \(I\/O error\)/);
@@ -183,12 +168,7 @@ describe('DiskStore integrity', () => {
     });
     s.write('incarnation', new Uint8Array([1]));
     full = true;
-    let err: unknown;
-    try {
-      s.write('incarnation', new Uint8Array([2]));
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.write('incarnation', new Uint8Array([2])));
     expect(err).toBeInstanceOf(StoreError);
     expect((err as StoreError).key).toBe('incarnation');
     expect((err as Error).message).toMatch(
@@ -336,12 +316,7 @@ describe('MemoryStore fault injection', () => {
     const s = new MemoryStore();
     s.write('snap', new Uint8Array([1, 2]));
     s.corrupt('snap');
-    let err: unknown;
-    try {
-      s.read('snap');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.read('snap'));
     expect(err).toBeInstanceOf(StoreCorruptError);
     const keptAt = (err as StoreCorruptError).keptAt!;
     expect(s.keptAside.get(keptAt)).toEqual(new Uint8Array([1, 2]));
@@ -498,12 +473,7 @@ describe('DiskStore logs (append-only: one open file, positional writes, fdatasy
     const dir = tempDir();
     const s = new DiskStore(dir);
     s.append('log', new Uint8Array([1]));
-    let err: unknown;
-    try {
-      s.read('log');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.read('log'));
     expect(err).toBeInstanceOf(StoreError);
     expect(err).not.toBeInstanceOf(StoreCorruptError);
     expect((err as Error).message).toMatch(/append-only log \(SHLG\), not a value/);
@@ -526,12 +496,7 @@ describe('DiskStore logs (append-only: one open file, positional writes, fdatasy
     s.append('log', new Uint8Array([1, 1]));
     const size = readFileSync(join(dir, 'log')).length;
     full = true;
-    let err: unknown;
-    try {
-      s.append('log', new Uint8Array(100).fill(2));
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => s.append('log', new Uint8Array(100).fill(2)));
     expect(err).toBeInstanceOf(StoreError);
     expect((err as StoreError).key).toBe('log');
     expect((err as Error).message).toMatch(/store append "log" failed .*ENOSPC \(no space left on device\)/);

@@ -1,6 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Store, StoreError } from '../../node/core/io.ts';
 
+/** What `fn` threw (undefined if it returned). */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
 /** A storage backend under test: `open()` returns a Store over the same durable data each time. */
 export interface StoreBackend {
   open(): Store;
@@ -237,12 +247,7 @@ export function storeConformance(name: string, makeBackend: () => StoreBackend):
         const s = open();
         s.append('log', new Uint8Array([1]));
         s.write('value', new Uint8Array([2]));
-        let err: unknown;
-        try {
-          s.read('log');
-        } catch (e) {
-          err = e;
-        }
+        const err = thrown(() => s.read('log'));
         expect(err).toBeInstanceOf(StoreError);
         expect((err as StoreError).name).toBe('StoreError'); // not StoreCorruptError: nothing is wrong with it
         expect((err as Error).message).toMatch(/"log".*log/);
@@ -268,12 +273,7 @@ export function storeConformance(name: string, makeBackend: () => StoreBackend):
         s.append('log', new Uint8Array([1]));
         s.append('log', new Uint8Array([2, 2]));
         b.setFull(true);
-        let err: unknown;
-        try {
-          s.append('log', new Uint8Array(5000).fill(3));
-        } catch (e) {
-          err = e;
-        }
+        const err = thrown(() => s.append('log', new Uint8Array(5000).fill(3)));
         expect(err).toBeInstanceOf(StoreError);
         expect((err as StoreError).key).toBe('log');
         expect((err as Error).message).toMatch(/"log".*ENOSPC/);
