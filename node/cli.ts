@@ -127,6 +127,15 @@ program
   )
   .addOption(
     new Option(
+      '--direct-awards <on|off>',
+      'award deploys whose allocation is amounts only (no bound cores, GPU or volumes) from the gossiped view, without a bid exchange; off: always auction',
+    )
+      .choices(['on', 'off'])
+      .env(env('DIRECT_AWARDS'))
+      .default('on'),
+  )
+  .addOption(
+    new Option(
       '--tombstone-ttl <duration>',
       'forget deleted deploys and removed hosts this long after the delete (0s: never); longer than any downtime an agent may come back from',
     )

@@ -44,6 +44,7 @@ export interface MetricsSnapshot {
   placement?: {
     rounds: number;
     bidsAsked: number;
+    directAwards: number;
     awardsAccepted: number;
     awardsRefused: number;
     dropped: number;
@@ -230,6 +231,10 @@ export function createAgentMetrics(
   const placement: [keyof NonNullable<MetricsSnapshot['placement']>, string][] = [
     ['rounds', 'Auction rounds this agent ran as a coordinator.'],
     ['bidsAsked', 'Bid requests sent to hosts (one per host per round).'],
+    [
+      'directAwards',
+      'Deploys awarded without a bid exchange, priced from the gossiped view (one per deploy per round).',
+    ],
     ['awardsAccepted', 'Replica awards this host accepted and committed to its books.'],
     ['awardsRefused', 'Replica awards this host refused (no room by the time they arrived).'],
     ['dropped', 'Replicas this host dropped (deleted, scaled away, or a better claim elsewhere).'],

@@ -58,6 +58,8 @@ export interface AgentOptions {
    * "Publish pacing"): a knob for large clusters, where a publish costs n − 1 frames.
    */
   publishGapMs?: string | number;
+  /** PlacementConfig.directAward (`--direct-awards on|off`; default on). */
+  directAwards?: 'on' | 'off';
   /** StateSyncConfig.tombstoneTtlMs as given on the command line (`--tombstone-ttl`, a duration; 0s = never). */
   tombstoneTtl?: string;
 }
@@ -120,14 +122,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     },
   );
   agent.use(sync);
-  const placement = new Placement({
-    transport,
-    clock,
-    store,
-    log: agentLog.child({ mod: 'placement' }),
-    membership: agent.membership,
-    sync,
-  });
+  const placement = new Placement(
+    {
+      transport,
+      clock,
+      store,
+      log: agentLog.child({ mod: 'placement' }),
+      membership: agent.membership,
+      sync,
+    },
+    { directAward: opts.directAwards !== 'off' },
+  );
   agent.use(placement);
   // An intent that waits for the publish window goes at once to the agent that places it.
   sync.urgentPeer = (deployId) => placement.coordinatorOf(deployId);

@@ -239,6 +239,13 @@ describe('shoal CLI', () => {
     );
   });
 
+  it('agent --direct-awards takes on or off only, and says which', async () => {
+    const r = await shoal(['agent', '--direct-awards', 'maybe', '--data-dir', join(dir, 'agent-data5')]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--direct-awards <on\|off>' argument 'maybe' is invalid\. Allowed choices are on, off/);
+    expect(existsSync(join(dir, 'agent-data5'))).toBe(false);
+  });
+
   it('agent --tombstone-ttl with a bad or too short value fails fast naming the flag', async () => {
     const bad = await shoal(['agent', '--tombstone-ttl', 'soon', '--data-dir', join(dir, 'agent-data4')]);
     expect(bad.code).not.toBe(0);

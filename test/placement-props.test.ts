@@ -59,6 +59,8 @@ const scenarioArb = fc.record({
   faults: fc.array(faultArb, { maxLength: 5 }),
   /** State publishes paced as the real agent paces them (StateSyncConfig.publishGapMs), or not. */
   publishGapMs: fc.constantFrom(0, 50),
+  /** Deploys awarded from the coordinator's view (the default) or always auctioned. */
+  directAward: fc.boolean(),
 });
 
 type Scenario = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
@@ -71,6 +73,7 @@ async function runScenario(sc: Scenario): Promise<string[]> {
     size: sc.size,
     link: { baseMs: 1, jitterMs: 4, loss: 0 },
     sync: { publishGapMs: sc.publishGapMs },
+    placement: { directAward: sc.directAward },
   });
   await c.start();
   await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000, 100);

@@ -1,11 +1,10 @@
 import { parseConstraint } from '../../allocator/constraints.ts';
-import { emptyLedger, reserve } from '../../allocator/ledger.ts';
+import { ledgerFrom } from '../../allocator/ledger.ts';
 import { comparePorts, portKey } from '../../allocator/ports.ts';
 import type {
   Allocation,
   Host,
   HostCapacity,
-  HostLedger,
   PlacementRequest,
   PortRequest,
   ResourceRequest,
@@ -80,18 +79,33 @@ export function sumResources(rs: readonly Resources[]): Resources {
   return out;
 }
 
+const viewOf = new WeakMap<HostRecord, Host>();
+
 /**
  * A remote host as a coordinator sees it from gossip: its ledger approximated from the gossiped
  * usage of its workloads (fragment cores are counted as shared CPU). Only used to pre-select
  * candidates; the host itself bids from its exact books.
+ *
+ * Memoised per record object (records are immutable; the allocator never changes a `Host`): a
+ * coordinator ranks every live host each round, and a record with N workloads costs O(N) to
+ * convert, so an unchanged record is converted once, not once per round.
  */
 export function hostFromRecord(r: HostRecord): Host {
+  let host = viewOf.get(r);
+  if (host === undefined) {
+    host = convertRecord(r);
+    viewOf.set(r, host);
+  }
+  return host;
+}
+
+function convertRecord(r: HostRecord): Host {
   const capacity = hostCapacity(r.capacity);
-  let ledger: HostLedger = emptyLedger(capacity);
+  const allocations: Allocation[] = [];
   for (const w of r.workloads) {
     const res = w.resources;
     const whole = res.cores.length * 1000;
-    const a: Allocation = {
+    allocations.push({
       cpu: {
         sharedMilli: Math.max(0, res.cpuMilli - whole),
         cores: res.cores.filter((i) => i < capacity.cpu.cores).map((index) => ({ index, milli: 1000 })),
@@ -105,10 +119,9 @@ export function hostFromRecord(r: HostRecord): Host {
       // Host ports held: a coordinator leaves the host out for a request publishing one of them.
       ...(res.ports !== undefined && res.ports.length > 0 ? { ports: res.ports } : {}),
       limits: { cpuMilli: res.cpuMilli, memoryBytes: res.memory },
-    };
-    ledger = reserve(ledger, a);
+    });
   }
-  return { id: r.id, labels: r.capacity.labels, capacity, ledger };
+  return { id: r.id, labels: r.capacity.labels, capacity, ledger: ledgerFrom(capacity, allocations) };
 }
 
 export const BIDDING_STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;

@@ -1,6 +1,6 @@
 import { allocate, feasibility } from '../../allocator/feasibility.ts';
 import { bid as allocatorBid, select } from '../../allocator/index.ts';
-import { checkNoOvercommit, fits, ledgerFrom } from '../../allocator/ledger.ts';
+import { checkNoOvercommit, fits, ledgerFrom, reserve } from '../../allocator/ledger.ts';
 import { portKey } from '../../allocator/ports.ts';
 import { compareRanked, score } from '../../allocator/strategies.ts';
 import type {
@@ -98,6 +98,24 @@ export interface PlacementConfig {
   ackMemoryMs: number;
   /** Changes of this host's books are written to the store at most this often. */
   persistDelayMs: number;
+  /**
+   * Direct awards (docs/placement.md, "Direct awards"): a request whose allocation does not depend
+   * on which cores, GPUs or volume pools a host has free (no bound cores, GPU or volumes) is
+   * priced by the coordinator from the gossiped view, with the same `allocator.bid`, and awarded
+   * without a bid exchange; the host still commits only what fits its exact books. A refused
+   * direct award sends the deploy's next round through the full auction. false: always auction.
+   */
+  directAward: boolean;
+}
+
+/**
+ * Can a coordinator price this request from a gossiped view? Only when the allocation is amounts
+ * (shared CPU, memory, disk, host ports): which bound cores, GPU or volume pool a host grants
+ * depends on its exact books, which only the host has.
+ */
+export function priceableFromView(r: PlacementRequest): boolean {
+  const res = r.resources;
+  return !res.cpu.bind && res.gpu === undefined && (res.volumes === undefined || res.volumes.length === 0);
 }
 
 export const defaultPlacementConfig: PlacementConfig = {
@@ -109,6 +127,7 @@ export const defaultPlacementConfig: PlacementConfig = {
   maxCandidates: 4,
   sampleAbove: 256,
   sampleSize: 64,
+  directAward: true,
   minBackoffMs: 100,
   maxBackoffMs: 30_000,
   reassignGraceMs: 5_000,
@@ -237,6 +256,7 @@ export class Placement implements SubProtocol {
   readonly counters = {
     rounds: 0,
     bidsAsked: 0,
+    directAwards: 0,
     awardsAccepted: 0,
     awardsRefused: 0,
     dropped: 0,
@@ -246,6 +266,8 @@ export class Placement implements SubProtocol {
   onLocalChange: (() => void) | undefined;
   /** Engine kind reported in this host's workload records. */
   engineKind: 'docker' | 'process' | 'sim' = 'sim';
+  /** Deploys whose direct award a host refused: their next round is a full auction. */
+  private readonly auctionNext = new Set<string>();
   /** Realloc requests this host could not satisfy, by workload id, with the allocator's reason. */
   private readonly reallocRefused = new Map<string, string>();
   private statuses = new Map<string, WorkloadStatusView>();
@@ -917,7 +939,10 @@ export class Placement implements SubProtocol {
     if (coords) {
       for (const id of c.intents) {
         if (state.intents.get(id)) coords.add(id, this.deps.membership.aliveIds());
-        else coords.remove(id);
+        else {
+          coords.remove(id);
+          this.auctionNext.delete(id);
+        }
         if (this.held.has(id)) this.reconcileDirty.add(id);
         if (!relevant && this.concerns(id)) relevant = true;
       }
@@ -1385,6 +1410,8 @@ export class Placement implements SubProtocol {
     // 1. Candidates per deploy, from the gossiped view (the hosts re-check on their exact books).
     const reasons = new Map<string, string[]>();
     const byHost = new Map<string, BidItem[]>();
+    /** Deploys of this round awarded directly: their bids (priced from views) and selection. */
+    const direct = new Map<string, { bids: Bid[]; sel: ReturnType<typeof select> }>();
     let ranked = 0;
     for (const it of work) {
       const ctx: PlacementContext = { strategy: it.strategy, existing: it.existing };
@@ -1411,6 +1438,29 @@ export class Placement implements SubProtocol {
       feasible.sort((a, b) => compareRanked(it.request.deployId, a, b));
       reasons.set(it.request.deployId, why);
       const want = it.hosts ? feasible.length : Math.max(this.cfg.maxCandidates, 2 * it.slots.length);
+      const id = it.request.deployId;
+      if (this.cfg.directAward && !it.hosts && priceableFromView(it.request) && !this.auctionNext.has(id)) {
+        // Direct award: the bids priced from the view (the host re-checks its exact books at the
+        // award). What this round gives a host counts in its view for the deploys after this one.
+        const list: Bid[] = [];
+        for (const c of feasible.slice(0, want)) {
+          const v = views.get(c.hostId)!;
+          const b = allocatorBid(v, it.request, ctx, it.slots.length);
+          if (b.ok) {
+            list.push({ ok: true, hostId: c.hostId, score: b.score, allocations: b.allocations });
+            if (b.short !== undefined) why.push(`${c.hostId.slice(-8)}: ${b.short}`);
+          } else why.push(`${c.hostId.slice(-8)}: ${b.reason}`);
+        }
+        const sel = select(list, it.request, it.slots.length, it.strategy);
+        for (const p of sel.placements) {
+          const v = views.get(p.hostId)!;
+          views.set(p.hostId, { ...v, ledger: p.allocations.reduce(reserve, v.ledger) });
+        }
+        direct.set(id, { bids: list, sel });
+        this.counters.directAwards++;
+        continue;
+      }
+      this.auctionNext.delete(id);
       for (const c of feasible.slice(0, want)) {
         const list = byHost.get(c.hostId) ?? [];
         list.push({
@@ -1424,6 +1474,7 @@ export class Placement implements SubProtocol {
     }
     // 2. Bids, one batched request per host (self answered locally).
     const bids = new Map<string, Bid[]>();
+    for (const [id, d] of direct) bids.set(id, d.bids);
     const hosts = [...byHost.keys()].sort();
     this.counters.bidsAsked += hosts.length;
     const answers = await Promise.all(
@@ -1465,6 +1516,7 @@ export class Placement implements SubProtocol {
         ranked,
         asked: hosts.length,
         answered: answers.filter((a) => a.res).length,
+        direct: direct.size,
       },
       'placement: bids collected',
     );
@@ -1480,9 +1532,11 @@ export class Placement implements SubProtocol {
         (b) => !it.hosts || it.hosts.includes(b.hostId),
       );
       const okBidders = bidders.get(it.request.deployId) ?? new Set<string>();
-      for (const b of deployBids) if (b.ok) okBidders.add(b.hostId);
+      // Direct awards reserved nothing on the hosts: no release to send.
+      if (!direct.has(it.request.deployId)) for (const b of deployBids) if (b.ok) okBidders.add(b.hostId);
       bidders.set(it.request.deployId, okBidders);
-      const sel = select(deployBids, it.request, it.slots.length, it.strategy);
+      const sel =
+        direct.get(it.request.deployId)?.sel ?? select(deployBids, it.request, it.slots.length, it.strategy);
       const slots = it.slots.slice().sort((a, b) => a.replica - b.replica);
       let next = 0;
       for (const p of sel.placements) {
@@ -1565,6 +1619,9 @@ export class Placement implements SubProtocol {
           this.wakeAt(at + this.cfg.ackMemoryMs);
         }
         if (m.size > 0) this.acked.set(it.deployId, m);
+        // The view was off (a stale record, or awards of other coordinators in flight): the
+        // deploy's next round asks the hosts for bids on their exact books.
+        if (it.refused.length > 0 && direct.has(it.deployId)) this.auctionNext.add(it.deployId);
         if (it.accepted.length > 0) {
           this.counters.decided += it.accepted.length;
           this.deps.log.info({ round, deploy: it.deployId, replicas: it.accepted, at }, 'placement: decided');
