@@ -242,7 +242,9 @@ describe('shoal CLI', () => {
   it('agent --direct-awards takes on or off only, and says which', async () => {
     const r = await shoal(['agent', '--direct-awards', 'maybe', '--data-dir', join(dir, 'agent-data5')]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/--direct-awards <on\|off>' argument 'maybe' is invalid\. Allowed choices are on, off/);
+    expect(r.stderr).toMatch(
+      /--direct-awards <on\|off>' argument 'maybe' is invalid\. Allowed choices are on, off/,
+    );
     expect(existsSync(join(dir, 'agent-data5'))).toBe(false);
   });
 

@@ -67,11 +67,11 @@ function seen(c: SimCluster, deployId: string): boolean {
   });
 }
 
-/** A deploy id, tried in order, whose coordinator is (or, with `not`, is not) `agent`. */
-function idCoordinatedBy(c: SimCluster, prefix: string, agent: SimAgent, not = false): string {
+/** The first deploy id `prefix-k` whose coordinator (in `agent`'s view) is `agent`. */
+function idCoordinatedBy(prefix: string, agent: SimAgent): string {
   for (let k = 0; ; k++) {
     const id = `${prefix}-${k}`;
-    if ((agent.placement.coordinatorOf(id) === agent.id) !== not) return id;
+    if (agent.placement.coordinatorOf(id) === agent.id) return id;
   }
 }
 
@@ -97,8 +97,8 @@ describe('direct awards', () => {
     // Two 5-core deploys with one coordinator, submitted together: one round prices both, and the
     // second sees the first's allocation on h0 in the round's view, so it goes to h1: no refusal.
     const coord = c.get(1);
-    const a = idCoordinatedBy(c, 'a', coord);
-    const b = idCoordinatedBy(c, 'b', coord);
+    const a = idCoordinatedBy('a', coord);
+    const b = idCoordinatedBy('b', coord);
     coord.placement.submit(a, intent(5000, ['name in (h0, h1)']));
     coord.placement.submit(b, intent(5000, ['name in (h0, h1)']));
     expect(await c.runUntil(() => placed(c, [a, b]), 10_000, 5)).toBeGreaterThanOrEqual(0);
@@ -115,8 +115,8 @@ describe('direct awards', () => {
     expect(await c.runUntil(() => placed(c, ['pre']) && seen(c, 'pre'), 10_000, 5)).toBeGreaterThanOrEqual(0);
     // Two coordinators price 5 cores on h0 (6 free in both views) at the same moment: h0 commits
     // the first award and refuses the second; its deploy is then auctioned and lands on h1.
-    const a = idCoordinatedBy(c, 'a', c.get(1));
-    const b = idCoordinatedBy(c, 'b', c.get(2));
+    const a = idCoordinatedBy('a', c.get(1));
+    const b = idCoordinatedBy('b', c.get(2));
     c.get(1).placement.submit(a, intent(5000, ['name in (h0, h1)']));
     c.get(2).placement.submit(b, intent(5000, ['name in (h0, h1)']));
     expect(await c.runUntil(() => placed(c, [a, b]), 10_000, 5)).toBeGreaterThanOrEqual(0);
