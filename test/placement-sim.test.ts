@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DeployIntent } from '../crdt/types.ts';
-import { SimCluster } from '../sim/cluster.ts';
+import { defaultHost, SimCluster } from '../sim/cluster.ts';
 
 const GiB = 2 ** 30;
 
@@ -168,5 +168,46 @@ describe('leaderless placement on the simulated network', () => {
     expect(await c.runUntil(per(1), 10_000, 10)).toBeGreaterThanOrEqual(0);
     c.get(3).sync.updateIntent('f', { replicas: 4 });
     expect(await c.runUntil(per(4), 10_000, 10)).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a realloc refused for room is retried when the host frees room (another deploy leaves it)', async () => {
+    const c = new SimCluster({
+      seed: 30,
+      size: 2,
+      host: (i) => ({ ...defaultHost(i), labels: { name: `h${i}` } }),
+    });
+    await c.start();
+    await c.runUntil(() => c.converged() && c.membershipSettled(), 20_000);
+    const on = (id: string, extra: Record<string, unknown>) => ({
+      ...intent(1, 500, 1, 'binpack', { constraints: ['name = h0'] }),
+      ...extra,
+      name: id,
+    });
+    c.get(1).placement.submit('filler', on('filler', {}));
+    c.get(1).sync.updateIntent('filler', {
+      spec: { resources: { cpu: { milli: 500 }, memoryBytes: 20 * GiB }, constraints: ['name = h0'] },
+    });
+    c.get(1).placement.submit('app', on('app', {}));
+    const h0 = c.get(0);
+    const mem = (d: string) => h0.placement.workloads().find((w) => w.deployId === d)?.allocation.memoryBytes;
+    expect(
+      await c.runUntil(() => mem('filler') === 20 * GiB && mem('app') === GiB, 10_000, 10),
+    ).toBeGreaterThanOrEqual(0);
+    // 16 GiB for app does not fit next to the filler's 20 on a 32 GiB host: refused, kept at 1 GiB.
+    c.get(1).sync.updateIntent('app', {
+      spec: { resources: { cpu: { milli: 500 }, memoryBytes: 16 * GiB }, constraints: ['name = h0'] },
+    });
+    expect(
+      await c.runUntil(() => h0.placement.reallocRefusals().size === 1, 10_000, 10),
+    ).toBeGreaterThanOrEqual(0);
+    expect(mem('app')).toBe(GiB);
+    // The filler leaves: the room is there now, and the realloc goes through without another change.
+    c.get(1).sync.removeIntent('filler');
+    const tFree = await c.runUntil(() => mem('app') === 16 * GiB, 10_000, 10);
+    // At once (the host's own record changed with its books), not at some later wake-up.
+    expect(tFree).toBeGreaterThanOrEqual(0);
+    expect(tFree).toBeLessThan(1_000);
+    expect(h0.placement.reallocRefusals().size).toBe(0);
+    expect(c.placementViolations(true)).toEqual([]);
   });
 });

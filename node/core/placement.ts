@@ -952,8 +952,21 @@ export class Placement implements SubProtocol {
       const prev = c.prev ? c.prev[i] : this.claimIndex.recordOf(h);
       const next = state.hosts.live(h);
       this.claimIndex.update(h, next);
-      if (h === this.id) this.reconcileAll = true;
-      else if (this.held.size > 0) this.markHeldChanges(prev, next);
+      if (h === this.id) {
+        // This host's own record: what the host-side reconcile reads of it is the draining flag
+        // and the capacity (realloc); its claims change with the books, whose changes mark their
+        // deploys already. Only those deploys, unless the flag or the capacity changed — and the
+        // replicas whose realloc was refused for room, which a change of the books may have freed.
+        if (!prev || !next || prev.draining !== next.draining || !sameCapacity(prev.capacity, next.capacity))
+          this.reconcileAll = true;
+        else {
+          this.markHeldChanges(prev, next);
+          for (const key of this.reallocRefused.keys()) {
+            const w = this.local.get(key);
+            if (w) this.reconcileDirty.add(w.deployId);
+          }
+        }
+      } else if (this.held.size > 0) this.markHeldChanges(prev, next);
       if (relevant) continue;
       if (h === this.id) relevant = true;
       else {
@@ -1719,6 +1732,10 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
 }
 
 /** Same workloads (replica, gen, status) in the same order? */
+function sameCapacity(a: HostRecord['capacity'], b: HostRecord['capacity']): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
 function sameClaims(a: readonly WorkloadRecord[], b: readonly WorkloadRecord[] | undefined): boolean {
   if (b === undefined || a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
