@@ -284,12 +284,13 @@ export function registerDeployRoutes(app: FastifyInstance, backend: DeploysBacke
       const t = req.query.timeoutMs === undefined ? 30_000 : Number(req.query.timeoutMs);
       if (!Number.isFinite(t) || t < 0 || t > 600_000)
         return reply.code(400).send({ error: 'bad-request', message: 'timeoutMs: expected 0..600000' });
-      const until = Date.now() + t;
+      // A deadline on the monotonic clock: a wall-clock step must not cut the wait short or stretch it.
+      const until = performance.now() + t;
       for (;;) {
         const j = jobView(req.params.id);
         if (!j) return reply.code(404).send({ error: 'not-found', message: `no job ${req.params.id}` });
-        if (j.status === 'succeeded' || j.status === 'failed' || Date.now() >= until) return j;
-        await sleep(Math.min(200, Math.max(1, until - Date.now())));
+        if (j.status === 'succeeded' || j.status === 'failed' || performance.now() >= until) return j;
+        await sleep(Math.min(200, Math.max(1, until - performance.now())));
       }
     },
   );

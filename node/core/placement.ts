@@ -1731,11 +1731,12 @@ export function allocationMatches(a: Allocation, req: PlacementRequest): boolean
   );
 }
 
-/** Same workloads (replica, gen, status) in the same order? */
+/** Same advertised capacity (labels included)? */
 function sameCapacity(a: HostRecord['capacity'], b: HostRecord['capacity']): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** Same workloads (replica, gen, status) in the same order? */
 function sameClaims(a: readonly WorkloadRecord[], b: readonly WorkloadRecord[] | undefined): boolean {
   if (b === undefined || a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
