@@ -47,7 +47,7 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
 type Part = 'sim' | 'procs' | 'quality';
 type NumericOption = Exclude<
   keyof Options,
-  'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs' | 'sweep'
+  'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs' | 'procAgentArgs' | 'sweep'
 >;
 const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
@@ -85,6 +85,8 @@ interface Options {
   repeat: number;
   /** (b): extra Node flags for every agent process (`--proc-node-args "--perf-basic-prof"`, space-separated). */
   procNodeArgs: string[];
+  /** (b): extra `shoal agent` flags for every agent (`--proc-agent-args "--direct-awards off"`). */
+  procAgentArgs: string[];
   /** (b): the agents' log level (the bench reads their info lines; debug adds a line per message). */
   procLogLevel: 'info' | 'debug';
   /**
@@ -117,6 +119,7 @@ function parseArgs(args: string[]): Options {
     cpuProf: undefined,
     procLogLevel: 'info',
     procNodeArgs: [],
+    procAgentArgs: [],
     sweep: [],
     repeat: 1,
     warmup: 2400,
@@ -160,6 +163,10 @@ function parseArgs(args: string[]): Options {
     }
     if (a === '--proc-node-args') {
       o.procNodeArgs = v.split(' ').filter((x) => x.length > 0);
+      continue;
+    }
+    if (a === '--proc-agent-args') {
+      o.procAgentArgs = v.split(' ').filter((x) => x.length > 0);
       continue;
     }
     if (a === '--proc-log-level') {
@@ -394,11 +401,12 @@ async function startProcs(
   cpuProf: string | undefined,
   logLevel: 'info' | 'debug',
   procNodeArgs: readonly string[] = [],
+  procAgentArgs: readonly string[] = [],
 ): Promise<number> {
   const t0 = Date.now();
   const key = c.keygen();
   // The simulated engine: this part measures placement decisions, not process spawning.
-  const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim'];
+  const flags = ['--cpu', '16', '--memory', '64GiB', '--engine', 'sim', ...procAgentArgs];
   const nodeArgs = [...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : []), ...procNodeArgs];
   const common = {
     clusterKey: key,
@@ -684,7 +692,7 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
   setCurrent(c);
   try {
     process.stdout.write(`(b) starting ${o.procs} agent processes…\n`);
-    const bootMs = await startProcs(c, o.procs, o.cpuProf, o.procLogLevel, o.procNodeArgs);
+    const bootMs = await startProcs(c, o.procs, o.cpuProf, o.procLogLevel, o.procNodeArgs, o.procAgentArgs);
     process.stdout.write(`(b) all ${o.procs} alive with capacity after ${bootMs} ms; settling 8 s\n`);
     // Agents that just booted still compile and warm up for a few seconds (measured: ~1 core of
     // the cluster 1 s after the last one is ready, ~0.3 after 5 s): let that pass first.
