@@ -8,6 +8,7 @@ import type { DeployIntent } from '../crdt/types.ts';
 import type { HostFacts } from '../node/host.ts';
 import { SimCluster } from '../sim/cluster.ts';
 import {
+  type AgentProc,
   agentCpuSeconds,
   allLines,
   ClusterProcs,
@@ -122,7 +123,7 @@ function parseArgs(args: string[]): Options {
     procAgentArgs: [],
     sweep: [],
     repeat: 1,
-    warmup: 2400,
+    warmup: 6000,
   };
   const num: Record<string, NumericOption> = {
     '--seed': 'seed',
@@ -481,6 +482,32 @@ interface DeployListRow {
   instances: { replica: number; host: string | null }[];
 }
 
+/**
+ * The agents' log lines not yet looked at by this cursor, over all agents. The bench polls for
+ * decisions every 100 ms while the agents run; rescanning every line ever logged (tens of
+ * thousands after the warm-up) on each poll took CPU from the agents it measures.
+ */
+function lineCursor(c: ClusterProcs): () => Generator<LogLine> {
+  const at = new Map<AgentProc, { lines: LogLine[]; next: number }>();
+  return function* fresh() {
+    for (const p of c.procs) {
+      let cur = at.get(p);
+      if (cur === undefined) {
+        // Lines of earlier runs (an agent restarted) once, then the current run's as they come.
+        for (const run of p.previousRuns) yield* run;
+        cur = { lines: p.lines, next: 0 };
+        at.set(p, cur);
+      } else if (cur.lines !== p.lines) {
+        // Restarted since: the rest of the old run's lines, then the new run's from its start.
+        for (let i = cur.next; i < cur.lines.length; i++) yield cur.lines[i]!;
+        cur.lines = p.lines;
+        cur.next = 0;
+      }
+      while (cur.next < cur.lines.length) yield cur.lines[cur.next++]!;
+    }
+  };
+}
+
 /** (b)'s deploys, measured and warm-up alike: 1–3 replicas of small shapes. */
 const PROC_SHAPES = {
   maxReplicas: 3,
@@ -639,15 +666,13 @@ async function moreBursts(
       await Promise.all(Array.from({ length: Math.min(o.concurrency, deploys.length) }, worker));
     }
     const decisions = new Decisions();
-    const seen = new Set<LogLine>();
+    const fresh = lineCursor(c);
     const collect = () => {
-      for (const p of c.procs)
-        for (const l of allLines(p)) {
-          if (l.msg !== 'placement: award accepted' || seen.has(l)) continue;
-          seen.add(l);
-          if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
-            decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
-        }
+      for (const l of fresh()) {
+        if (l.msg !== 'placement: award accepted') continue;
+        if (sentAt.has(String(l.deploy)) && Array.isArray(l.replicas))
+          decisions.record(String(l.deploy), l.replicas as number[], Number(l.time));
+      }
       return decisions.size >= total;
     };
     await waitFor(collect, 60_000, 100, `${label}: ${total} replicas decided`).catch(() => undefined);
@@ -757,17 +782,14 @@ async function procsPart(o: Options, setCurrent: (c: ClusterProcs | undefined) =
     // after a timeout logs a second one (`duplicateDecisions`).
     const decisions = new Decisions();
     const coordinator = new Decisions();
-    const seen = new Set<LogLine>();
+    const fresh = lineCursor(c);
     const collect = () => {
-      for (const p of c.procs)
-        for (const l of allLines(p)) {
-          if ((l.msg !== 'placement: decided' && l.msg !== 'placement: award accepted') || seen.has(l))
-            continue;
-          seen.add(l);
-          if (!sentAt.has(String(l.deploy)) || !Array.isArray(l.replicas)) continue;
-          const d = l.msg === 'placement: decided' ? coordinator : decisions;
-          d.record(String(l.deploy), l.replicas as number[], Number(l.time));
-        }
+      for (const l of fresh()) {
+        if (l.msg !== 'placement: decided' && l.msg !== 'placement: award accepted') continue;
+        if (!sentAt.has(String(l.deploy)) || !Array.isArray(l.replicas)) continue;
+        const d = l.msg === 'placement: decided' ? coordinator : decisions;
+        d.record(String(l.deploy), l.replicas as number[], Number(l.time));
+      }
       return decisions.size >= total;
     };
     let allDecided = true;
