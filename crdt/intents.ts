@@ -19,7 +19,7 @@
 
 import type { IntentDigestEntry } from './codec.ts';
 import { StateMessageError, validateId, validateIntentFieldValue } from './codec.ts';
-import { BucketTags, bucketOf, canonicalJson, sha256, tag32, XorSet } from './hash.ts';
+import { BucketTags, bucketOf, canonicalJson, DIGEST_BUCKETS, sha256, tag32, XorSet } from './hash.ts';
 import type {
   DeployIntent,
   IntentFields,
@@ -100,6 +100,11 @@ export class IntentTable {
   private readonly buckets = new BucketTags();
   /** The ids sorted, kept until an entry is added or dropped (digests sort them once a second). */
   private sorted: string[] | undefined;
+  /**
+   * The ids of each digest bucket (in no order): a digest of the buckets that differ walks their
+   * entries only, not every entry the table holds (deleted deploys stay for the tombstone TTL).
+   */
+  private readonly bucketIds: string[][] = Array.from({ length: DIGEST_BUCKETS }, () => []);
   readonly clock: Hlc;
 
   constructor(readonly actor: string) {
@@ -226,6 +231,7 @@ export class IntentTable {
     } else {
       this.entries.set(w.id, { id: w.id, regs: wins, deleted: del });
       this.sorted = undefined;
+      this.bucketIds[bucketOf(w.id)]!.push(w.id);
     }
     return true;
   }
@@ -292,11 +298,19 @@ export class IntentTable {
   /** (id, tag) sorted by id — of every entry, or of the entries in digest `buckets` only. */
   digest(buckets?: ReadonlySet<number>): IntentDigestEntry[] {
     const out: IntentDigestEntry[] = [];
-    for (const id of this.sortedIds()) {
-      if (buckets !== undefined && !buckets.has(bucketOf(id))) continue;
-      out.push({ id, tag: this.entryTag(this.entries.get(id)!) });
-    }
+    for (const id of this.idsIn(buckets)) out.push({ id, tag: this.entryTag(this.entries.get(id)!) });
     return out;
+  }
+
+  /** All ids sorted, or those of `buckets` sorted: O(their entries), whatever the table holds. */
+  protected idsIn(buckets: ReadonlySet<number> | undefined): readonly string[] {
+    if (buckets === undefined) return this.sortedIds();
+    const out: string[] = [];
+    for (const b of buckets) {
+      const ids = this.bucketIds[b];
+      if (ids !== undefined) for (const id of ids) out.push(id);
+    }
+    return out.sort();
   }
 
   /**
@@ -306,8 +320,7 @@ export class IntentTable {
   newerThan(digest: readonly IntentDigestEntry[], buckets?: ReadonlySet<number>): IntentWire[] {
     const theirs = new Map(digest.map((d) => [d.id, d.tag]));
     const out: IntentWire[] = [];
-    for (const id of this.sortedIds()) {
-      if (buckets !== undefined && !buckets.has(bucketOf(id))) continue;
+    for (const id of this.idsIn(buckets)) {
       const e = this.entries.get(id)!;
       if (theirs.get(id) !== this.entryTag(e)) out.push(toWire(e));
     }
@@ -364,6 +377,8 @@ export class IntentTable {
         if (e.regs.size === 0) {
           this.entries.delete(id);
           this.sorted = undefined;
+          const ids = this.bucketIds[bucketOf(id)]!;
+          ids.splice(ids.indexOf(id), 1);
           n++;
           continue;
         }

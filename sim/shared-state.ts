@@ -1,4 +1,4 @@
-import { sha256, XorSet } from '../crdt/hash.ts';
+import { bucketOf, sha256, XorSet } from '../crdt/hash.ts';
 import { HostTable, hostEntryHash, type MergeResult } from '../crdt/hosts.ts';
 import { compareStamps, IntentTable } from '../crdt/intents.ts';
 import { type ApplyResult, ClusterState, type StateDelta } from '../crdt/state.ts';
@@ -708,6 +708,11 @@ class SharedIntentTable extends IntentTable {
 
   protected override sortedIds(): readonly string[] {
     return this.ids();
+  }
+
+  protected override idsIn(buckets: ReadonlySet<number> | undefined): readonly string[] {
+    const all = this.ids();
+    return buckets === undefined ? all : all.filter((id) => buckets.has(bucketOf(id)));
   }
 
   override get size(): number {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StateMessageError } from '../crdt/codec.ts';
-import { canonicalJson } from '../crdt/hash.ts';
+import { bucketOf, canonicalJson, DIGEST_BUCKETS } from '../crdt/hash.ts';
 import { canonicalEntryOf, IntentTable } from '../crdt/intents.ts';
 import type { IntentFields, IntentWire, Json } from '../crdt/types.ts';
 
@@ -164,6 +164,35 @@ describe('IntentTable convergence', () => {
         for (const id of want) b.merge(copy(a.wire(id)!));
         expect(a.hash()).toBe(b.hash());
       }),
+      { numRuns: 200 },
+    );
+  });
+  it('a digest of some buckets (and what is newer there) is the whole digest filtered to them, before and after gc', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(199), fc.boolean()), { maxLength: 60 }),
+        fc.uniqueArray(fc.nat(DIGEST_BUCKETS - 1), { minLength: 1, maxLength: 12 }),
+        (ops, bs) => {
+          const a = new IntentTable('a');
+          const b = new IntentTable('b');
+          ops.forEach(([n, del], i) => {
+            const id = `dep-${n}`;
+            a.put(id, { name: 'web', spec: { image: 'x' }, replicas: 1, strategy: 'binpack' }, 10 + i);
+            if (del) a.remove(id, 10 + i);
+            if (n % 3 === 0) b.merge(copy(a.wire(id)!));
+          });
+          const buckets = new Set(bs);
+          const check = () => {
+            const inB = (id: string) => buckets.has(bucketOf(id));
+            expect(a.digest(buckets)).toEqual(a.digest().filter((d) => inB(d.id)));
+            const theirs = b.digest(buckets);
+            expect(a.newerThan(theirs, buckets)).toEqual(a.newerThan(b.digest()).filter((w) => inB(w.id)));
+          };
+          check();
+          a.gc(10 + Math.floor(ops.length / 2)); // drops the older half of the deleted ones
+          check();
+        },
+      ),
       { numRuns: 200 },
     );
   });
