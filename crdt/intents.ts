@@ -103,8 +103,10 @@ export class IntentTable {
   /**
    * The ids of each digest bucket (in no order): a digest of the buckets that differ walks their
    * entries only, not every entry the table holds (deleted deploys stay for the tombstone TTL).
+   * Built on the first such digest, then kept up to date (tables that never serve anti-entropy,
+   * like the simulator's per-deploy views, never pay for it).
    */
-  private readonly bucketIds: string[][] = Array.from({ length: DIGEST_BUCKETS }, () => []);
+  private bucketIds: string[][] | undefined;
   readonly clock: Hlc;
 
   constructor(readonly actor: string) {
@@ -231,7 +233,7 @@ export class IntentTable {
     } else {
       this.entries.set(w.id, { id: w.id, regs: wins, deleted: del });
       this.sorted = undefined;
-      this.bucketIds[bucketOf(w.id)]!.push(w.id);
+      this.bucketIds?.[bucketOf(w.id)]?.push(w.id);
     }
     return true;
   }
@@ -305,6 +307,11 @@ export class IntentTable {
   /** All ids sorted, or those of `buckets` sorted: O(their entries), whatever the table holds. */
   protected idsIn(buckets: ReadonlySet<number> | undefined): readonly string[] {
     if (buckets === undefined) return this.sortedIds();
+    if (this.bucketIds === undefined) {
+      const by: string[][] = Array.from({ length: DIGEST_BUCKETS }, () => []);
+      for (const id of this.entries.keys()) by[bucketOf(id)]!.push(id);
+      this.bucketIds = by;
+    }
     const out: string[] = [];
     for (const b of buckets) {
       const ids = this.bucketIds[b];
@@ -377,8 +384,8 @@ export class IntentTable {
         if (e.regs.size === 0) {
           this.entries.delete(id);
           this.sorted = undefined;
-          const ids = this.bucketIds[bucketOf(id)]!;
-          ids.splice(ids.indexOf(id), 1);
+          const ids = this.bucketIds?.[bucketOf(id)];
+          ids?.splice(ids.indexOf(id), 1);
           n++;
           continue;
         }

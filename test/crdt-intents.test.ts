@@ -188,9 +188,17 @@ describe('IntentTable convergence', () => {
             const theirs = b.digest(buckets);
             expect(a.newerThan(theirs, buckets)).toEqual(a.newerThan(b.digest()).filter((w) => inB(w.id)));
           };
-          check();
+          check(); // builds the per-bucket index
           a.gc(10 + Math.floor(ops.length / 2)); // drops the older half of the deleted ones
           check();
+          for (const [n] of ops.slice(0, 5)) {
+            a.put(
+              `new-${n}`,
+              { name: 'web', spec: { image: 'y' }, replicas: 2, strategy: 'spread' },
+              1000 + n,
+            );
+          }
+          check(); // entries added after the index was built
         },
       ),
       { numRuns: 200 },
