@@ -453,7 +453,7 @@ interface WaitFlags {
  */
 async function waitForDeploys(client: ShoalClient, ids: string[], flags: WaitFlags): Promise<DeployView[]> {
   const timeoutMs = parseSeconds(flags.timeout, '--timeout');
-  const deadline = timeoutMs === 0 ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
+  const deadline = timeoutMs === 0 ? Number.POSITIVE_INFINITY : performance.now() + timeoutMs;
   const quiet = flags.json === true;
   const tty = process.stderr.isTTY === true && !quiet;
   const bars = tty
@@ -498,7 +498,7 @@ async function waitForDeploys(client: ShoalClient, ids: string[], flags: WaitFla
         if (p.failed) exitCode = 1;
       }
       if (allDone) break;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         bars?.stop();
         exitCode = 1;
         for (const id of ids) {
