@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ledgerFrom } from '../allocator/ledger.ts';
 import type { WorkloadInfo } from '../engines/engine.ts';
 import { simProgram } from '../engines/sim.ts';
+import { sameStatuses, type WorkloadStatusView } from '../node/core/placement.ts';
 import { type DesiredWorkload, diff } from '../node/core/reconcile.ts';
 import { SimCluster } from '../sim/cluster.ts';
 
@@ -63,6 +64,41 @@ describe('reconcile diff (pure)', () => {
     // A failed create waits out its backoff too (no tight retry loop on, e.g., a missing image).
     expect(diff([want('a')], [], waiting, 4_999)).toEqual([]);
     expect(diff([want('a')], [], waiting, 5_000)[0]!.kind).toBe('create');
+  });
+});
+
+describe('workload status maps', () => {
+  const v = (over: Partial<WorkloadStatusView> = {}): WorkloadStatusView => ({
+    status: 'running',
+    exitCode: null,
+    startedAt: 5,
+    health: null,
+    ...over,
+  });
+  it('sameStatuses compares field by field, in any key order; an absent field equals undefined', () => {
+    const a = new Map([
+      ['x', v()],
+      ['y', v({ version: 'h1', restarts: 2 })],
+    ]);
+    const b = new Map([
+      ['y', v({ restarts: 2, version: 'h1' })],
+      ['x', v({ error: undefined })],
+    ]);
+    expect(sameStatuses(a, b)).toBe(true);
+    for (const over of [
+      { status: 'exited' as const },
+      { exitCode: 0 },
+      { startedAt: 6 },
+      { health: 'healthy' as const },
+      { version: 'h2' },
+      { restarts: 1 },
+      { error: 'boom' },
+    ]) {
+      expect(sameStatuses(a, new Map([...b, ['x', v(over)]])), JSON.stringify(over)).toBe(false);
+    }
+    expect(sameStatuses(a, new Map([['x', v()]]))).toBe(false);
+    expect(sameStatuses(a, new Map([...b, ['z', v()]]))).toBe(false);
+    expect(sameStatuses(new Map([['x', v()]]), new Map([['z', v()]]))).toBe(false);
   });
 });
 
@@ -138,6 +174,36 @@ describe('reconcile loop on the sim engine', () => {
         c.run(100).then(() => 'hangs'),
       ]),
     ).toBe('hangs');
+  });
+
+  it('statuses(): the same map while nothing changed; a change gives a new map that keeps the unchanged views', async () => {
+    const c = await cluster(35);
+    c.get(0).placement.submit('st', {
+      name: 'st',
+      replicas: 3,
+      strategy: 'binpack',
+      spec: { ...spec({ runMs: 4_000, exitCode: 3 }), restart: 'no' },
+    });
+    const h = () => c.agents.find((a) => a.placement.workloads().length === 3);
+    await c.runUntil(() => !!h() && running(c, h()!.index) === 3, 15_000, 20);
+    const r = h()!.reconciler!;
+    const first = r.statuses();
+    expect([...first.values()].map((s) => s.status)).toEqual(['running', 'running', 'running']);
+    expect(r.statuses()).toBe(first);
+    // The three exit (code 3, restart: no): each view changes, and the record says so everywhere.
+    await c.runUntil(() => running(c, h()!.index) === 0, 10_000, 20);
+    await c.run(100);
+    const after = r.statuses();
+    expect(after).not.toBe(first);
+    expect([...after.values()].map((s) => [s.status, s.exitCode])).toEqual([
+      ['failed', 3],
+      ['failed', 3],
+      ['failed', 3],
+    ]);
+    expect(r.statuses()).toBe(after);
+    await c.run(3_000);
+    const rec = c.get((h()!.index + 1) % 4).sync.state.hosts.live(h()!.id)!;
+    expect(rec.workloads.map((w) => w.status)).toEqual(['failed', 'failed', 'failed']);
   });
 
   it('a crashing workload is restarted per policy (on-failure, with backoff) and its status reaches the cluster', async () => {

@@ -43,7 +43,7 @@ import {
 } from './placement-adapter.ts';
 import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
 import { Prng, sample } from './random.ts';
-import { rolloutOf, templateHash, templateOf } from './rollout.ts';
+import { rolloutOf, specTemplateHash } from './rollout.ts';
 import type { StateChange, StateSync } from './state-sync.ts';
 import { jsonFrameLength, ProtocolValue, WireError } from './wire.ts';
 
@@ -481,8 +481,7 @@ export class Placement implements SubProtocol {
 
   /** Engine-observed status per workload id (from the reconcile loop); republished when changed. */
   setStatuses(next: Map<string, WorkloadStatusView>): void {
-    const key = (m: typeof next) => JSON.stringify([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
-    if (key(next) === key(this.statuses)) return;
+    if (next === this.statuses || sameStatuses(next, this.statuses)) return;
     this.statuses = next;
     this.publishSelf();
   }
@@ -1646,6 +1645,33 @@ export class Placement implements SubProtocol {
 }
 
 /** What the reconcile loop reports per workload (published in the host record). */
+/**
+ * Whether two status maps say the same, field by field and in any key order. (It serialised and
+ * sorted both maps on every reconcile pass: ≈ 30% of a 10-agent simulation's CPU with engines.)
+ */
+export function sameStatuses(
+  a: ReadonlyMap<string, WorkloadStatusView>,
+  b: ReadonlyMap<string, WorkloadStatusView>,
+): boolean {
+  if (a.size !== b.size) return false;
+  for (const [id, x] of a) {
+    const y = b.get(id);
+    if (
+      y === undefined ||
+      x.status !== y.status ||
+      x.exitCode !== y.exitCode ||
+      x.startedAt !== y.startedAt ||
+      x.health !== y.health ||
+      x.version !== y.version ||
+      x.restarts !== y.restarts ||
+      x.error !== y.error
+    ) {
+      return false;
+    }
+  }
+  return true;
+}
+
 export interface WorkloadStatusView {
   status: WorkloadRecord['status'];
   exitCode: number | null;
@@ -1679,8 +1705,7 @@ function startFirstMoves(intent: DeployIntent): Map<number, number> | undefined 
   if (typeof ro !== 'object' || ro === null || Array.isArray(ro) || ro.handoff === undefined)
     return undefined;
   const r = rolloutOf(intent.spec);
-  if (!r?.handoff || r.state !== 'rolling' || r.target !== templateHash(templateOf(intent.spec)))
-    return undefined;
+  if (!r?.handoff || r.state !== 'rolling' || r.target !== specTemplateHash(intent.spec)) return undefined;
   const out = new Map<number, number>();
   for (const [k, gen] of Object.entries(r.handoff)) {
     const replica = Number(k);

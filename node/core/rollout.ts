@@ -121,6 +121,23 @@ export function templateHash(t: JsonObject): string {
   return createHash('sha256').update(canonicalJson(t)).digest('hex').slice(0, 16);
 }
 
+const specHashes = new WeakMap<JsonObject, string>();
+
+/**
+ * `templateHash(templateOf(spec))`, remembered per spec object. An intent's spec as the state
+ * hands it out (`IntentTable.get`) is a new object after every change and never modified, and the
+ * reconcile loop asks for the hash of every local replica on every pass: one SHA-256 per replica
+ * per pass was ≈ 7% of a 10-agent simulation's CPU.
+ */
+export function specTemplateHash(spec: JsonObject): string {
+  let h = specHashes.get(spec);
+  if (h === undefined) {
+    h = templateHash(templateOf(spec));
+    specHashes.set(spec, h);
+  }
+  return h;
+}
+
 export function updateConfigOf(spec: JsonObject): UpdateConfig {
   const u = spec.update;
   const c = { ...defaultUpdateConfig };
@@ -210,7 +227,7 @@ export function specFor(intent: DeployIntent, host: string, replica: number, gen
   const spec = intent.spec;
   const ro = rolloutOf(spec);
   if (!ro) return spec;
-  const current = templateHash(templateOf(spec));
+  const current = specTemplateHash(spec);
   if (current === ro.stable.hash) return spec;
   const key = instanceKey(intent.strategy, host, replica);
   const old = ro.handoff?.[key];
