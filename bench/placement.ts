@@ -6,7 +6,7 @@ import type { Allocation, Host } from '../allocator/types.ts';
 import { GiB, MiB } from '../allocator/units.ts';
 import type { DeployIntent } from '../crdt/types.ts';
 import type { HostFacts } from '../node/host.ts';
-import { SimCluster } from '../sim/cluster.ts';
+import { SimCluster, type SimClusterOptions } from '../sim/cluster.ts';
 import {
   type AgentProc,
   agentCpuSeconds,
@@ -45,12 +45,12 @@ import { type Bench, type BenchResult, summarize } from './stats.ts';
  *     allocation ratio (allocated ÷ capacity over the used hosts) per dimension.
  */
 
-type Part = 'sim' | 'procs' | 'quality';
+type Part = 'sim' | 'procs' | 'quality' | 'core';
 type NumericOption = Exclude<
   keyof Options,
   'only' | 'qualityWaves' | 'cpuProf' | 'procLogLevel' | 'procNodeArgs' | 'procAgentArgs' | 'sweep'
 >;
-const PARTS: readonly Part[] = ['sim', 'procs', 'quality'];
+const PARTS: readonly Part[] = ['sim', 'procs', 'quality', 'core'];
 const STRATEGIES = ['binpack', 'spread', 'auto', 'global'] as const;
 
 interface Options {
@@ -95,11 +95,16 @@ interface Options {
    * compiled (V8 optimises what runs hot) as in an agent that has been up for a while; 0 = none.
    */
   warmup: number;
+  /** (d): rounds of `procDeploys` deploys (the first two are the warm-up, not counted). */
+  coreRounds: number;
+  /** (d): deploys submitted per virtual second. */
+  coreRate: number;
 }
 
 const USAGE =
   '--only sim,procs,quality --seed 1 --agents 100 --deploys 150 --wave 25 --wave-gap 50 ' +
-  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --rate 0 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4';
+  '--procs 10 --proc-deploys 300 --proc-replicas 0 --concurrency 16 --rate 0 --quality-agents 50 --quality-deploys 100 --quality-wave 1,4 ' +
+  '--core-rounds 12 --core-rate 300';
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -123,6 +128,8 @@ function parseArgs(args: string[]): Options {
     procAgentArgs: [],
     sweep: [],
     repeat: 1,
+    coreRounds: 12,
+    coreRate: 300,
     warmup: 6000,
   };
   const num: Record<string, NumericOption> = {
@@ -140,6 +147,8 @@ function parseArgs(args: string[]): Options {
     '--repeat': 'repeat',
     '--quality-agents': 'qualityAgents',
     '--quality-deploys': 'qualityDeploys',
+    '--core-rounds': 'coreRounds',
+    '--core-rate': 'coreRate',
   };
   for (let i = 0; i < args.length; i += 2) {
     const a = args[i]!;
@@ -193,6 +202,7 @@ function parseArgs(args: string[]): Options {
     o[key] = n;
   }
   if (o.agents < 2 || o.procs < 2 || o.qualityAgents < 2) throw new Error('clusters need at least 2 agents');
+  if (o.coreRounds < 3) throw new Error('--core-rounds: at least 3 (the first two warm up)');
   return o;
 }
 
@@ -283,8 +293,13 @@ class Decisions {
   }
 }
 
-async function simCluster(seed: number, size: number, host: (i: number) => HostFacts): Promise<SimCluster> {
-  const c = new SimCluster({ seed, size, host });
+async function simCluster(
+  seed: number,
+  size: number,
+  host: (i: number) => HostFacts,
+  extra: Partial<SimClusterOptions> = {},
+): Promise<SimCluster> {
+  const c = new SimCluster({ seed, size, host, ...extra });
   await c.start();
   const joined = await c.runUntil(() => c.converged() && c.membershipSettled(), 120_000, 100);
   if (joined < 0) throw new Error(`${size} simulated agents did not converge within 120 virtual s`);
@@ -541,9 +556,11 @@ async function warmUp(c: ClusterProcs, o: Options) {
     allPlaced: boolean;
     agentCpuMsPerDecision: number;
   }[] = [];
-  // In chunks of what the cluster holds at once (300 deploys ≈ half its CPU), each deleted after.
-  for (let from = 0; from < all.length; from += 300) {
-    const chunk = all.slice(from, from + 300);
+  // In chunks of about half what the cluster holds (30 deploys per agent of 16 cores: 300 for 10
+  // agents), each deleted after: a chunk the cluster cannot hold would wait out every round.
+  const chunkSize = 30 * o.procs;
+  for (let from = 0; from < all.length; from += chunkSize) {
+    const chunk = all.slice(from, from + chunkSize);
     const ids = new Set(chunk.map((d) => d.id));
     const replicas = sumOf(chunk);
     const t0 = Date.now();
@@ -1065,6 +1082,88 @@ function centralized(hosts: readonly Host[], deploys: readonly DeploySpec[]) {
   return { ...usageOf(books, placed), unplaced, wallMs: round1(performance.now() - wall0) };
 }
 
+// ───────────────────────────── (d) the agent code alone ─────────────────────────────
+
+/**
+ * (d) core — (b)'s cluster and workload with every agent in this one process, on the simulated
+ * network with a simulated engine per host (SimCluster: the same Agent, StateSync, Placement and
+ * Reconciler classes as `shoal agent --engine sim`, as in (b)). Rounds of `procDeploys` deploys of
+ * (b)'s shapes, `coreRate` a virtual second at random agents; each round is decided, then deleted.
+ * The CPU per decision of the agents' own code, without processes, libp2p, HTTP, disk or log
+ * lines: what (b) spends beyond it is the price of those. Seeded, so far steadier than (b).
+ */
+async function corePart(o: Options) {
+  const c = await simCluster(
+    o.seed,
+    o.procs,
+    () => ({
+      cores: 16,
+      cpuMilli: 16_000,
+      memoryBytes: 64 * GiB,
+      diskBytes: 500 * GiB,
+      gpus: [],
+      labels: {},
+    }),
+    { engine: {} },
+  );
+  const rnd = new SeededRandom(o.seed ^ 0x3c3c);
+  const decisions = new Decisions();
+  for (const a of c.agents) a.placement.onDecided = (d, r, at) => decisions.record(d, r, at);
+  const rounds: { decided: number; cpuMsPerDecision: number; p99VirtualMs: number }[] = [];
+  let duplicates = 0;
+  let violations = 0;
+  for (let round = 0; round < o.coreRounds; round++) {
+    const deploys = workload(o.seed + 200 + round, o.procDeploys, `c${round}`, PROC_SHAPES).map((d) =>
+      o.procReplicas > 0 ? { ...d, replicas: o.procReplicas } : d,
+    );
+    const total = sumOf(deploys);
+    decisions.first.clear();
+    decisions.duplicates = 0;
+    const submitted = new Map<string, number>();
+    const cpu0 = process.cpuUsage();
+    let due = 0;
+    for (const d of deploys) {
+      const a = c.get(rnd.int(c.agents.length));
+      submitted.set(d.id, a.clock.now());
+      a.placement.submit(d.id, intentOf(d, true));
+      due += 1000 / o.coreRate;
+      if (due >= 1) {
+        await c.run(Math.floor(due));
+        due -= Math.floor(due);
+      }
+    }
+    const t = await c.runUntil(() => decisions.size >= total, 60_000, 5);
+    if (t < 0)
+      throw new Error(`(d) round ${round}: ${decisions.size}/${total} replicas decided in 60 virtual s`);
+    const cpu = process.cpuUsage(cpu0);
+    rounds.push({
+      decided: decisions.size,
+      cpuMsPerDecision: round3((cpu.user + cpu.system) / 1000 / decisions.size),
+      p99VirtualMs: summarize(decisions.latencies(submitted)).p99,
+    });
+    duplicates += decisions.duplicates;
+    violations += c.placementViolations(false).length;
+    for (const d of deploys) c.get(rnd.int(c.agents.length)).sync.removeIntent(d.id);
+    await c.run(3_000);
+  }
+  const atRest = await c.runUntil(() => c.placementViolations(true).length === 0, 30_000, 50);
+  await c.stop();
+  const warm = rounds.slice(2).map((r) => r.cpuMsPerDecision);
+  const cpu = summarize(warm);
+  return {
+    agents: o.procs,
+    deploysPerRound: o.procDeploys,
+    rounds: rounds.length,
+    ratePerVirtualSec: o.coreRate,
+    /** CPU of the whole process per decision, rounds 3… (warm): median and range. */
+    cpuMsPerDecision: { median: cpu.p50, min: Math.min(...warm), max: Math.max(...warm) },
+    perRound: rounds,
+    duplicateDecisions: duplicates,
+    overcommitViolations: violations,
+    atRest: atRest >= 0,
+  };
+}
+
 async function qualityPart(o: Options) {
   const deploys = workload(o.seed + 3, o.qualityDeploys, 'q', {
     maxReplicas: 4,
@@ -1205,6 +1304,25 @@ export const bench: Bench = {
                 `unplaced ${d.unplaced}; awards refused ${d.awardsRefused}; violations ${d.overcommitViolations} + ` +
                 `${d.atRestViolations} at rest; ${d.wallMs} ms wall\n`,
             );
+        }
+      }
+      if (o.only.includes('core')) {
+        process.stdout.write(
+          `(d) core: (b)'s workload on ${o.procs} agents in one process (simulated network and engines), ` +
+            `${o.coreRounds} rounds of ${o.procDeploys} deploys…\n`,
+        );
+        const k = await attempt('core', () => corePart(o));
+        if (k) {
+          out.core = k;
+          const procs = out.procs as { agentCpuMsPerDecision?: number } | undefined;
+          const b = procs?.agentCpuMsPerDecision;
+          process.stdout.write(
+            `(d) core: ${k.cpuMsPerDecision.median} CPU ms per decision for all ${k.agents} agents' code ` +
+              `(warm rounds ${k.cpuMsPerDecision.min}–${k.cpuMsPerDecision.max})` +
+              (b ? `, ${Math.round((k.cpuMsPerDecision.median / b) * 100)}% of (b)'s ${b} ms` : '') +
+              `; duplicate decisions ${k.duplicateDecisions}, overcommit violations ${k.overcommitViolations}, ` +
+              `at rest ${k.atRest ? 'clean' : 'NOT clean'}\n`,
+          );
         }
       }
     } finally {
