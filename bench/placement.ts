@@ -5,6 +5,7 @@ import { plan } from '../allocator/plan.ts';
 import type { Allocation, Host } from '../allocator/types.ts';
 import { GiB, MiB } from '../allocator/units.ts';
 import type { DeployIntent } from '../crdt/types.ts';
+import { withSystemKeys } from '../node/core/rollout.ts';
 import type { HostFacts } from '../node/host.ts';
 import { SimCluster, type SimClusterOptions } from '../sim/cluster.ts';
 import {
@@ -1125,7 +1126,10 @@ async function corePart(o: Options) {
     for (const d of deploys) {
       const a = c.get(rnd.int(c.agents.length));
       submitted.set(d.id, a.clock.now());
-      a.placement.submit(d.id, intentOf(d, true));
+      // As the API submits it (node/deploys-backend.ts): with the rollout record of version 1, so
+      // the coordinator does not write it as a second change of the intent.
+      const intent = intentOf(d, true);
+      a.placement.submit(d.id, { ...intent, spec: withSystemKeys(undefined, intent.spec, a.clock.now()) });
       due += 1000 / o.coreRate;
       if (due >= 1) {
         await c.run(Math.floor(due));
