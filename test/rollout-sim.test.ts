@@ -130,6 +130,30 @@ describe('rolling updates (sim)', () => {
     expect(running(c, 'svc').length).toBe(3); // and it stays so: no flapping
   });
 
+  it('Placement.submit (no API in front) writes the rollout record with the deploy, and an edit through it rolls out', async () => {
+    const c = await cluster(43);
+    const a = c.get(1);
+    a.placement.submit('p', { name: 'p', replicas: 2, strategy: 'spread', spec: spec(V1) });
+    // In the same change as the deploy: nothing is left for the coordinator to write.
+    const first = a.sync.state.intents.get('p')!;
+    expect(first.spec.rollout).toMatchObject({ version: 1, state: 'done' });
+    expect(await c.runUntil(() => running(c, 'p').length === 2, 15_000, 20)).toBeGreaterThanOrEqual(0);
+    await c.run(2_000);
+    for (const x of c.agents) expect(x.sync.state.intents.get('p')!.revision).toEqual(first.revision);
+    // A changed template through submit: the next version, rolled out from the stable one.
+    c.get(2).placement.submit('p', { name: 'p', replicas: 2, strategy: 'spread', spec: spec(V2) });
+    const ro = c.get(2).sync.state.intents.get('p')!.spec.rollout as {
+      version: number;
+      stable: { version: number };
+    };
+    expect([ro.version, ro.stable.version]).toEqual([2, 1]);
+    const v2 = templateHash(templateOf(spec(V2)));
+    expect(
+      await c.runUntil(() => running(c, 'p').filter((w) => w.version === v2).length === 2, 30_000, 20),
+    ).toBeGreaterThanOrEqual(0);
+    expect(c.placementViolations(true)).toEqual([]);
+  });
+
   it('pure helpers: specFor picks the stable template unless the replica was updated; rollbackTarget', () => {
     const s1 = withSystemKeys(undefined, spec(V1) as never, 1000);
     const intent = { id: 'x', name: 'x', replicas: 2, strategy: 'binpack', revision: [0, 0, 'a'] as const };

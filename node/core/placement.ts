@@ -43,7 +43,7 @@ import {
 } from './placement-adapter.ts';
 import { decodePlacement, encodePlacement, type PlacementMessage, TAG_PLACE } from './placement-wire.ts';
 import { Prng, sample } from './random.ts';
-import { rolloutOf, specTemplateHash } from './rollout.ts';
+import { rolloutOf, SYSTEM_KEYS, specTemplateHash, withSystemKeys } from './rollout.ts';
 import type { StateChange, StateSync } from './state-sync.ts';
 import { jsonFrameLength, ProtocolValue, WireError } from './wire.ts';
 
@@ -366,7 +366,14 @@ export class Placement implements SubProtocol {
       if (err instanceof SpecFieldError) throw new IntentSpecError(id, err.field, err.problem);
       throw err;
     }
-    if (!this.deps.sync.putIntent(id, intent)) {
+    // A spec without the cluster's keys (an internal submitter: the simulator, tests) gets them here
+    // as the API's gets them (node/deploys-backend.ts): a new deploy its rollout record of version
+    // 1 in the same change — else its coordinator writes it as a second change, sent to every
+    // agent — and a changed template the next rollout version.
+    const spec = SYSTEM_KEYS.some((k) => intent.spec[k] !== undefined)
+      ? intent.spec
+      : withSystemKeys(this.deps.sync.state.intents.get(id)?.spec, intent.spec, this.deps.clock.now());
+    if (!this.deps.sync.putIntent(id, { ...intent, spec })) {
       throw new IntentSpecError(id, 'id', 'this deploy id was deleted; deploy ids are not reused');
     }
   }
