@@ -190,7 +190,21 @@ describe('reconcile loop on the sim engine', () => {
     const first = r.statuses();
     expect([...first.values()].map((s) => s.status)).toEqual(['running', 'running', 'running']);
     expect(r.statuses()).toBe(first);
-    // The three exit (code 3, restart: no): each view changes, and the record says so everywhere.
+    // They exit (code 3, restart: no) a few ms apart (their starts were): when the first has, its
+    // view is new and the other two are the very objects of the first map.
+    const oneExited = await c.runUntil(
+      () => [...r.statuses().values()].filter((s) => s.status === 'failed').length === 1,
+      10_000,
+      1,
+    );
+    expect(oneExited).toBeGreaterThanOrEqual(0);
+    const mid = r.statuses();
+    expect(mid).not.toBe(first);
+    for (const [id, v] of mid) {
+      if (v.status === 'running') expect(v).toBe(first.get(id));
+      else expect(v).not.toBe(first.get(id));
+    }
+    // Then all three: the record says so everywhere.
     await c.runUntil(() => running(c, h()!.index) === 0, 10_000, 20);
     await c.run(100);
     const after = r.statuses();
