@@ -7,7 +7,7 @@ import { type HealthCheck, type HealthMonitor, parseHealthcheck } from './health
 import { type Hooks, parseHooks, runHook } from './hooks.ts';
 import type { Clock, Logger, Timer } from './io.ts';
 import type { LocalWorkload, Placement, WorkloadStatusView } from './placement.ts';
-import { workloadId } from './placement.ts';
+import { sameStatusView, workloadId } from './placement.ts';
 import { specFor, specTemplateHash } from './rollout.ts';
 import type { StateSync } from './state-sync.ts';
 
@@ -366,12 +366,13 @@ export class Reconciler implements SubProtocol {
    * every local replica, and building each anew (spec parsing, labels, the allocation's JSON, the
    * template hash) was ≈ 12% of a 10-agent simulation's CPU. Desired workloads are never modified.
    */
-  /** What `statuses()` returned last (its views are reused while unchanged). */
-  private lastStatuses = new Map<string, WorkloadStatusView>();
   private readonly desiredCache = new Map<
     string,
     { w: LocalWorkload; allocation: Allocation; gen: number; spec: JsonObject; d: DesiredWorkload }
   >();
+
+  /** What `statuses()` returned last (its views are reused while unchanged). */
+  private lastStatuses = new Map<string, WorkloadStatusView>();
 
   constructor(
     private readonly deps: {
@@ -646,7 +647,7 @@ export class Reconciler implements SubProtocol {
    * Workload status for the host record: the engine's view plus the health verdict. Views that
    * did not change are the objects of the last call, and when none changed the last call's map is
    * returned as it was (the placement then skips its comparison): a pass runs for every replica
-   * on the host after each engine event, and a new object per replica per pass was garbage.
+   * on the host after each engine event, and only the views that changed survive it.
    * Callers must not modify the map or its views.
    */
   statuses(): Map<string, WorkloadStatusView> {
@@ -663,26 +664,16 @@ export class Reconciler implements SubProtocol {
       restarts: number | undefined,
       error: string | undefined,
     ) => {
-      const p = prev.get(id);
-      if (
-        p !== undefined &&
-        p.status === status &&
-        p.exitCode === exitCode &&
-        p.startedAt === startedAt &&
-        p.health === health &&
-        p.version === version &&
-        p.restarts === restarts &&
-        p.error === error
-      ) {
-        out.set(id, p);
-        return;
-      }
-      same = false;
       const v: WorkloadStatusView = { status, exitCode, startedAt, health };
       if (version !== undefined) v.version = version;
       if (restarts !== undefined) v.restarts = restarts;
       if (error !== undefined) v.error = error;
-      out.set(id, v);
+      const p = prev.get(id);
+      if (p !== undefined && sameStatusView(p, v)) out.set(id, p);
+      else {
+        same = false;
+        out.set(id, v);
+      }
     };
     for (const [id, b] of this.blocked) {
       // Blocked and not there at all: failed, at the version it cannot run.
